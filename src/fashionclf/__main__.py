@@ -1,0 +1,3 @@
+from fashionclf.cli import main
+
+main()
