@@ -1,0 +1,43 @@
+# Set-up and the two jobs. `make run` installs everything and runs the main job; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned: a local CPU wheel of 2.13.0 is used where the machine has one, and an unpinned
+# resolve would pull the CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: install install-test dataset run test lint clean
+
+install: $(VENV)/.installed dataset
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+install-test: $(VENV)/.installed-test dataset
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian's dataset-fashion-mnist where the data is not found yet and apt and root are at hand;
+# elsewhere fashionclf downloads the files on first use.
+dataset: $(VENV)/.installed
+	@if ! $(PY) -c "import sys; from fashionclf.data import find_data_dir; sys.exit(find_data_dir() is None)" \
+	    && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+run: install
+	$(VENV)/bin/fashionclf run
+
+test: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

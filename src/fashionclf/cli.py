@@ -1,0 +1,147 @@
+"""The command line: each command parses its options and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from fashionclf.errors import FashionClfError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Build, measure and serve a clothing classifier on Fashion-MNIST.",
+)
+console = Console()
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the four IDX .gz files.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
+
+
+@app.command()
+def data(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Find (or download), verify and describe the Fashion-MNIST files."""
+    from fashionclf.data import describe, load_fashion_mnist
+
+    info = describe(load_fashion_mnist(data_dir))
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    console.print(f"Fashion-MNIST from [bold]{info['directory']}[/] (found via {info['origin']})")
+    for file in info["files"]:
+        console.print(f"  {file['filename']}: {file['items']:,} items, sha256 {file['raw_sha256'][:16]}... verified")
+    console.print(f"train {info['train_size']:,} images, test {info['test_size']:,} images: all files verified")
+
+
+def _config(**options):
+    from fashionclf.train import TrainConfig
+
+    data_dir = options.pop("data_dir")
+    return TrainConfig(**options, data_dir=str(data_dir) if data_dir else None)
+
+
+@app.command()
+def train(
+    out: Annotated[Path | None, typer.Option(help="Run directory [default: runs/<model>-seed<seed>].")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the stopped run in this directory.")] = None,
+    model: str = "fashion_cnn",
+    epochs: int = 5,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    seed: int = 0,
+    validation_size: Annotated[int, typer.Option(help="Images held out for validation; 0 turns it off.")] = 5000,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Train a model; a checkpoint is written after every epoch."""
+    from fashionclf import train as training
+
+    if resume is not None:
+        run = training.resume(resume)
+    else:
+        config = _config(
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            validation_size=validation_size,
+            device=device,
+            data_dir=data_dir,
+        )
+        run = training.train(config, out or Path("runs") / f"{model}-seed{seed}")
+    console.print(f"run directory: {run.root}")
+
+
+@app.command()
+def evaluate(
+    run_dir: RunArg, device: Device = "auto", as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Evaluate a run's best checkpoint on the test set: metrics.json and figures."""
+    from fashionclf.evaluate import evaluate_run, metrics_table
+
+    metrics = evaluate_run(run_dir, device=device)
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        console.print(metrics_table(metrics))
+
+
+@app.command()
+def report(run_dir: RunArg) -> None:
+    """Write report.md and a self-contained report.html for an evaluated run."""
+    from fashionclf.report import build_report
+
+    console.print(f"report: {build_report(run_dir)}")
+
+
+@app.command()
+def run(
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/seed"),
+    epochs: int = 5,
+    seed: int = 0,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """The main job: data -> train -> evaluate -> report, ending with the report's path."""
+    from fashionclf.pipeline import run_all
+
+    config = _config(epochs=epochs, seed=seed, device=device, data_dir=data_dir)
+    path = run_all(config, out)
+    console.print(f"report: {path}")
+
+
+@app.command("models")
+def list_registered() -> None:
+    """List the registered models."""
+    from fashionclf.models import list_models, model_entry
+
+    for name in list_models():
+        console.print(f"{name}: {model_entry(name).description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="fashionclf", standalone_mode=False)
+    except FashionClfError as exc:
+        print(f"fashionclf: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        print(
+            "fashionclf: interrupted; a stopped training run continues with `fashionclf train --resume RUN_DIR`",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -1,0 +1,308 @@
+"""Fashion-MNIST: find the four IDX files, verify them, parse them into uint8 tensors held in memory.
+
+The resources are declared as data (file name, SHA-256 of the decompressed bytes, item count), as torchvision does.
+Checksums are of the decompressed bytes because repackagers re-gzip: Debian's copy has other .gz bytes than
+upstream but the same content.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fashionclf.errors import FashionClfError
+
+CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SIZE = 28
+
+
+@dataclass(frozen=True)
+class Resource:
+    filename: str
+    raw_sha256: str
+    items: int
+    kind: str  # "images" or "labels"
+
+    @property
+    def header_size(self) -> int:
+        return 16 if self.kind == "images" else 8
+
+    @property
+    def raw_size(self) -> int:
+        per_item = IMAGE_SIZE * IMAGE_SIZE if self.kind == "images" else 1
+        return self.header_size + self.items * per_item
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        "train-images-idx3-ubyte.gz",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        60000,
+        "images",
+    ),
+    Resource(
+        "train-labels-idx1-ubyte.gz",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        60000,
+        "labels",
+    ),
+    Resource(
+        "t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 10000, "images"
+    ),
+    Resource(
+        "t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10000, "labels"
+    ),
+)
+MIRRORS: tuple[str, ...] = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # 0x08 = unsigned byte, then the number of dimensions
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 28, 28) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    train: Split
+    test: Split
+    directory: Path
+    origin: str  # "--data-dir", "FASHIONCLF_DATA", "cache", "debian" or "download"
+    checksums: dict[str, str]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fashionclf" / "fashion-mnist"
+
+
+def find_data_dir(data_dir: Path | None = None, resources: Sequence[Resource] = RESOURCES) -> tuple[Path, str] | None:
+    """The first place holding all four files: --data-dir, $FASHIONCLF_DATA, the user cache, Debian's folder.
+
+    A folder the user named explicitly must hold the files; the default places are only looked into.
+    """
+    explicit = [(data_dir, "--data-dir")] if data_dir is not None else []
+    if os.environ.get("FASHIONCLF_DATA"):
+        explicit.append((Path(os.environ["FASHIONCLF_DATA"]), "FASHIONCLF_DATA"))
+    if explicit:
+        directory, origin = explicit[0]
+        _require_files(Path(directory), origin, resources)
+        return Path(directory), origin
+    for directory, origin in ((default_cache_dir(), "cache"), (DEBIAN_DIR, "debian")):
+        if all((directory / r.filename).is_file() for r in resources):
+            return directory, origin
+    return None
+
+
+def _require_files(directory: Path, origin: str, resources: Sequence[Resource]) -> None:
+    if not directory.is_dir():
+        raise FashionClfError(f"{directory} (from {origin}): folder does not exist")
+    for resource in resources:
+        if not (directory / resource.filename).is_file():
+            raise FashionClfError(f"{directory / resource.filename} (from {origin}): file is missing")
+
+
+def load_fashion_mnist(
+    data_dir: Path | None = None, download_missing: bool = True, resources: Sequence[Resource] = RESOURCES
+) -> FashionMNIST:
+    """Find (or download into the cache), verify and parse the dataset."""
+    found = find_data_dir(data_dir, resources)
+    if found is None:
+        if not download_missing:
+            raise FashionClfError(
+                f"Fashion-MNIST not found in {default_cache_dir()} or {DEBIAN_DIR}; pass --data-dir, set "
+                "FASHIONCLF_DATA, or install Debian's dataset-fashion-mnist"
+            )
+        download(default_cache_dir(), resources=resources)
+        found = (default_cache_dir(), "download")
+    directory, origin = found
+    arrays = {r.filename: read_idx(directory / r.filename, r) for r in resources}
+    train_images, train_labels, test_images, test_labels = (arrays[r.filename] for r in resources)
+    return FashionMNIST(
+        train=Split(train_images, train_labels.long()),
+        test=Split(test_images, test_labels.long()),
+        directory=directory,
+        origin=origin,
+        checksums={r.filename: r.raw_sha256 for r in resources},
+    )
+
+
+def read_idx(path: Path, resource: Resource) -> torch.Tensor:
+    """Parse one verified IDX file: images as (N, 28, 28) uint8, labels as (N,) uint8."""
+    raw = _decompress(path, resource)
+    _check_header(path, raw, resource)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != resource.raw_sha256:
+        raise FashionClfError(
+            f"{path}: checksum mismatch (SHA-256 of the decompressed bytes is {digest[:16]}..., "
+            f"expected {resource.raw_sha256[:16]}...)"
+        )
+    body = np.frombuffer(raw, dtype=np.uint8, offset=resource.header_size)
+    if resource.kind == "labels":
+        if body.size and body.max() > len(CLASSES) - 1:
+            raise FashionClfError(f"{path}: label {int(body.max())} is out of range 0-9")
+        return torch.from_numpy(body.copy())
+    return torch.from_numpy(body.reshape(resource.items, IMAGE_SIZE, IMAGE_SIZE).copy())
+
+
+def _decompress(path: Path, resource: Resource) -> bytes:
+    """Gunzip with a bound: a file whose content outgrows the expected size is refused, never read whole."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            raw = stream.read(resource.raw_size + 1)
+    except FileNotFoundError:
+        raise FashionClfError(f"{path}: file is missing") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise FashionClfError(f"{path}: not a valid gzip file ({exc})") from None
+    except EOFError:
+        raise FashionClfError(f"{path}: truncated (the gzip stream ends early)") from None
+    except OSError as exc:
+        raise FashionClfError(f"{path}: cannot be read ({exc})") from None
+    if len(raw) > resource.raw_size:
+        raise FashionClfError(
+            f"{path}: holds more than the {resource.raw_size:,} bytes of {resource.items:,} {resource.kind}"
+        )
+    return raw
+
+
+def _check_header(path: Path, raw: bytes, resource: Resource) -> None:
+    """Validate magic, dimensions and sizes before any array is built from the declared sizes."""
+    if len(raw) < resource.header_size:
+        raise FashionClfError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+    header = np.frombuffer(raw, dtype=">u4", count=resource.header_size // 4)
+    magic, count = int(header[0]), int(header[1])
+    if magic != _MAGIC[resource.kind]:
+        raise FashionClfError(
+            f"{path}: wrong magic number 0x{magic:08x} for {resource.kind} (expected 0x{_MAGIC[resource.kind]:08x})"
+        )
+    if count != resource.items:
+        raise FashionClfError(f"{path}: declares {count:,} items, expected {resource.items:,}")
+    if resource.kind == "images" and tuple(int(d) for d in header[2:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise FashionClfError(f"{path}: images are {int(header[2])}x{int(header[3])}, expected 28x28")
+    if len(raw) != resource.raw_size:
+        raise FashionClfError(f"{path}: truncated ({len(raw):,} bytes of content, expected {resource.raw_size:,})")
+
+
+def download(
+    dest: Path, mirrors: Sequence[str] = MIRRORS, resources: Sequence[Resource] = RESOURCES, timeout: float = 30
+) -> None:
+    """Fetch each file missing from `dest`; the first mirror whose copy verifies wins."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for resource in resources:
+        target = dest / resource.filename
+        if target.is_file():
+            continue
+        failures = []
+        for mirror in mirrors:
+            try:
+                _fetch_verified(mirror + resource.filename, target, resource, timeout)
+                break
+            except (OSError, FashionClfError) as exc:
+                failures.append(f"{mirror}: {_reason(exc)}")
+        else:
+            raise FashionClfError(f"{resource.filename}: download failed from every mirror ({'; '.join(failures)})")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc)
+
+
+def _fetch_verified(url: str, target: Path, resource: Resource, timeout: float) -> None:
+    """Stream to a temporary file beside `target`, verify it, then rename it into place."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=resource.filename, leave=False) as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        read_idx(tmp, resource)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def split_validation(split: Split, size: int = 5000, seed: int = 0) -> tuple[Split, Split]:
+    """A seeded, stratified hold-out of `size` images: (the rest, the hold-out)."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(split))
+    kept, held = train_test_split(indices, test_size=size, random_state=seed, stratify=split.labels.numpy())
+    kept, held = torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
+    return Split(split.images[kept], split.labels[kept]), Split(split.images[held], split.labels[held])
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1]; applied per batch, not to the whole dataset."""
+    return images.unsqueeze(1).float().div_(255)
+
+
+def batches(
+    split: Split, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches by index, the last partial one kept: uint8 images (B, 28, 28) and int64 labels (B,)."""
+    order = torch.randperm(len(split), generator=generator) if shuffle else None
+    for start in range(0, len(split), batch_size):
+        if order is None:
+            yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
+        else:
+            index = order[start : start + batch_size]
+            yield split.images[index], split.labels[index]
+
+
+def describe(data: FashionMNIST) -> dict:
+    """JSON-ready provenance: where the files came from and what was verified."""
+    items = {
+        "train-images": len(data.train),
+        "train-labels": len(data.train),
+        "t10k-images": len(data.test),
+        "t10k-labels": len(data.test),
+    }
+    return {
+        "origin": data.origin,
+        "directory": str(data.directory),
+        "files": [
+            {"filename": name, "items": items.get(name.split("-idx")[0], 0), "raw_sha256": digest, "verified": True}
+            for name, digest in data.checksums.items()
+        ],
+        "train_size": len(data.train),
+        "test_size": len(data.test),
+        "classes": list(CLASSES),
+    }

@@ -1,0 +1,95 @@
+"""Figures as PNG files (matplotlib, no display needed); each function draws one figure and writes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fashionclf.rundir import atomic_write  # noqa: E402
+
+
+def save(figure: plt.Figure, path: Path) -> None:
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(figure)
+
+
+def training_curves(history: list[dict], path: Path) -> None:
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split, style in (("train", "-o"), ("val", "--s")):
+        if f"{split}_loss" in history[0]:
+            label = "train" if split == "train" else "validation"
+            loss_axis.plot(epochs, [row[f"{split}_loss"] for row in history], style, label=label)
+            accuracy_axis.plot(epochs, [100 * row[f"{split}_accuracy"] for row in history], style, label=label)
+    loss_axis.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    accuracy_axis.set(title="Accuracy", xlabel="epoch", ylabel="%")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+        axis.set_xticks(epochs)
+    save(figure, path)
+
+
+def confusion_heatmap(normalized: np.ndarray, classes: tuple[str, ...], path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(7.5, 6.5))
+    image = axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    ticks = np.arange(len(classes))
+    axis.set_xticks(ticks, classes, rotation=45, ha="right")
+    axis.set_yticks(ticks, classes)
+    axis.set(xlabel="predicted", ylabel="true", title="Normalized confusion matrix (rows sum to 1)")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            value = normalized[i, j]
+            axis.text(
+                j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "black"
+            )
+    save(figure, path)
+
+
+def per_class_bars(per_class: list[dict], path: Path) -> None:
+    names = [row["class"] for row in per_class]
+    positions = np.arange(len(names))
+    figure, (accuracy_axis, prf_axis) = plt.subplots(1, 2, figsize=(13, 4))
+    accuracy_axis.bar(positions, [100 * row["accuracy"] for row in per_class], color="tab:blue")
+    accuracy_axis.set(title="Per-class accuracy", ylabel="%", ylim=(0, 100))
+    width = 0.27
+    for offset, metric in zip((-width, 0, width), ("precision", "recall", "f1"), strict=True):
+        prf_axis.bar(positions + offset, [row[metric] for row in per_class], width, label=metric)
+    prf_axis.set(title="Precision, recall and F1", ylim=(0, 1))
+    prf_axis.legend(loc="lower right")
+    for axis in (accuracy_axis, prf_axis):
+        axis.set_xticks(positions, names, rotation=45, ha="right")
+        axis.grid(axis="y", alpha=0.3)
+    save(figure, path)
+
+
+def image_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    classes: tuple[str, ...],
+    path: Path,
+    title: str,
+    confidence: np.ndarray | None = None,
+    columns: int = 8,
+) -> None:
+    """Images with 'predicted (true)' captions; wrong predictions in red."""
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.45, rows * 1.7))
+    for index, axis in enumerate(np.atleast_1d(axes).ravel()):
+        axis.axis("off")
+        if index >= len(images):
+            continue
+        axis.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+        caption = f"{classes[predicted[index]]}\n({classes[labels[index]]})"
+        if confidence is not None:
+            caption += f" {confidence[index]:.0%}"
+        axis.set_title(caption, fontsize=6.5, color="black" if predicted[index] == labels[index] else "red")
+    figure.suptitle(title)
+    save(figure, path)

@@ -1,0 +1,192 @@
+"""The report: the seed report's sections, filled with this run's measured numbers.
+
+Each section is a function of the run directory that returns Markdown, or None when the run has nothing measured
+for it yet, so a heading never appears without content. report.html is the same text with the figures embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import markdown
+
+from fashionclf.errors import FashionClfError
+from fashionclf.models import count_parameters, create_model, layer_table, model_entry
+from fashionclf.rundir import RunDir, open_run, read_json, write_text
+from fashionclf.train import read_history
+
+
+def build_report(run_dir: Path) -> Path:
+    """Write report.md and a self-contained report.html into the run directory; return report.html's path."""
+    run = open_run(run_dir)
+    if not run.metrics.exists():
+        raise FashionClfError(f"{run.root}: no metrics.json yet; run `fashionclf evaluate {run.root}` first")
+    parts = [section(run) for section in SECTIONS]
+    text = "\n\n".join(part.strip() for part in parts if part) + "\n"
+    write_text(run.report_md, text)
+    write_text(run.report_html, to_html(text, run.root, title=f"fashionclf report: {run.root.name}"))
+    return run.report_html
+
+
+def title(run: RunDir) -> str:
+    config, metrics = read_json(run.config), read_json(run.metrics)
+    env = config["environment"]
+    return (
+        f"# Clothing classifier on Fashion-MNIST: run `{run.root.name}`\n\n"
+        f"Test accuracy **{metrics['accuracy']:.2%}** (loss {metrics['loss']:.4f}) on all {metrics['images']:,} "
+        f"test images, model `{config['train']['model']}` trained on {env['device']} ({env['device_name']}), "
+        f"PyTorch {env['versions']['torch']}. Every number below was measured in this run."
+    )
+
+
+def dataset(run: RunDir) -> str:
+    data = read_json(run.config)["data"]
+    rows = "\n".join(
+        f"| `{f['filename']}` | {f['items']:,} | `{f['raw_sha256'][:16]}...` | yes |" for f in data["files"]
+    )
+    classes = ", ".join(f"{i} {name}" for i, name in enumerate(data["classes"]))
+    return (
+        "## Dataset used: Fashion-MNIST\n\n"
+        f"Zalando's article images: {data['train_size']:,} training and {data['test_size']:,} test images, "
+        f"28x28 grayscale, 10 classes ({classes}).\n\n"
+        f"Read from `{data['directory']}` (found via: {data['origin']}). Every file's IDX header and the SHA-256 of "
+        "its decompressed bytes were verified before use.\n\n"
+        "| file | items | SHA-256 (decompressed) | verified |\n|---|---:|---|---|\n" + rows
+    )
+
+
+def data_handling(run: RunDir) -> str:
+    train = read_json(run.config)["train"]
+    data = read_json(run.config)["data"]
+    held_out = train["validation_size"]
+    split = (
+        f"A seeded, stratified {held_out:,} images of the training set are held out for validation (choosing the best "
+        f"epoch), leaving {data['train_size'] - held_out:,} to train on."
+        if held_out
+        else "No validation split: the last epoch's weights are evaluated."
+    )
+    return (
+        "## Data handling and loading\n\n"
+        "The four IDX files are parsed with NumPy into uint8 tensors held in memory. Batches of "
+        f"{train['batch_size']} are drawn by index from a seeded permutation and scaled from [0, 255] to [0, 1] "
+        f"as float32 on the batch. {split} The test set is only ever evaluated, never used for a choice."
+    )
+
+
+def model_section(run: RunDir) -> str:
+    train = read_json(run.config)["train"]
+    entry = model_entry(train["model"])
+    model = create_model(train["model"], **train["model_args"])
+    rows = "\n".join(
+        f"| `{r['name']}` | {r['type']} | {' x '.join(map(str, r['output_shape']))} | {r['params']:,} |"
+        for r in layer_table(model, entry.input_size)
+    )
+    return (
+        f"## The model: `{entry.name}`\n\n{entry.description}\n\n"
+        f"Input {' x '.join(map(str, entry.input_size))} (channels x height x width), "
+        f"{count_parameters(model):,} parameters.\n\n"
+        "| layer | type | output shape | parameters |\n|---|---|---|---:|\n" + rows
+    )
+
+
+def metrics_choice(run: RunDir) -> str:
+    train = read_json(run.config)["train"]
+    return (
+        "## Choice of metrics\n\n"
+        f"Loss: cross-entropy (softmax over the 10 classes). Optimizer: Adam, learning rate {train['lr']}, "
+        f"batch {train['batch_size']}, {train['epochs']} epochs, seed {train['seed']}. Metrics on the test set, "
+        "computed with scikit-learn: accuracy, top-2 accuracy, per-class accuracy (the share of each class's "
+        "images predicted as that class, equal to its recall), precision, recall and F1 per class with macro and "
+        "weighted averages, and the confusion matrix, raw and normalized by row (true class)."
+    )
+
+
+def training(run: RunDir) -> str | None:
+    history = read_history(run)
+    if not history:
+        return None
+    has_val = "val_loss" in history[0]
+    header = "| epoch | train loss | train acc |" + (" val loss | val acc |" if has_val else "") + " seconds |"
+    rule = "|---:" * (header.count("|") - 1) + "|"
+    lines = []
+    for row in history:
+        cells = [str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_accuracy']:.2%}"]
+        if has_val:
+            cells += [f"{row['val_loss']:.4f}", f"{row['val_accuracy']:.2%}"]
+        lines.append("| " + " | ".join(cells + [f"{row['seconds']:.1f}"]) + " |")
+    total = sum(row["seconds"] for row in history)
+    return (
+        "## Training\n\n"
+        f"{len(history)} epochs in {total:.0f} s. The checkpoint evaluated below is the epoch with the best "
+        f"{'validation' if has_val else 'training'} accuracy.\n\n"
+        f"{header}\n{rule}\n" + "\n".join(lines) + "\n\n![Loss and accuracy curves](figures/training_curves.png)"
+    )
+
+
+def test_results(run: RunDir) -> str:
+    metrics = read_json(run.metrics)
+    rows = "\n".join(
+        f"| {r['class']} | {r['accuracy']:.2%} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | "
+        f"{r['support']:,} |"
+        for r in metrics["per_class"]
+    )
+    averages = "\n".join(
+        f"| {name} average | | {metrics[name]['precision']:.4f} | {metrics[name]['recall']:.4f} | "
+        f"{metrics[name]['f1']:.4f} | {metrics['images']:,} |"
+        for name in ("macro", "weighted")
+    )
+    per_class = sorted(metrics["per_class"], key=lambda r: r["accuracy"])
+    return (
+        "## Test results\n\n"
+        f"Checkpoint `{metrics['checkpoint']['path']}` (epoch {metrics['checkpoint']['epoch']}): test accuracy "
+        f"**{metrics['accuracy']:.2%}**, loss {metrics['loss']:.4f}, top-2 accuracy {metrics['top2_accuracy']:.2%}, "
+        f"over all {metrics['images']:,} test images. The hardest class is {per_class[0]['class']} "
+        f"({per_class[0]['accuracy']:.2%}), the easiest {per_class[-1]['class']} ({per_class[-1]['accuracy']:.2%}).\n\n"
+        "### Per-class accuracy, precision, recall and F1\n\n"
+        "| class | accuracy | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|---:|\n"
+        f"{rows}\n{averages}\n\n"
+        "![Per-class accuracy, precision, recall and F1](figures/per_class.png)\n\n"
+        "### Normalized confusion matrix\n\n![Normalized confusion matrix](figures/confusion_matrix.png)\n\n"
+        "### Examples\n\n![Test images](figures/test_samples.png)\n\n"
+        "![Most confident mistakes](figures/confident_mistakes.png)"
+    )
+
+
+SECTIONS: list[Callable[[RunDir], str | None]] = [
+    title,
+    dataset,
+    data_handling,
+    model_section,
+    metrics_choice,
+    training,
+    test_results,
+]
+
+
+def to_html(text: str, root: Path, title: str) -> str:
+    """Markdown to one self-contained HTML page: every figure is embedded as a data URI."""
+    body = markdown.markdown(text, extensions=["tables"])
+
+    def embed(match: re.Match) -> str:
+        figure = root / html.unescape(match.group(1))
+        if not figure.is_file():
+            return match.group(0)
+        encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{encoded}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
+    "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem}"
+    "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6;padding:0 .2rem}"
+)

@@ -1,0 +1,164 @@
+"""The run directory: the contract between stages, and the only place that knows its layout.
+
+    RUN_DIR/
+      config.json          every setting, library versions, device, data source and checksums
+      checkpoints/last.pt  model + optimizer + RNG state after the last finished epoch (for --resume)
+      checkpoints/best.pt  model weights of the epoch with the best validation accuracy
+      history.csv, .json   per-epoch train/validation loss and accuracy
+      train.log            what the trainer printed, appended across resumes
+      metrics.json         test-set evaluation
+      figures/*.png        plots
+      report.md, .html     the report
+
+Every file is written to a temporary name beside its target and renamed, so a crash never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fashionclf.errors import FashionClfError
+from fashionclf.models import create_model
+
+CHECKPOINT_FORMAT = "fashionclf-checkpoint"
+CHECKPOINT_KEYS = ("format", "model", "model_args", "state_dict")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "best.pt"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def history_json(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+
+def open_run(path: Path) -> RunDir:
+    """A finished or interrupted run; refuses a directory that no training wrote."""
+    run = RunDir(Path(path))
+    if not run.root.is_dir():
+        raise FashionClfError(f"{run.root}: run directory does not exist")
+    if not run.config.is_file():
+        raise FashionClfError(f"{run.root}: not a run directory (no config.json)")
+    return run
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FashionClfError(f"{path}: file does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FashionClfError(f"{path}: not valid JSON ({exc})") from None
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """Save a self-describing checkpoint: {"format", "model", "model_args", "state_dict", ...}."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint lacks {missing}")
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load with weights_only=True; a file that needs code to unpickle, or that we did not write, is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FashionClfError(f"{path}: checkpoint does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - garbage input makes torch.load raise almost anything (KeyError, ...)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FashionClfError(f"{path}: not a loadable fashionclf checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise FashionClfError(f"{path}: not a fashionclf checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise FashionClfError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> nn.Module:
+    """Rebuild the model the checkpoint describes and load its weights (in eval mode)."""
+    model = create_model(checkpoint["model"], **checkpoint["model_args"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FashionClfError(f"{path}: weights do not fit model {checkpoint['model']!r} ({first})") from None
+    return model.eval()
+
+
+def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    checkpoint = load_checkpoint(path, map_location)
+    return model_from_checkpoint(checkpoint, path), checkpoint

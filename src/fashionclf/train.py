@@ -1,0 +1,293 @@
+"""Training: one plain loop, a checkpoint after every epoch, and exact resume on CPU.
+
+The data order of epoch e is drawn from a generator seeded with (seed, e), and the global RNG (dropout) is saved
+with each checkpoint, so a run resumed from its last checkpoint ends with the same weights as one never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from fashionclf import data as fmnist
+from fashionclf.errors import FashionClfError
+from fashionclf.models import count_parameters, create_model, predict_logits
+from fashionclf.rundir import (
+    CHECKPOINT_FORMAT,
+    RunDir,
+    load_checkpoint,
+    open_run,
+    read_json,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved to config.json and read back by --resume. Defaults reproduce the report."""
+
+    model: str = "fashion_cnn"
+    model_args: dict = field(default_factory=dict)
+    epochs: int = 5
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    validation_size: int = 5000
+    device: str = "auto"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FashionClfError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise FashionClfError(f"--lr must be positive, got {self.lr}")
+        if self.validation_size < 0:
+            raise FashionClfError(f"--validation-size must be 0 or more, got {self.validation_size}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FashionClfError(f"--device: unknown device {name!r} (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FashionClfError("--device cuda: no CUDA device is available on this machine")
+    return device
+
+
+def environment(device: torch.device) -> dict:
+    """Versions and hardware, so a number in a report can be traced to what produced it."""
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for package in ("numpy", "scikit-learn", "matplotlib", "fashionclf"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+    }
+
+
+@dataclass
+class TrainState:
+    """What an epoch boundary needs to carry on: the resume point of a run."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    next_epoch: int = 1
+    history: list[dict] = field(default_factory=list)
+    best_val_accuracy: float = -1.0
+
+
+def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
+    """Train a new run into `out` (which must not hold a run yet) and return its run directory."""
+    run = RunDir(Path(out))
+    if run.config.exists():
+        raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
+    device = resolve_device(config.device)
+    data = data or fmnist.load_fashion_mnist(Path(config.data_dir) if config.data_dir else None)
+    write_json(
+        run.config,
+        {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
+    )
+    state = _new_state(config, device)
+    _log(
+        run,
+        f"training {config.model} ({count_parameters(state.model):,} parameters) on {device}, {config.epochs} epochs",
+    )
+    return _fit(config, run, state, data, device, progress)
+
+
+def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
+    """Continue a stopped run from its last checkpoint, with the settings it was started with."""
+    run = open_run(Path(out))
+    config = TrainConfig.from_dict(read_json(run.config)["train"])
+    device = resolve_device(config.device)
+    data = data or fmnist.load_fashion_mnist(Path(config.data_dir) if config.data_dir else None)
+    state = _new_state(config, device)
+    # Without last.pt the run was stopped inside its first epoch: starting over from the seed is the exact resume.
+    if run.last_checkpoint.exists():
+        _restore(state, load_checkpoint(run.last_checkpoint, map_location=device))
+    if state.next_epoch > config.epochs:
+        _log(run, f"nothing to resume: all {config.epochs} epochs are done")
+        return run
+    _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {device}")
+    return _fit(config, run, state, data, device, progress)
+
+
+def _new_state(config: TrainConfig, device: torch.device) -> TrainState:
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, **config.model_args).to(device)
+    return TrainState(model, torch.optim.Adam(model.parameters(), lr=config.lr))
+
+
+def _fit(
+    config: TrainConfig, run: RunDir, state: TrainState, data: fmnist.FashionMNIST, device: torch.device, progress: bool
+) -> RunDir:
+    train_split, val_split = _split(data.train, config)
+    for epoch in range(state.next_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        train_loss, train_acc = train_epoch(
+            state, train_split, config.batch_size, generator, device, run, f"epoch {epoch}/{config.epochs}", progress
+        )
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc}
+        if val_split is not None:
+            row["val_loss"], row["val_accuracy"] = evaluate_split(state.model, val_split, config.batch_size, device)
+        row["seconds"] = time.perf_counter() - started
+        _end_epoch(config, run, state, row)
+    return run
+
+
+def _split(train_split: fmnist.Split, config: TrainConfig) -> tuple[fmnist.Split, fmnist.Split | None]:
+    if config.validation_size == 0:
+        return train_split, None
+    if config.validation_size >= len(train_split):
+        raise FashionClfError(
+            f"--validation-size {config.validation_size} leaves no training images (train set: {len(train_split)})"
+        )
+    return fmnist.split_validation(train_split, size=config.validation_size, seed=config.seed)
+
+
+def train_epoch(
+    state: TrainState,
+    split: fmnist.Split,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    run: RunDir,
+    label: str,
+    progress: bool,
+) -> tuple[float, float]:
+    """One pass over `split` in the generator's order; returns mean loss and accuracy over its images."""
+    model, optimizer = state.model, state.optimizer
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    steps = math.ceil(len(split) / batch_size)
+    bar = tqdm(
+        fmnist.batches(split, batch_size, shuffle=True, generator=generator),
+        total=steps,
+        desc=label,
+        disable=not progress,
+        leave=False,
+        unit="batch",
+    )
+    for step, (images, labels) in enumerate(bar, start=1):
+        images, labels = fmnist.to_float(images).to(device), labels.to(device)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        value = loss.item()
+        if not math.isfinite(value):
+            message = (
+                f"training diverged: loss is {value} at {label}, batch {step}; "
+                f"kept the last good checkpoint in {run.last_checkpoint.parent}"
+            )
+            _log(run, message)
+            raise FashionClfError(message)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += value * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        bar.set_postfix(loss=f"{value:.4f}")
+    return total_loss / seen, correct / seen
+
+
+def evaluate_split(model: nn.Module, split: fmnist.Split, batch_size: int, device: torch.device) -> tuple[float, float]:
+    logits = predict_logits(model, split.images, batch_size, device)
+    loss = F.cross_entropy(logits, split.labels).item()
+    accuracy = (logits.argmax(1) == split.labels).float().mean().item()
+    return loss, accuracy
+
+
+def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -> None:
+    """Record the epoch and write both checkpoints; best.pt first, so last.pt is always the newest."""
+    epoch = row["epoch"]
+    state.history.append(row)
+    state.next_epoch = epoch + 1
+    base = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_args": config.model_args, "epoch": epoch}
+    score = row.get("val_accuracy", row["train_accuracy"])
+    if score > state.best_val_accuracy:
+        state.best_val_accuracy = score
+        save_checkpoint(run.best_checkpoint, {**base, "state_dict": state.model.state_dict(), "metrics": row})
+    save_checkpoint(run.last_checkpoint, {**base, **_resume_state(state), "metrics": row})
+    _write_history(run, state.history)
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+    _log(run, f"epoch {epoch}/{config.epochs}: {summary} ({row['seconds']:.1f} s)")
+
+
+def _resume_state(state: TrainState) -> dict:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "state_dict": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "rng": rng,
+        "history": state.history,
+        "best_val_accuracy": state.best_val_accuracy,
+        "next_epoch": state.next_epoch,
+    }
+
+
+def _restore(state: TrainState, checkpoint: dict) -> None:
+    for key in ("optimizer", "rng", "history", "next_epoch"):
+        if key not in checkpoint:
+            raise FashionClfError(f"checkpoint has no {key!r}: it is not a resumable last.pt")
+    state.model.load_state_dict(checkpoint["state_dict"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    state.history = list(checkpoint["history"])
+    state.best_val_accuracy = checkpoint["best_val_accuracy"]
+    state.next_epoch = checkpoint["next_epoch"]
+
+
+def _write_history(run: RunDir, history: list[dict]) -> None:
+    write_json(run.history_json, history)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(run.history_csv, buffer.getvalue())
+
+
+def read_history(run: RunDir) -> list[dict]:
+    return read_json(run.history_json) if run.history_json.exists() else []
+
+
+def _log(run: RunDir, message: str) -> None:
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+    tqdm.write(line)
+    run.root.mkdir(parents=True, exist_ok=True)
+    with run.log.open("a", encoding="utf-8") as log:
+        log.write(line + "\n")

@@ -1,0 +1,76 @@
+"""The command line as a user meets it: real processes, exit codes and the one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
+
+
+def fashionclf(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fashionclf", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_lists_the_commands():
+    result = fashionclf("--help")
+    assert result.returncode == 0
+    for command in ("data", "train", "evaluate", "report", "run"):
+        assert command in result.stdout
+
+
+def test_a_missing_run_directory(tmp_path):
+    assert_one_line_error(fashionclf("evaluate", str(tmp_path / "nope")), "nope", "does not exist")
+
+
+def test_a_folder_that_is_not_a_run(tmp_path):
+    assert_one_line_error(fashionclf("report", str(tmp_path)), str(tmp_path), "not a run directory")
+
+
+def test_an_unknown_model(tmp_path):
+    assert_one_line_error(fashionclf("train", "--model", "nope", "--out", str(tmp_path / "r")), "unknown model")
+
+
+def test_bad_training_settings(tmp_path):
+    assert_one_line_error(fashionclf("train", "--epochs", "0", "--out", str(tmp_path / "r")), "--epochs")
+
+
+def test_data_dir_without_the_files(tmp_path):
+    assert_one_line_error(fashionclf("data", "--data-dir", str(tmp_path)), str(tmp_path))
+
+
+def test_a_checkpoint_with_code_in_it_is_refused(tmp_path):
+    run = RunDir(tmp_path / "run")
+    write_json(run.config, {"train": {"data_dir": None}})
+    run.best_checkpoint.parent.mkdir(parents=True)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"format": CHECKPOINT_FORMAT, "x": Exploit()}, run.best_checkpoint)
+    assert_one_line_error(fashionclf("evaluate", str(run.root)), "best.pt", "not a loadable fashionclf checkpoint")
+
+
+@pytest.mark.real_data
+def test_data_reports_where_the_files_came_from():
+    result = fashionclf("data", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"train_size": 60000' in result.stdout

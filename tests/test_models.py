@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from fashionclf.errors import FashionClfError
+from fashionclf.models import count_parameters, create_model, example_input, layer_table, list_models, model_entry
+
+
+def test_fashion_cnn_has_the_reports_parameter_count():
+    assert count_parameters(create_model("fashion_cnn")) == 1_475_338
+
+
+def test_fashion_cnn_layer_shapes_follow_the_report():
+    shapes = {row["name"]: row["output_shape"] for row in layer_table(create_model("fashion_cnn"), (1, 28, 28))}
+    assert shapes["layer1.0"] == [32, 28, 28]
+    assert shapes["layer1.3"] == [32, 14, 14]
+    assert shapes["layer2.0"] == [64, 12, 12]
+    assert shapes["layer2.3"] == [64, 6, 6]
+    assert shapes["flatten"] == [2304]
+    assert shapes["fc1"] == [600]
+    assert shapes["fc2"] == [120]
+    assert shapes["fc3"] == [10]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_maps_a_batch_to_ten_logits(name):
+    model = create_model(name).eval()
+    assert model(example_input(name, batch_size=3)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_trains_one_step(name):
+    model = create_model(name).train()
+    loss = torch.nn.functional.cross_entropy(model(example_input(name, 4)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(FashionClfError, match="unknown model 'nope'.*fashion_cnn"):
+        model_entry("nope")

@@ -1,0 +1,75 @@
+"""The real dataset, end to end: a short training run, its evaluation and its report."""
+
+import json
+import re
+from itertools import pairwise
+
+import pytest
+
+from fashionclf import data as fmnist
+from fashionclf.evaluate import evaluate_run
+from fashionclf.report import build_report
+from fashionclf.train import TrainConfig, train
+
+from synthetic import synthetic_data
+
+pytestmark = pytest.mark.real_data
+
+
+@pytest.fixture(scope="module")
+def real_data():
+    if fmnist.find_data_dir() is None:
+        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
+    return fmnist.load_fashion_mnist()
+
+
+@pytest.fixture(scope="module")
+def short_run(real_data, tmp_path_factory):
+    """Two epochs on 10,000 training images: 200 batches of 100."""
+    subset = fmnist.Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
+    data = fmnist.FashionMNIST(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
+    run = train(
+        TrainConfig(epochs=2, validation_size=1000),
+        tmp_path_factory.mktemp("runs") / "short",
+        data=data,
+        progress=False,
+    )
+    metrics = evaluate_run(run.root, data=real_data)
+    return run, metrics
+
+
+def test_loss_falls_and_test_accuracy_passes_80_percent(short_run):
+    run, metrics = short_run
+    history = json.loads(run.history_json.read_text())
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["images"] == 10_000
+    assert metrics["accuracy"] > 0.80
+    assert sum(row["support"] for row in metrics["per_class"]) == 10_000
+
+
+def test_evaluation_writes_metrics_and_figures(short_run):
+    run, metrics = short_run
+    assert json.loads(run.metrics.read_text())["accuracy"] == metrics["accuracy"]
+    for figure in ("training_curves", "confusion_matrix", "per_class", "test_samples", "confident_mistakes"):
+        assert (run.figures / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_has_measured_sections_and_no_empty_heading(short_run):
+    run, metrics = short_run
+    html = build_report(run.root).read_text()
+    text = run.report_md.read_text()
+    assert f"{metrics['accuracy']:.2%}" in text
+    for heading in ("Dataset used", "Data handling", "The model", "Choice of metrics", "Test results"):
+        assert heading in text
+    assert "1,475,338" in text
+    headings = [m.start() for m in re.finditer(r"^#+ ", text, flags=re.M)] + [len(text)]
+    for start, end in pairwise(headings):
+        body = text[start:end].split("\n", 1)[1].strip()
+        assert body, f"empty section: {text[start:end]!r}"
+    assert 'src="figures/' not in html and html.count("data:image/png;base64,") == 5
+
+
+def test_evaluating_synthetic_data_still_counts_every_image(tmp_path):
+    data = synthetic_data(train=300, test=123)
+    run = train(TrainConfig(epochs=1, batch_size=50, validation_size=0), tmp_path / "r", data=data, progress=False)
+    assert evaluate_run(run.root, data=data, batch_size=50)["images"] == 123

@@ -1,0 +1,154 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashionclf.errors import FashionClfError
+from fashionclf.rundir import load_checkpoint
+from fashionclf.train import TrainConfig, resume, train
+
+from synthetic import synthetic_data
+
+SMALL = dict(epochs=3, batch_size=50, validation_size=100)
+
+
+def weights(path: Path) -> dict:
+    return load_checkpoint(path)["state_dict"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_training_writes_a_complete_run_directory(tmp_path):
+    run = train(TrainConfig(**SMALL), tmp_path / "run", data=synthetic_data(), progress=False)
+    config = json.loads(run.config.read_text())
+    assert config["train"]["epochs"] == 3 and config["train"]["lr"] == 1e-3
+    assert config["environment"]["versions"]["torch"] == torch.__version__
+    assert config["environment"]["device"] == "cpu"
+    assert config["data"]["origin"] == "--data-dir"
+    history = json.loads(run.history_json.read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert run.history_csv.read_text().splitlines()[0].startswith("epoch,train_loss,train_accuracy,val_loss")
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_accuracy"] > 0.5
+    best = load_checkpoint(run.best_checkpoint)
+    assert best["metrics"]["val_accuracy"] == max(row["val_accuracy"] for row in history)
+    assert load_checkpoint(run.last_checkpoint)["epoch"] == 3
+    assert "epoch 3/3" in run.log.read_text()
+    assert not list(run.root.rglob("*.tmp"))
+
+
+def test_a_seed_fixes_the_run(tmp_path):
+    data = synthetic_data()
+    a = train(TrainConfig(**SMALL), tmp_path / "a", data=data, progress=False)
+    b = train(TrainConfig(**SMALL), tmp_path / "b", data=data, progress=False)
+    c = train(TrainConfig(**SMALL, seed=1), tmp_path / "c", data=data, progress=False)
+    assert_same_weights(weights(a.last_checkpoint), weights(b.last_checkpoint))
+    assert not torch.equal(weights(a.last_checkpoint)["fc3.weight"], weights(c.last_checkpoint)["fc3.weight"])
+
+
+def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch):
+    data = synthetic_data()
+    whole = train(TrainConfig(**SMALL), tmp_path / "whole", data=data, progress=False)
+
+    import fashionclf.train as training
+
+    real_end_epoch = training._end_epoch
+
+    def stop_after_epoch_two(config, run, state, row):
+        real_end_epoch(config, run, state, row)
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_end_epoch", stop_after_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**SMALL), tmp_path / "stopped", data=data, progress=False)
+    monkeypatch.setattr(training, "_end_epoch", real_end_epoch)
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 2
+
+    # The global RNG is disturbed on purpose: resume must restore it from the checkpoint.
+    torch.manual_seed(12345)
+    resumed = resume(tmp_path / "stopped", data=data, progress=False)
+    assert_same_weights(weights(whole.last_checkpoint), weights(resumed.last_checkpoint))
+    assert_same_weights(weights(whole.best_checkpoint), weights(resumed.best_checkpoint))
+    assert [r["epoch"] for r in json.loads(resumed.history_json.read_text())] == [1, 2, 3]
+
+
+def test_resume_after_kill_9_gives_identical_weights(tmp_path):
+    """A real process, killed with SIGKILL in its second epoch, then resumed in another process."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import fashionclf.train as training
+        from synthetic import synthetic_data
+        real = training._end_epoch
+        def slow(config, run, state, row):
+            real(config, run, state, row)
+            if row["epoch"] == 1:
+                print("epoch-1-saved", flush=True)
+                time.sleep(60)
+        training._end_epoch = slow if sys.argv[2] == "slow" else real
+        run = training.train(training.TrainConfig(epochs=3, batch_size=50, validation_size=100),
+                             sys.argv[1], data=synthetic_data(), progress=False) if sys.argv[3] == "new" else \\
+              training.resume(sys.argv[1], data=synthetic_data(), progress=False)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(out), "slow", "new"], stdout=subprocess.PIPE, env=env, text=True
+    )
+    deadline = time.monotonic() + 120
+    while "epoch-1-saved" not in child.stdout.readline():
+        assert time.monotonic() < deadline and child.poll() is None, "child never finished epoch 1"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    subprocess.run([sys.executable, "-c", script, str(out), "fast", "resume"], env=env, check=True, capture_output=True)
+    whole = train(TrainConfig(**SMALL), tmp_path / "whole", data=synthetic_data(), progress=False)
+    assert_same_weights(weights(whole.last_checkpoint), weights(out / "checkpoints" / "last.pt"))
+
+
+def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    data = synthetic_data()
+    with pytest.raises(FashionClfError, match="training diverged: loss is (nan|inf)"):
+        train(
+            TrainConfig(epochs=50, batch_size=50, validation_size=100, lr=1e30),
+            tmp_path / "run",
+            data=data,
+            progress=False,
+        )
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    if last.exists():  # an epoch finished before the loss blew up: its checkpoint must hold finite weights
+        assert all(
+            torch.isfinite(t).all() for t in load_checkpoint(last)["state_dict"].values() if t.is_floating_point()
+        )
+    assert "training diverged" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path):
+    data = synthetic_data()
+    train(TrainConfig(epochs=1, batch_size=100, validation_size=100), tmp_path / "run", data=data, progress=False)
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(FashionClfError, match="already holds a run"):
+        train(TrainConfig(epochs=1), tmp_path / "run", data=data, progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"lr": -1.0}, "--lr")],
+)
+def test_bad_settings_are_refused(options, message):
+    with pytest.raises(FashionClfError, match=message):
+        TrainConfig(**options)
