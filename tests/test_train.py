@@ -16,7 +16,7 @@ from fashionclf.train import TrainConfig, resume, train
 
 from synthetic import synthetic_data
 
-SMALL = dict(epochs=3, batch_size=50, validation_size=100)
+SMALL = dict(epochs=3, batch_size=50, validation_size=100, device="cpu")
 
 
 def weights(path: Path) -> dict:
@@ -57,23 +57,27 @@ def test_a_seed_fixes_the_run(tmp_path):
     assert not torch.equal(weights(a.last_checkpoint)["fc3.weight"], weights(c.last_checkpoint)["fc3.weight"])
 
 
-def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch):
-    data = synthetic_data()
-    whole = train(TrainConfig(**SMALL), tmp_path / "whole", data=data, progress=False)
-
+def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
+    """Make training raise KeyboardInterrupt (as Ctrl-C would) right after `epoch` is saved."""
     import fashionclf.train as training
 
     real_end_epoch = training._end_epoch
 
-    def stop_after_epoch_two(config, run, state, row):
+    def end_epoch_then_stop(config, run, state, row):
         real_end_epoch(config, run, state, row)
-        if row["epoch"] == 2:
+        if row["epoch"] == epoch:
+            monkeypatch.setattr(training, "_end_epoch", real_end_epoch)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_end_epoch", stop_after_epoch_two)
+    monkeypatch.setattr(training, "_end_epoch", end_epoch_then_stop)
+
+
+def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch):
+    data = synthetic_data()
+    whole = train(TrainConfig(**SMALL), tmp_path / "whole", data=data, progress=False)
+    interrupt_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**SMALL), tmp_path / "stopped", data=data, progress=False)
-    monkeypatch.setattr(training, "_end_epoch", real_end_epoch)
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 2
 
     # The global RNG is disturbed on purpose: resume must restore it from the checkpoint.
@@ -99,7 +103,7 @@ def test_resume_after_kill_9_gives_identical_weights(tmp_path):
                 print("epoch-1-saved", flush=True)
                 time.sleep(60)
         training._end_epoch = slow if sys.argv[2] == "slow" else real
-        run = training.train(training.TrainConfig(epochs=3, batch_size=50, validation_size=100),
+        run = training.train(training.TrainConfig(epochs=3, batch_size=50, validation_size=100, device="cpu"),
                              sys.argv[1], data=synthetic_data(), progress=False) if sys.argv[3] == "new" else \\
               training.resume(sys.argv[1], data=synthetic_data(), progress=False)
         """
@@ -152,3 +156,15 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(FashionClfError, match=message):
         TrainConfig(**options)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_run_resumes(tmp_path, monkeypatch):
+    data = synthetic_data()
+    config = TrainConfig(epochs=2, batch_size=50, validation_size=100, device="cuda")
+    interrupt_after_epoch(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", data=data, progress=False)
+    run = resume(tmp_path / "run", data=data, progress=False)
+    assert load_checkpoint(run.last_checkpoint)["epoch"] == 2
+    assert json.loads(run.config.read_text())["environment"]["device"].startswith("cuda")

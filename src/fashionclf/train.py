@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from fashionclf import data as fmnist
 from fashionclf.errors import FashionClfError
-from fashionclf.models import count_parameters, create_model, predict_logits
+from fashionclf.models import count_parameters, create_model, model_entry, predict_logits
 from fashionclf.rundir import (
     CHECKPOINT_FORMAT,
     RunDir,
@@ -56,6 +56,7 @@ class TrainConfig:
                 raise FashionClfError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise FashionClfError(f"--lr must be positive, got {self.lr}")
+        model_entry(self.model)
         if self.validation_size < 0:
             raise FashionClfError(f"--validation-size must be 0 or more, got {self.validation_size}")
 
@@ -134,7 +135,8 @@ def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = 
     state = _new_state(config, device)
     # Without last.pt the run was stopped inside its first epoch: starting over from the seed is the exact resume.
     if run.last_checkpoint.exists():
-        _restore(state, load_checkpoint(run.last_checkpoint, map_location=device))
+        # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
+        _restore(state, load_checkpoint(run.last_checkpoint))
     if state.next_epoch > config.epochs:
         _log(run, f"nothing to resume: all {config.epochs} epochs are done")
         return run
@@ -195,7 +197,7 @@ def train_epoch(
         fmnist.batches(split, batch_size, shuffle=True, generator=generator),
         total=steps,
         desc=label,
-        disable=not progress,
+        disable=None if progress else True,  # None: a bar only on a terminal, so logs stay readable
         leave=False,
         unit="batch",
     )
