@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -128,20 +127,10 @@ def list_registered() -> None:
         console.print(f"{name}: {model_entry(name).description}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
-    command = typer.main.get_command(app)
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2 (typer maps Ctrl-C to 130)."""
     try:
-        command.main(args=argv, prog_name="fashionclf", standalone_mode=False)
+        app()
     except FashionClfError as exc:
         print(f"fashionclf: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.Abort):
-        print(
-            "fashionclf: interrupted; a stopped training run continues with `fashionclf train --resume RUN_DIR`",
-            file=sys.stderr,
-        )
-        sys.exit(130)

@@ -12,6 +12,7 @@ import math
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -118,12 +119,11 @@ def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = Non
         run.config,
         {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
     )
-    state = _new_state(config, device)
-    _log(
-        run,
-        f"training {config.model} ({count_parameters(state.model):,} parameters) on {device}, {config.epochs} epochs",
-    )
-    return _fit(config, run, state, data, device, progress)
+    with _resume_hint_on_interrupt(run):
+        state = _new_state(config, device)
+        parameters = count_parameters(state.model)
+        _log(run, f"training {config.model} ({parameters:,} parameters) on {device}, {config.epochs} epochs")
+        return _fit(config, run, state, data, device, progress)
 
 
 def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
@@ -140,8 +140,9 @@ def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = 
     if state.next_epoch > config.epochs:
         _log(run, f"nothing to resume: all {config.epochs} epochs are done")
         return run
-    _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {device}")
-    return _fit(config, run, state, data, device, progress)
+    with _resume_hint_on_interrupt(run):
+        _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {device}")
+        return _fit(config, run, state, data, device, progress)
 
 
 def _new_state(config: TrainConfig, device: torch.device) -> TrainState:
@@ -157,8 +158,9 @@ def _fit(
     for epoch in range(state.next_epoch, config.epochs + 1):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        label = f"epoch {epoch}/{config.epochs}"
         train_loss, train_acc = train_epoch(
-            state, train_split, config.batch_size, generator, device, run, f"epoch {epoch}/{config.epochs}", progress
+            state, train_split, config.batch_size, generator, device, run, label, progress
         )
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc}
         if val_split is not None:
@@ -166,6 +168,15 @@ def _fit(
         row["seconds"] = time.perf_counter() - started
         _end_epoch(config, run, state, row)
     return run
+
+
+@contextmanager
+def _resume_hint_on_interrupt(run: RunDir):
+    try:
+        yield
+    except KeyboardInterrupt:
+        _log(run, f"interrupted; continue with: fashionclf train --resume {run.root}")
+        raise
 
 
 def _split(train_split: fmnist.Split, config: TrainConfig) -> tuple[fmnist.Split, fmnist.Split | None]:
