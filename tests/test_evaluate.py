@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from fashionclf.data import CLASSES
-from fashionclf.evaluate import compute_metrics
+from fashionclf.evaluate import compute_metrics, evaluate_run
+from fashionclf.train import TrainConfig, train
+
+from synthetic import synthetic_data
 
 
 def one_hot(predicted, confidence=0.9):
@@ -50,3 +53,9 @@ def test_macro_average_weighs_classes_equally():
     metrics = compute_metrics(labels, one_hot(predicted), CLASSES)
     assert metrics["macro"]["recall"] == pytest.approx((1.0 + 0.0) / 2)
     assert metrics["weighted"]["recall"] == pytest.approx(0.9)
+
+
+def test_evaluating_synthetic_data_still_counts_every_image(tmp_path):
+    data = synthetic_data(train=300, test=123)
+    run = train(TrainConfig(epochs=1, batch_size=50, validation_size=0), tmp_path / "r", data=data, progress=False)
+    assert evaluate_run(run.root, data=data, batch_size=50)["images"] == 123

@@ -11,8 +11,6 @@ from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
 from fashionclf.train import TrainConfig, train
 
-from synthetic import synthetic_data
-
 pytestmark = pytest.mark.real_data
 
 
@@ -67,9 +65,3 @@ def test_report_has_measured_sections_and_no_empty_heading(short_run):
         body = text[start:end].split("\n", 1)[1].strip()
         assert body, f"empty section: {text[start:end]!r}"
     assert 'src="figures/' not in html and html.count("data:image/png;base64,") == 5
-
-
-def test_evaluating_synthetic_data_still_counts_every_image(tmp_path):
-    data = synthetic_data(train=300, test=123)
-    run = train(TrainConfig(epochs=1, batch_size=50, validation_size=0), tmp_path / "r", data=data, progress=False)
-    assert evaluate_run(run.root, data=data, batch_size=50)["images"] == 123

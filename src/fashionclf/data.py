@@ -134,7 +134,10 @@ def _require_files(directory: Path, origin: str, resources: Sequence[Resource]) 
 
 
 def load_fashion_mnist(
-    data_dir: Path | None = None, download_missing: bool = True, resources: Sequence[Resource] = RESOURCES
+    data_dir: Path | None = None,
+    download_missing: bool = True,
+    resources: Sequence[Resource] = RESOURCES,
+    mirrors: Sequence[str] = MIRRORS,
 ) -> FashionMNIST:
     """Find (or download into the cache), verify and parse the dataset."""
     found = find_data_dir(data_dir, resources)
@@ -144,7 +147,7 @@ def load_fashion_mnist(
                 f"Fashion-MNIST not found in {default_cache_dir()} or {DEBIAN_DIR}; pass --data-dir, set "
                 "FASHIONCLF_DATA, or install Debian's dataset-fashion-mnist"
             )
-        download(default_cache_dir(), resources=resources)
+        download(default_cache_dir(), mirrors=mirrors, resources=resources)
         found = (default_cache_dir(), "download")
     directory, origin = found
     arrays = {r.filename: read_idx(directory / r.filename, r) for r in resources}
