@@ -218,10 +218,12 @@ def train_epoch(
         loss = F.cross_entropy(logits, labels)
         value = loss.item()
         if not math.isfinite(value):
-            message = (
-                f"training diverged: loss is {value} at {label}, batch {step}; "
-                f"kept the last good checkpoint in {run.last_checkpoint.parent}"
+            kept = (
+                f"the last good checkpoint is kept in {run.last_checkpoint}"
+                if run.last_checkpoint.exists()
+                else "no epoch had finished, so there is no checkpoint"
             )
+            message = f"training diverged: loss is {value} at {label}, batch {step}; {kept}"
             _log(run, message)
             raise FashionClfError(message)
         optimizer.zero_grad(set_to_none=True)
