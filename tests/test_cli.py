@@ -81,11 +81,13 @@ def test_data_reports_where_the_files_came_from():
 @pytest.mark.real_data
 def test_ctrl_c_stops_training_with_a_resume_hint(tmp_path):
     run = tmp_path / "run"
+    # A shell running jobs in the background hands its children SIGINT ignored; a user's terminal does not.
     child = subprocess.Popen(
         [sys.executable, "-m", "fashionclf", "train", "--out", str(run), "--device", "cpu"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     # Interrupt inside the epoch loop: the log's first line is written just before it starts.
