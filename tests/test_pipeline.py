@@ -7,6 +7,7 @@ from itertools import pairwise
 import pytest
 
 from fashionclf import data as fmnist
+from fashionclf.analysis import analyze
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
 from fashionclf.train import TrainConfig, train
@@ -54,14 +55,28 @@ def test_evaluation_writes_metrics_and_figures(short_run):
 
 def test_report_has_measured_sections_and_no_empty_heading(short_run):
     run, metrics = short_run
+    build_report(run.root)
+    assert "receptive field" not in run.report_md.read_text()  # not analysed yet: no such heading
+    analysis = analyze(run.root, batch_size=16, repeats=2)
+    assert json.loads(run.analysis.read_text())["total"] == analysis["total"]
     html = build_report(run.root).read_text()
     text = run.report_md.read_text()
     assert f"{metrics['accuracy']:.2%}" in text
-    for heading in ("Dataset used", "Data handling", "The model", "Choice of metrics", "Test results"):
+    for heading in (
+        "Dataset used",
+        "Data handling",
+        "The model",
+        "Choice of metrics",
+        "Test results",
+        "Overall model receptive field",
+        "FLOPs and MACs",
+        "Computationally expensive layers",
+    ):
         assert heading in text
     assert "1,475,338" in text
     headings = [m.start() for m in re.finditer(r"^#+ ", text, flags=re.M)] + [len(text)]
     for start, end in pairwise(headings):
         body = text[start:end].split("\n", 1)[1].strip()
         assert body, f"empty section: {text[start:end]!r}"
-    assert 'src="figures/' not in html and html.count("data:image/png;base64,") == 5
+    assert "4,335,600 MACs" in text and "10x10 pixels with jump 4" in text
+    assert 'src="figures/' not in html and html.count("data:image/png;base64,") == 7

@@ -103,6 +103,26 @@ def report(run_dir: RunArg) -> None:
 
 
 @app.command()
+def analyze(
+    run_dir: Annotated[Path | None, typer.Argument(help="A trained run; omit it and give --model instead.")] = None,
+    model: Annotated[str | None, typer.Option(help="Analyse an untrained registered model.")] = None,
+    batch_size: Annotated[int, typer.Option(help="The large batch for timing (batch 1 is always timed).")] = 256,
+    repeats: Annotated[int, typer.Option(help="Timed runs per layer, after warm-up.")] = 30,
+    device: Device = "cpu",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Receptive field, FLOPs and MACs, and measured per-layer time; saved into the run when one is given."""
+    from fashionclf.analysis import analysis_table
+    from fashionclf.analysis import analyze as analyze_model
+
+    result = analyze_model(run_dir, model, batch_size=batch_size, repeats=repeats, device=device)
+    if as_json:
+        print(json.dumps(result))
+        return
+    console.print(analysis_table(result))
+
+
+@app.command()
 def run(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/seed"),
     epochs: int = 5,

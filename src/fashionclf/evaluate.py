@@ -13,8 +13,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.models import predict_logits
-from fashionclf.rundir import RunDir, load_model, open_run, read_json, write_json
-from fashionclf.train import read_history, resolve_device
+from fashionclf.rundir import RunDir, load_model, open_run, write_json
+from fashionclf.train import read_history, resolve_device, run_data_dir
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> dict:
@@ -61,7 +61,7 @@ def evaluate_run(
 ) -> dict:
     """Evaluate the run's best checkpoint on the test set; write metrics.json and the figures."""
     run = open_run(run_dir)
-    data = data or fmnist.load_fashion_mnist(_data_dir(run))
+    data = data or fmnist.load_fashion_mnist(run_data_dir(run))
     model, checkpoint = load_model(run.best_checkpoint)
     torch_device = resolve_device(device)
     logits = predict_logits(model.to(torch_device), data.test.images, batch_size, torch_device)
@@ -72,11 +72,6 @@ def evaluate_run(
     write_json(run.metrics, metrics)
     write_figures(run, data.test, probabilities, metrics)
     return metrics
-
-
-def _data_dir(run: RunDir) -> Path | None:
-    configured = read_json(run.config)["train"].get("data_dir")
-    return Path(configured) if configured else None
 
 
 def write_figures(run: RunDir, test: fmnist.Split, probabilities: np.ndarray, metrics: dict) -> None:

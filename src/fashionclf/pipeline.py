@@ -1,18 +1,20 @@
-"""The main job: data -> train -> evaluate -> report, in one call."""
+"""The main job: data -> train -> evaluate -> analyze -> report, in one call."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fashionclf import data as fmnist
+from fashionclf.analysis import analyze
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
 from fashionclf.train import TrainConfig, train
 
 
 def run_all(config: TrainConfig, out: Path, progress: bool = True) -> Path:
-    """Train a new run into `out`, evaluate it on the test set and write its report; return report.html."""
+    """Train a new run into `out`, evaluate and analyse it, write its report; return report.html's path."""
     data = fmnist.load_fashion_mnist(Path(config.data_dir) if config.data_dir else None)
     run = train(config, out, data=data, progress=progress)
     evaluate_run(run.root, device=config.device, data=data)
+    analyze(run.root)
     return build_report(run.root)

@@ -93,3 +93,34 @@ def image_grid(
         axis.set_title(caption, fontsize=6.5, color="black" if predicted[index] == labels[index] else "red")
     figure.suptitle(title)
     save(figure, path)
+
+
+def effective_receptive_field(gradient: np.ndarray, field: dict, unit: tuple[int, int], path: Path) -> None:
+    """The gradient-magnitude map of one unit (Luo et al., 2016), with its theoretical field drawn as a box."""
+    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    image = axis.imshow(gradient / (gradient.max() or 1), cmap="magma")
+    figure.colorbar(image, ax=axis, fraction=0.046, label="|gradient| (normalized)")
+    (height, width), (jump_y, jump_x), (start_y, start_x) = field["size"], field["jump"], field["start"]
+    centre_y, centre_x = start_y + jump_y * unit[0], start_x + jump_x * unit[1]
+    axis.add_patch(
+        plt.Rectangle((centre_x - width / 2, centre_y - height / 2), width, height, fill=False, color="cyan", lw=1.5)
+    )
+    axis.set_title(f"Effective receptive field of {field['layer']}\n(box: theoretical {height}x{width})", fontsize=9)
+    save(figure, path)
+
+
+def time_vs_flops(layers: list[dict], batch_sizes: list[int], path: Path) -> None:
+    """Each layer's share of forward time beside its share of FLOPs."""
+    names = [row["name"] for row in layers]
+    positions = np.arange(len(names))
+    width = 0.8 / (len(batch_sizes) + 1)
+    figure, axis = plt.subplots(figsize=(11, 4))
+    axis.bar(positions - 0.4 + width / 2, [100 * row["flop_share"] for row in layers], width, label="share of FLOPs")
+    for i, batch in enumerate(batch_sizes, start=1):
+        shares = [100 * row["time"][f"batch_{batch}"]["forward_time_share"] for row in layers]
+        axis.bar(positions - 0.4 + width / 2 + i * width, shares, width, label=f"share of forward time, batch {batch}")
+    axis.set_xticks(positions, [f"{n}\n{row['type']}" for n, row in zip(names, layers, strict=True)], fontsize=7)
+    axis.set(ylabel="%", title="Where the FLOPs are vs where the time goes (each layer timed alone)")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend()
+    save(figure, path)

@@ -156,6 +156,107 @@ def test_results(run: RunDir) -> str:
     )
 
 
+def _analysis(run: RunDir) -> dict | None:
+    return read_json(run.analysis) if run.analysis.exists() else None
+
+
+def receptive_field(run: RunDir) -> str | None:
+    analysis = _analysis(run)
+    if analysis is None:
+        return None
+    rows = "\n".join(
+        f"| `{row['name']}` | {row['type']} | {_field_cell(row['receptive_field'])} |" for row in analysis["layers"]
+    )
+    field = analysis["receptive_field"]
+    return (
+        "## Overall model receptive field\n\n"
+        f"Computed from each layer's kernel, stride, padding and dilation. {analysis['head']} The last conv block's "
+        f"field is **{field['size'][0]}x{field['size'][1]} pixels with jump {field['jump'][0]}**: its first unit is "
+        f"centred on pixel ({field['start'][0]}, {field['start'][1]}) (pixel centres at integers, first pixel 0).\n\n"
+        "| layer | type | field size (h x w), jump, start |\n|---|---|---|\n" + rows + "\n\n"
+        "The effective receptive field (Luo et al., 2016: the mean gradient magnitude of the centre unit of the last "
+        "conv block over 200 test images) is concentrated in the middle of the theoretical box:\n\n"
+        "![Effective receptive field](figures/effective_receptive_field.png)"
+    )
+
+
+def _field_cell(field) -> str:
+    if isinstance(field, str):
+        return field
+    return f"{field['size'][0]} x {field['size'][1]}, jump {field['jump'][0]}, start {field['start'][0]}"
+
+
+def flops_and_macs(run: RunDir) -> str | None:
+    analysis = _analysis(run)
+    if analysis is None:
+        return None
+    rows = "\n".join(
+        f"| `{r['name']}` | {r['type']} | {r['params']:,} | {r['macs']:,} | {r['flops']:,} "
+        f"| {r['elementwise_flops']:,} | {r['training_flops']:,} | {r['activation_bytes']:,} "
+        f"| {r['arithmetic_intensity']:.2f} |"
+        for r in analysis["layers"]
+    )
+    total = analysis["total"]
+    return (
+        "## FLOPs and MACs\n\n"
+        f"Per image, forward: **{total['macs']:,} MACs = {total['flops']:,} FLOPs** in conv and linear layers, plus "
+        f"{total['elementwise_flops']:,} element-wise FLOPs; a training step (forward + backward) costs "
+        f"{total['training_flops']:,} FLOPs. {total['params']:,} parameters take {total['param_bytes']:,} bytes.\n\n"
+        f"Convention: {analysis['convention']} Arithmetic intensity is FLOPs per byte of parameters, input and "
+        "output moved.\n\n"
+        "| layer | type | params | MACs | FLOPs | element-wise FLOPs | training-step FLOPs | output bytes | "
+        "FLOPs/byte |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n" + rows
+    )
+
+
+def expensive_layers(run: RunDir) -> str | None:
+    analysis = _analysis(run)
+    if analysis is None:
+        return None
+    large = f"batch_{analysis['batch_sizes'][-1]}"
+    ranked = sorted(analysis["layers"], key=lambda r: -r["time"][large]["forward_median_us"])
+    rows = "\n".join(_timing_row(r, analysis["batch_sizes"]) for r in ranked)
+    heaviest = max(analysis["layers"], key=lambda r: r["flops"])
+    slowest = ranked[0]
+    pools = sum(r["time"][large]["forward_time_share"] for r in analysis["layers"] if "Pool" in r["type"])
+    pool_flops = sum(r["flop_share"] for r in analysis["layers"] if "Pool" in r["type"])
+    whole = analysis["model_forward_us"]
+    headers = " | ".join(f"fwd b{b} (us, IQR) | share b{b} | bwd b{b} (us)" for b in analysis["batch_sizes"])
+    return (
+        "## Computationally expensive layers\n\n"
+        f"Each layer timed alone on {analysis['device']} ({analysis['threads']} threads) on a random input of its "
+        f"real shape: median of {analysis['repeats']} runs after warm-up, spread as "
+        "interquartile range. Whole-model forward: "
+        + ", ".join(f"{v['median_us']:,.0f} us at {k.replace('_', ' ')}" for k, v in whole.items())
+        + ".\n\n"
+        f"| layer | type | share of FLOPs | {headers} |\n|---|---|---:|"
+        + "---:|---:|---:|" * len(analysis["batch_sizes"])
+        + "\n"
+        + rows
+        + "\n\n![Share of time vs share of FLOPs](figures/time_vs_flops.png)\n\n"
+        f"What it means: the FLOP-heaviest layer is `{heaviest['name']}` ({heaviest['flop_share']:.0%} of FLOPs, "
+        f"{heaviest['arithmetic_intensity']:.1f} FLOPs per byte moved), yet the slowest at {large.replace('_', ' ')} "
+        f"is `{slowest['name']}` ({slowest['time'][large]['forward_time_share']:.0%} of forward time, "
+        f"{slowest['arithmetic_intensity']:.1f} FLOPs per byte). Max-pooling holds {pool_flops:.1%} of the FLOPs and "
+        f"takes {pools:.0%} of the forward time. A layer that does few FLOPs per byte it reads and writes is limited "
+        "by memory traffic, not arithmetic, so its share of time far exceeds its share of FLOPs. Making this model "
+        "faster therefore means fusing or quantizing whole conv-BatchNorm-ReLU-pool blocks, not only the linear "
+        "layers that hold most of the parameters."
+    )
+
+
+def _timing_row(row: dict, batch_sizes: list[int]) -> str:
+    cells = []
+    for batch in batch_sizes:
+        t = row["time"][f"batch_{batch}"]
+        cells += [
+            f"{t['forward_median_us']:,.0f} ({t['forward_iqr_us']:,.0f})",
+            f"{t['forward_time_share']:.1%}",
+            f"{t['backward_median_us']:,.0f}",
+        ]
+    return f"| `{row['name']}` | {row['type']} | {row['flop_share']:.1%} | " + " | ".join(cells) + " |"
+
+
 SECTIONS: list[Callable[[RunDir], str | None]] = [
     title,
     dataset,
@@ -164,6 +265,9 @@ SECTIONS: list[Callable[[RunDir], str | None]] = [
     metrics_choice,
     training,
     test_results,
+    receptive_field,
+    flops_and_macs,
+    expensive_layers,
 ]
 
 

@@ -7,6 +7,7 @@
       history.csv, .json   per-epoch train/validation loss and accuracy
       train.log            what the trainer printed, appended across resumes
       metrics.json         test-set evaluation
+      analysis.json        receptive field, FLOPs and MACs, per-layer timings (fashionclf analyze)
       figures/*.png        plots
       report.md, .html     the report
 
@@ -63,6 +64,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis.json"
 
     @property
     def figures(self) -> Path:

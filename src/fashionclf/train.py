@@ -296,6 +296,12 @@ def _write_history(run: RunDir, history: list[dict]) -> None:
     write_text(run.history_csv, buffer.getvalue())
 
 
+def run_data_dir(run: RunDir) -> Path | None:
+    """The --data-dir the run was trained with, so later stages read the same files."""
+    configured = read_json(run.config)["train"].get("data_dir")
+    return Path(configured) if configured else None
+
+
 def read_history(run: RunDir) -> list[dict]:
     return read_json(run.history_json) if run.history_json.exists() else []
 
