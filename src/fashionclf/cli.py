@@ -138,6 +138,40 @@ def run(
     console.print(f"report: {path}")
 
 
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A run directory or a model file this project wrote.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=10)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    save_input: Annotated[Path | None, typer.Option(help="Write the 28x28 image the model saw into DIR.")] = None,
+) -> None:
+    """Classify pictures: any size or format Pillow reads, brought into Fashion-MNIST's domain first."""
+    from tqdm import tqdm
+
+    from fashionclf.inference import Prediction, image_files, load_classifier, predict_files, save_model_input
+
+    classifier = load_classifier(model)
+    files, problems = image_files(inputs)
+    with tqdm(total=len(files), unit="image", disable=None, leave=False) as bar:
+        for result in predict_files(classifier, files, k=top_k):
+            bar.update()
+            if not isinstance(result, Prediction):
+                problems.append(result)
+                continue
+            if save_input is not None:
+                save_model_input(result, save_input)
+            if as_json:
+                bar.write(json.dumps({"file": result.name, "top_k": result.top}))
+            else:
+                labels = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in result.top)
+                bar.write(f"{result.name}: {labels}")
+    for name, problem in problems:
+        print(f"fashionclf: error: {name}: {problem}", file=sys.stderr)
+    if problems:
+        sys.exit(2)
+
+
 @app.command("models")
 def list_registered() -> None:
     """List the registered models."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -43,7 +44,7 @@ IMAGE_SIZE = 28
 @dataclass(frozen=True)
 class Resource:
     filename: str
-    raw_sha256: str
+    raw_sha256: str  # of the decompressed bytes
     items: int
     kind: str  # "images" or "labels"
 
@@ -57,6 +58,7 @@ class Resource:
         return self.header_size + self.items * per_item
 
 
+# In this order: train images, train labels, test images, test labels (load_fashion_mnist relies on it).
 RESOURCES: tuple[Resource, ...] = (
     Resource(
         "train-images-idx3-ubyte.gz",
@@ -71,10 +73,16 @@ RESOURCES: tuple[Resource, ...] = (
         "labels",
     ),
     Resource(
-        "t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 10000, "images"
+        "t10k-images-idx3-ubyte.gz",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        10000,
+        "images",
     ),
     Resource(
-        "t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10000, "labels"
+        "t10k-labels-idx1-ubyte.gz",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        10000,
+        "labels",
     ),
 )
 MIRRORS: tuple[str, ...] = (
@@ -97,9 +105,13 @@ class Split:
 class FashionMNIST:
     train: Split
     test: Split
-    directory: Path
+    directory: Path  # where the files were read from
     origin: str  # "--data-dir", "FASHIONCLF_DATA", "cache", "debian" or "download"
-    checksums: dict[str, str]
+    checksums: dict[str, str]  # filename -> verified SHA-256 of the decompressed bytes
+
+
+class _BadIdx(ValueError):
+    """What is wrong with one file's content; the caller says which file (read_idx) or which mirror (download)."""
 
 
 def default_cache_dir() -> Path:
@@ -110,27 +122,26 @@ def default_cache_dir() -> Path:
 def find_data_dir(data_dir: Path | None = None, resources: Sequence[Resource] = RESOURCES) -> tuple[Path, str] | None:
     """The first place holding all four files: --data-dir, $FASHIONCLF_DATA, the user cache, Debian's folder.
 
-    A folder the user named explicitly must hold the files; the default places are only looked into.
+    A folder the user named must hold the files, so a typo is reported rather than silently passed over;
+    the default places are only looked into.
     """
-    explicit = [(data_dir, "--data-dir")] if data_dir is not None else []
+    if data_dir is not None:
+        return _require_files(Path(data_dir), "--data-dir", resources)
     if os.environ.get("FASHIONCLF_DATA"):
-        explicit.append((Path(os.environ["FASHIONCLF_DATA"]), "FASHIONCLF_DATA"))
-    if explicit:
-        directory, origin = explicit[0]
-        _require_files(Path(directory), origin, resources)
-        return Path(directory), origin
+        return _require_files(Path(os.environ["FASHIONCLF_DATA"]), "FASHIONCLF_DATA", resources)
     for directory, origin in ((default_cache_dir(), "cache"), (DEBIAN_DIR, "debian")):
         if all((directory / r.filename).is_file() for r in resources):
             return directory, origin
     return None
 
 
-def _require_files(directory: Path, origin: str, resources: Sequence[Resource]) -> None:
+def _require_files(directory: Path, origin: str, resources: Sequence[Resource]) -> tuple[Path, str]:
     if not directory.is_dir():
         raise FashionClfError(f"{directory} (from {origin}): folder does not exist")
     for resource in resources:
         if not (directory / resource.filename).is_file():
             raise FashionClfError(f"{directory / resource.filename} (from {origin}): file is missing")
+    return directory, origin
 
 
 def load_fashion_mnist(
@@ -145,16 +156,15 @@ def load_fashion_mnist(
         if not download_missing:
             raise FashionClfError(
                 f"Fashion-MNIST not found in {default_cache_dir()} or {DEBIAN_DIR}; pass --data-dir, set "
-                "FASHIONCLF_DATA, or install Debian's dataset-fashion-mnist"
+                "FASHIONCLF_DATA, allow the download, or install Debian's dataset-fashion-mnist"
             )
         download(default_cache_dir(), mirrors=mirrors, resources=resources)
         found = (default_cache_dir(), "download")
     directory, origin = found
-    arrays = {r.filename: read_idx(directory / r.filename, r) for r in resources}
-    train_images, train_labels, test_images, test_labels = (arrays[r.filename] for r in resources)
+    train_images, train_labels, test_images, test_labels = (read_idx(directory / r.filename, r) for r in resources)
     return FashionMNIST(
-        train=Split(train_images, train_labels.long()),
-        test=Split(test_images, test_labels.long()),
+        train=Split(train_images, train_labels),
+        test=Split(test_images, test_labels),
         directory=directory,
         origin=origin,
         checksums={r.filename: r.raw_sha256 for r in resources},
@@ -162,65 +172,72 @@ def load_fashion_mnist(
 
 
 def read_idx(path: Path, resource: Resource) -> torch.Tensor:
-    """Parse one verified IDX file: images as (N, 28, 28) uint8, labels as (N,) uint8."""
-    raw = _decompress(path, resource)
-    _check_header(path, raw, resource)
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != resource.raw_sha256:
-        raise FashionClfError(
-            f"{path}: checksum mismatch (SHA-256 of the decompressed bytes is {digest[:16]}..., "
-            f"expected {resource.raw_sha256[:16]}...)"
-        )
-    body = np.frombuffer(raw, dtype=np.uint8, offset=resource.header_size)
-    if resource.kind == "labels":
-        if body.size and body.max() > len(CLASSES) - 1:
-            raise FashionClfError(f"{path}: label {int(body.max())} is out of range 0-9")
-        return torch.from_numpy(body.copy())
-    return torch.from_numpy(body.reshape(resource.items, IMAGE_SIZE, IMAGE_SIZE).copy())
+    """Parse one verified IDX file: images as (N, 28, 28) uint8, labels as (N,) int64."""
+    try:
+        return _parse(_decompress(path, resource), resource)
+    except _BadIdx as exc:
+        raise FashionClfError(f"{path}: {exc}") from None
 
 
 def _decompress(path: Path, resource: Resource) -> bytes:
-    """Gunzip with a bound: a file whose content outgrows the expected size is refused, never read whole."""
+    """Gunzip with a bound: content that outgrows the expected size is refused, never read whole."""
     try:
         with gzip.open(path, "rb") as stream:
             raw = stream.read(resource.raw_size + 1)
-    except FileNotFoundError:
-        raise FashionClfError(f"{path}: file is missing") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
-        raise FashionClfError(f"{path}: not a valid gzip file ({exc})") from None
+        raise _BadIdx(f"not a valid gzip file ({exc})") from None
     except EOFError:
-        raise FashionClfError(f"{path}: truncated (the gzip stream ends early)") from None
+        raise _BadIdx("truncated (the gzip stream ends early)") from None
+    except FileNotFoundError:
+        raise _BadIdx("file is missing") from None
     except OSError as exc:
-        raise FashionClfError(f"{path}: cannot be read ({exc})") from None
+        raise _BadIdx(f"cannot be read ({exc.strerror or exc})") from None
     if len(raw) > resource.raw_size:
-        raise FashionClfError(
-            f"{path}: holds more than the {resource.raw_size:,} bytes of {resource.items:,} {resource.kind}"
-        )
+        raise _BadIdx(f"holds more than the {resource.raw_size:,} bytes of {resource.items:,} {resource.kind}")
     return raw
 
 
-def _check_header(path: Path, raw: bytes, resource: Resource) -> None:
-    """Validate magic, dimensions and sizes before any array is built from the declared sizes."""
-    if len(raw) < resource.header_size:
-        raise FashionClfError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
-    header = np.frombuffer(raw, dtype=">u4", count=resource.header_size // 4)
-    magic, count = int(header[0]), int(header[1])
-    if magic != _MAGIC[resource.kind]:
-        raise FashionClfError(
-            f"{path}: wrong magic number 0x{magic:08x} for {resource.kind} (expected 0x{_MAGIC[resource.kind]:08x})"
+def _parse(raw: bytes, resource: Resource) -> torch.Tensor:
+    _check_header(raw, resource)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != resource.raw_sha256:
+        raise _BadIdx(
+            f"checksum mismatch (SHA-256 of the decompressed bytes is {digest[:16]}..., "
+            f"expected {resource.raw_sha256[:16]}...)"
         )
+    body = np.frombuffer(raw, dtype=np.uint8, offset=resource.header_size)
+    if resource.kind == "images":
+        # The copy makes the array writable (bytes are not), which torch.from_numpy needs; it costs ~10 ms.
+        return torch.from_numpy(body.reshape(resource.items, IMAGE_SIZE, IMAGE_SIZE).copy())
+    if body.size and body.max() >= len(CLASSES):
+        raise _BadIdx(f"label {int(body.max())} is out of range 0-{len(CLASSES) - 1}")
+    return torch.from_numpy(body.astype(np.int64))
+
+
+def _check_header(raw: bytes, resource: Resource) -> None:
+    """Validate magic, item count and image size against the resource before anything is sized from the header."""
+    if len(raw) < resource.header_size:
+        raise _BadIdx(f"too short for an IDX header ({len(raw)} bytes)")
+    header = np.frombuffer(raw, dtype=">u4", count=resource.header_size // 4)
+    magic, count, dims = int(header[0]), int(header[1]), tuple(int(d) for d in header[2:])
+    if magic != _MAGIC[resource.kind]:
+        raise _BadIdx(f"wrong magic number 0x{magic:08x} for {resource.kind} (expected 0x{_MAGIC[resource.kind]:08x})")
     if count != resource.items:
-        raise FashionClfError(f"{path}: declares {count:,} items, expected {resource.items:,}")
-    if resource.kind == "images" and tuple(int(d) for d in header[2:]) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise FashionClfError(f"{path}: images are {int(header[2])}x{int(header[3])}, expected 28x28")
+        raise _BadIdx(f"declares {count:,} items, expected {resource.items:,}")
+    if resource.kind == "images" and dims != (IMAGE_SIZE, IMAGE_SIZE):
+        raise _BadIdx(f"images are {dims[0]}x{dims[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
     if len(raw) != resource.raw_size:
-        raise FashionClfError(f"{path}: truncated ({len(raw):,} bytes of content, expected {resource.raw_size:,})")
+        raise _BadIdx(f"truncated ({len(raw):,} bytes of content, expected {resource.raw_size:,})")
 
 
 def download(
-    dest: Path, mirrors: Sequence[str] = MIRRORS, resources: Sequence[Resource] = RESOURCES, timeout: float = 30
+    dest: Path, mirrors: Sequence[str] = MIRRORS, timeout: float = 30, resources: Sequence[Resource] = RESOURCES
 ) -> None:
-    """Fetch each file missing from `dest`; the first mirror whose copy verifies wins."""
+    """Fetch each file missing from `dest`; the first mirror whose copy verifies wins.
+
+    A file lands in `dest` only whole and verified, so an interrupted or failed download leaves nothing behind
+    and never touches a file already there.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     for resource in resources:
         target = dest / resource.filename
@@ -231,43 +248,55 @@ def download(
             try:
                 _fetch_verified(mirror + resource.filename, target, resource, timeout)
                 break
-            except (OSError, FashionClfError) as exc:
+            except (OSError, http.client.HTTPException, _BadIdx) as exc:
                 failures.append(f"{mirror}: {_reason(exc)}")
         else:
-            raise FashionClfError(f"{resource.filename}: download failed from every mirror ({'; '.join(failures)})")
+            raise FashionClfError(f"{target}: download failed from every mirror ({'; '.join(failures)})")
 
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code}"
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    return str(exc)
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return " ".join(str(reason).split()) or type(exc).__name__  # one line, whatever the library wrote
 
 
 def _fetch_verified(url: str, target: Path, resource: Resource, timeout: float) -> None:
-    """Stream to a temporary file beside `target`, verify it, then rename it into place."""
+    """Stream to a temporary file beside `target` (so the rename is atomic), verify it, then rename it into place."""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=resource.filename, leave=False) as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        read_idx(tmp, resource)
+            _copy_bounded(response, out, resource)
+        _parse(_decompress(tmp, resource), resource)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _copy_bounded(response, out, resource: Resource) -> None:
+    # gzip grows incompressible data by a few bytes per block at most, so a longer answer cannot be the file;
+    # stopping there keeps a misbehaving mirror from filling the disk.
+    limit = resource.raw_size + resource.raw_size // 1000 + 4096
+    length = response.headers.get("Content-Length")
+    with tqdm(total=int(length) if length else None, unit="B", unit_scale=True, desc=resource.filename,
+              leave=False, disable=None) as bar:  # fmt: skip
+        while chunk := response.read(1 << 16):
+            bar.update(len(chunk))
+            if bar.n > limit:
+                raise _BadIdx(f"answer is larger than {limit:,} bytes, too large for {resource.filename}")
+            out.write(chunk)
+
+
 def split_validation(split: Split, size: int = 5000, seed: int = 0) -> tuple[Split, Split]:
-    """A seeded, stratified hold-out of `size` images: (the rest, the hold-out)."""
-    from sklearn.model_selection import train_test_split
+    """A seeded, stratified hold-out of `size` images: (the rest, the hold-out), each in the original order."""
+    from sklearn.model_selection import train_test_split  # scikit-learn takes a second to import; only needed here
 
     indices = np.arange(len(split))
-    kept, held = train_test_split(indices, test_size=size, random_state=seed, stratify=split.labels.numpy())
+    try:
+        kept, held = train_test_split(indices, test_size=size, random_state=seed, stratify=split.labels.numpy())
+    except ValueError as exc:  # a size the split cannot honour, e.g. fewer held-out images than classes
+        raise FashionClfError(f"validation size {size}: {exc}") from None
     kept, held = torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
     return Split(split.images[kept], split.labels[kept]), Split(split.images[held], split.labels[held])
 
@@ -281,28 +310,27 @@ def batches(
     split: Split, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches by index, the last partial one kept: uint8 images (B, 28, 28) and int64 labels (B,)."""
-    order = torch.randperm(len(split), generator=generator) if shuffle else None
-    for start in range(0, len(split), batch_size):
-        if order is None:
+    if not shuffle:  # slices are views: evaluation copies nothing
+        for start in range(0, len(split), batch_size):
             yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
-        else:
-            index = order[start : start + batch_size]
-            yield split.images[index], split.labels[index]
+        return
+    order = torch.randperm(len(split), generator=generator)
+    for index in order.split(batch_size):
+        yield split.images[index], split.labels[index]
 
 
 def describe(data: FashionMNIST) -> dict:
     """JSON-ready provenance: where the files came from and what was verified."""
-    items = {
-        "train-images": len(data.train),
-        "train-labels": len(data.train),
-        "t10k-images": len(data.test),
-        "t10k-labels": len(data.test),
-    }
     return {
         "origin": data.origin,
         "directory": str(data.directory),
         "files": [
-            {"filename": name, "items": items.get(name.split("-idx")[0], 0), "raw_sha256": digest, "verified": True}
+            {
+                "filename": name,
+                "items": len(data.train if name.startswith("train") else data.test),
+                "raw_sha256": digest,
+                "verified": True,
+            }
             for name, digest in data.checksums.items()
         ],
         "train_size": len(data.train),
