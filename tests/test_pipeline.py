@@ -6,35 +6,16 @@ from itertools import pairwise
 
 import pytest
 
-from fashionclf import data as fmnist
 from fashionclf.analysis import analyze
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
-from fashionclf.train import TrainConfig, train
 
 pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")
-def real_data():
-    if fmnist.find_data_dir() is None:
-        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
-    return fmnist.load_fashion_mnist()
-
-
-@pytest.fixture(scope="module")
-def short_run(real_data, tmp_path_factory):
-    """Two epochs on 10,000 training images: 200 batches of 100."""
-    subset = fmnist.Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
-    data = fmnist.FashionMNIST(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
-    run = train(
-        TrainConfig(epochs=2, validation_size=1000),
-        tmp_path_factory.mktemp("runs") / "short",
-        data=data,
-        progress=False,
-    )
-    metrics = evaluate_run(run.root, data=real_data)
-    return run, metrics
+def short_run(trained_run, real_data):
+    return trained_run, evaluate_run(trained_run.root, data=real_data)
 
 
 def test_loss_falls_and_test_accuracy_passes_80_percent(short_run):

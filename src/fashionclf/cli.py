@@ -172,6 +172,20 @@ def predict(
         sys.exit(2)
 
 
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="A run directory or a model file this project wrote.")],
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    port: int = 8000,
+    max_mb: Annotated[float, typer.Option(help="Largest request accepted, in MB.")] = 10.0,
+) -> None:
+    """Serve the model: POST /predict, GET /health, and an upload page at /."""
+    from fashionclf.inference import load_classifier
+    from fashionclf.serve import serve as run_server
+
+    run_server(load_classifier(model), host=host, port=port, max_bytes=int(max_mb * 1024 * 1024))
+
+
 @app.command("models")
 def list_registered() -> None:
     """List the registered models."""

@@ -1,0 +1,22 @@
+"""Shared fixtures: the real dataset, and one short real training run that several test modules read."""
+
+import pytest
+
+from fashionclf import data as fmnist
+from fashionclf.train import TrainConfig, train
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    if fmnist.find_data_dir() is None:
+        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
+    return fmnist.load_fashion_mnist()
+
+
+@pytest.fixture(scope="session")
+def trained_run(real_data, tmp_path_factory):
+    """Two epochs on 10,000 real training images (200 batches of 100), 1,000 held out for validation."""
+    subset = fmnist.Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
+    data = fmnist.FashionMNIST(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
+    config = TrainConfig(epochs=2, validation_size=1000, device="cpu")
+    return train(config, tmp_path_factory.mktemp("runs") / "short", data=data, progress=False)
