@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import json
 import threading
+import tracemalloc
+import zlib
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -114,6 +117,33 @@ def test_labels_out_of_range_are_refused(isolated):
         fmnist.load_fashion_mnist(isolated / "d", resources=resources)
 
 
+def gzip_bomb(megabytes: int) -> bytes:
+    """A valid train-images header followed by `megabytes` of zeros, gzipped (about 1,000 times smaller)."""
+    packer = zlib.compressobj(wbits=31)  # 31: the gzip container
+    parts = [packer.compress(np.array([0x803, TRAIN, 28, 28], ">u4").tobytes())]
+    parts += [packer.compress(bytes(1 << 20)) for _ in range(megabytes)]
+    return b"".join([*parts, packer.flush()])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [gzip.compress(np.array([0x803, 2**31, 28, 28], ">u4").tobytes() + b"\0" * 64), gzip_bomb(64)],
+    ids=["header declaring 2**31 images", "64 MB of content where 31 kB are expected"],
+)
+def test_oversized_files_are_refused_without_reading_them_whole(isolated, content):
+    resources = make_dataset(isolated / "d")
+    path = isolated / "d" / resources[0].filename
+    path.write_bytes(content)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FashionClfError, match=f"^{path}: (declares|holds more than)"):
+            fmnist.read_idx(path, resources[0])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * resources[0].raw_size + (1 << 20)
+
+
 def test_a_missing_file_is_named(isolated):
     resources = make_dataset(isolated / "d")
     (isolated / "d" / resources[2].filename).unlink()
@@ -145,6 +175,22 @@ def test_an_explicit_folder_must_hold_the_files(isolated, monkeypatch):
         fmnist.find_data_dir()
 
 
+def test_nothing_found_and_no_download_says_where_it_looked(isolated):
+    with pytest.raises(FashionClfError, match="not found in .*cache-home.*debian.*--data-dir.*FASHIONCLF_DATA"):
+        fmnist.load_fashion_mnist(download_missing=False)
+
+
+def test_describe_is_json_ready(isolated):
+    resources = make_dataset(isolated / "d")
+    info = fmnist.describe(fmnist.load_fashion_mnist(isolated / "d", resources=resources))
+    assert json.loads(json.dumps(info)) == info
+    assert info["origin"] == "--data-dir" and info["directory"] == str(isolated / "d")
+    assert [(f["filename"], f["items"], f["raw_sha256"], f["verified"]) for f in info["files"]] == [
+        (r.filename, r.items, r.raw_sha256, True) for r in resources
+    ]
+    assert (info["train_size"], info["test_size"], len(info["classes"])) == (TRAIN, TEST, 10)
+
+
 class Mirror:
     """A local HTTP server on 127.0.0.1 serving a folder; files absent there answer 404."""
 
@@ -152,7 +198,8 @@ class Mirror:
         handler = partial(_QuietHandler, directory=str(folder))
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits up to one interval, 0.5 s by default, for every mirror.
+        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
 
     def close(self):
         self.server.shutdown()
@@ -214,7 +261,14 @@ def test_when_every_mirror_fails_the_error_lists_why_and_nothing_is_left(isolate
     make_dataset(isolated / "corrupt", seed=99)
     good = make_dataset(isolated / "reference")
     (isolated / "empty").mkdir()
-    urls = [mirrors(isolated / "empty"), mirrors(isolated / "corrupt"), "http://127.0.0.1:9/"]
+    (isolated / "huge").mkdir()
+    (isolated / "huge" / good[0].filename).write_bytes(bytes(2 * good[0].raw_size))
+    urls = [
+        mirrors(isolated / "empty"),
+        mirrors(isolated / "corrupt"),
+        mirrors(isolated / "huge"),
+        "http://127.0.0.1:9/",
+    ]
     dest = isolated / "dest"
     dest.mkdir()
     kept = dest / good[3].filename
@@ -223,8 +277,9 @@ def test_when_every_mirror_fails_the_error_lists_why_and_nothing_is_left(isolate
     with pytest.raises(FashionClfError) as error:
         fmnist.download(dest, mirrors=urls, resources=good)
     message = str(error.value)
-    assert message.startswith("train-images-idx3-ubyte.gz: download failed from every mirror")
-    assert "HTTP 404" in message and "checksum mismatch" in message and "127.0.0.1:9" in message
+    assert message.startswith(f"{dest / good[0].filename}: download failed from every mirror")
+    reasons = ["HTTP 404", "checksum mismatch", "answer is larger than", "127.0.0.1:9/: "]
+    assert [message.index(reason) for reason in reasons] == sorted(message.index(reason) for reason in reasons)
     assert "\n" not in message
     assert [p.name for p in dest.iterdir()] == [kept.name]  # no partial or temporary file
     assert kept.read_bytes() == before
@@ -240,6 +295,12 @@ def test_split_validation_is_stratified_disjoint_and_seeded():
     assert ids(kept).isdisjoint(ids(held)) and len(ids(kept) | ids(held)) == 1000
     assert ids(fmnist.split_validation(split, size=100, seed=0)[1]) == ids(held)
     assert ids(fmnist.split_validation(split, size=100, seed=1)[1]) != ids(held)
+
+
+def test_a_validation_set_smaller_than_the_class_count_is_a_user_error():
+    split = Split(images=torch.zeros(100, 28, 28, dtype=torch.uint8), labels=torch.arange(100) % 10)
+    with pytest.raises(FashionClfError, match="validation size 5"):
+        fmnist.split_validation(split, size=5)
 
 
 def test_batches_cover_every_image_once_and_keep_the_last_partial_batch():
@@ -263,11 +324,13 @@ def test_to_float_scales_to_the_unit_interval():
 
 @pytest.mark.real_data
 def test_the_real_dataset():
-    if fmnist.find_data_dir() is None:
-        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
-    data = fmnist.load_fashion_mnist()
+    if not all((fmnist.DEBIAN_DIR / r.filename).is_file() for r in fmnist.RESOURCES):
+        pytest.skip(f"Fashion-MNIST is not installed in {fmnist.DEBIAN_DIR} (make test installs it)")
+    data = fmnist.load_fashion_mnist(fmnist.DEBIAN_DIR, download_missing=False)
     assert data.train.images.shape == (60_000, 28, 28) and data.test.images.shape == (10_000, 28, 28)
-    assert data.train.images.dtype == torch.uint8
+    assert data.train.images.dtype == data.test.images.dtype == torch.uint8
+    assert data.train.labels.dtype == data.test.labels.dtype == torch.int64
     assert torch.bincount(data.train.labels).tolist() == [6000] * 10
     assert torch.bincount(data.test.labels).tolist() == [1000] * 10
-    assert fmnist.describe(data)["files"][0]["items"] == 60_000
+    assert 0 < data.train.images.float().mean() / 255 < 1
+    assert [f["items"] for f in fmnist.describe(data)["files"]] == [60_000, 60_000, 10_000, 10_000]

@@ -279,13 +279,16 @@ def _copy_bounded(response, out, resource: Resource) -> None:
     # stopping there keeps a misbehaving mirror from filling the disk.
     limit = resource.raw_size + resource.raw_size // 1000 + 4096
     length = response.headers.get("Content-Length")
-    with tqdm(total=int(length) if length else None, unit="B", unit_scale=True, desc=resource.filename,
-              leave=False, disable=None) as bar:  # fmt: skip
+    total = int(length) if length else None
+    received = 0
+    # disable=None: a bar on a terminal only, so logs and tests stay clean
+    with tqdm(total=total, unit="B", unit_scale=True, desc=resource.filename, leave=False, disable=None) as bar:
         while chunk := response.read(1 << 16):
-            bar.update(len(chunk))
-            if bar.n > limit:
+            received += len(chunk)
+            if received > limit:
                 raise _BadIdx(f"answer is larger than {limit:,} bytes, too large for {resource.filename}")
             out.write(chunk)
+            bar.update(len(chunk))
 
 
 def split_validation(split: Split, size: int = 5000, seed: int = 0) -> tuple[Split, Split]:
