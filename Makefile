@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # resolve would pull the CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-test dataset run test lint clean
+.PHONY: install install-test dataset browser run test clean
 
 install: $(VENV)/.installed dataset
 
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
-install-test: $(VENV)/.installed-test dataset
+install-test: $(VENV)/.installed-test dataset browser
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
@@ -29,6 +29,13 @@ dataset: $(VENV)/.installed
 	@if ! $(PY) -c "import sys; from fashionclf.data import find_data_dir; sys.exit(find_data_dir() is None)" \
 	    && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+# Debian's Chromium for the browser test (Playwright drives it; no browser download). Where apt or root is
+# missing, that one test is skipped with its reason.
+browser:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
 run: install
