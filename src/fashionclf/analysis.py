@@ -24,7 +24,8 @@ from fashionclf import plots
 from fashionclf.errors import FashionClfError
 from fashionclf.models import create_model, model_entry
 from fashionclf.rundir import RunDir, load_model, open_run, write_json
-from fashionclf.train import resolve_device, run_data_dir
+from fashionclf.sources import load_dataset
+from fashionclf.train import resolve_device, run_data
 
 CONVENTION = (
     "MACs: multiply-accumulates of conv and linear layers; FLOPs = 2 x MACs for them. Element-wise FLOPs (bias, "
@@ -326,8 +327,7 @@ def _time_model(
 
 
 def _save_to_run(run: RunDir, model: nn.Module, result: dict) -> None:
-    data = fmnist.load_fashion_mnist(run_data_dir(run))
-    images = fmnist.to_float(data.test.images[:200])
+    images = fmnist.to_float(load_dataset(run_data(run)).test.images[:200])
     layer = result["receptive_field"]["layer"]
     erf, unit = effective_receptive_field(model, layer, images)
     figure = run.figures / "effective_receptive_field.png"

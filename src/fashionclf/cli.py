@@ -20,17 +20,26 @@ app = typer.Typer(
 )
 console = Console()
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the four IDX .gz files.")]
+DataPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        "--data-dir",
+        help="The four IDX .gz files' folder, a Kaggle CSV file, a folder of the train and test CSVs, or a folder "
+        "of class sub-folders of pictures [default: look up the IDX files].",
+    ),
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
 
 
 @app.command()
-def data(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Find (or download), verify and describe the Fashion-MNIST files."""
-    from fashionclf.data import describe, load_fashion_mnist
+def data(data: DataPath = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Find (or download), verify and describe the dataset."""
+    from fashionclf.data import describe
+    from fashionclf.sources import load_dataset
 
-    info = describe(load_fashion_mnist(data_dir))
+    info = describe(load_dataset(data))
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -43,8 +52,8 @@ def data(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json
 def _config(**options):
     from fashionclf.train import TrainConfig
 
-    data_dir = options.pop("data_dir")
-    return TrainConfig(**options, data_dir=str(data_dir) if data_dir else None)
+    paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init") if key in options}
+    return TrainConfig(**{**options, **paths})
 
 
 @app.command()
@@ -56,11 +65,21 @@ def train(
     batch_size: int = 100,
     lr: float = 1e-3,
     seed: int = 0,
-    validation_size: Annotated[int, typer.Option(help="Images held out for validation; 0 turns it off.")] = 5000,
+    validation_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Images held out for validation; 0 turns it off [default: 5000, or a fifth of a "
+            "training set under 25,000 images]."
+        ),
+    ] = None,
     device: Device = "auto",
-    data_dir: DataDir = None,
+    data: DataPath = None,
+    init: Annotated[Path | None, typer.Option(help="Fine-tune: start from this run's best weights.")] = None,
+    mix_fashion_mnist: Annotated[
+        int, typer.Option(help="Fine-tune: mix this many Fashion-MNIST training images in, against forgetting.")
+    ] = 0,
 ) -> None:
-    """Train a model; a checkpoint is written after every epoch."""
+    """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch."""
     from fashionclf import train as training
 
     if resume is not None:
@@ -74,7 +93,9 @@ def train(
             seed=seed,
             validation_size=validation_size,
             device=device,
-            data_dir=data_dir,
+            data=data,
+            init=init,
+            mix_fashion_mnist=mix_fashion_mnist,
         )
         run = training.train(config, out or Path("runs") / f"{model}-seed{seed}")
     console.print(f"run directory: {run.root}")
@@ -82,12 +103,15 @@ def train(
 
 @app.command()
 def evaluate(
-    run_dir: RunArg, device: Device = "auto", as_json: Annotated[bool, typer.Option("--json")] = False
+    run_dir: RunArg,
+    device: Device = "auto",
+    data: DataPath = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Evaluate a run's best checkpoint on the test set: metrics.json and figures."""
+    """Evaluate a run's best checkpoint on its test set, or on --data: metrics.json and figures."""
     from fashionclf.evaluate import evaluate_run, metrics_table
 
-    metrics = evaluate_run(run_dir, device=device)
+    metrics = evaluate_run(run_dir, device=device, data_path=data)
     if as_json:
         print(json.dumps(metrics))
     else:
@@ -128,12 +152,12 @@ def run(
     epochs: int = 5,
     seed: int = 0,
     device: Device = "auto",
-    data_dir: DataDir = None,
+    data: DataPath = None,
 ) -> None:
     """The main job: data -> train -> evaluate -> report, ending with the report's path."""
     from fashionclf.pipeline import run_all
 
-    config = _config(epochs=epochs, seed=seed, device=device, data_dir=data_dir)
+    config = _config(epochs=epochs, seed=seed, device=device, data=data)
     path = run_all(config, out)
     console.print(f"report: {path}")
 

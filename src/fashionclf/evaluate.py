@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.models import predict_logits
-from fashionclf.rundir import RunDir, load_model, open_run, write_json
-from fashionclf.train import read_history, resolve_device, run_data_dir
+from fashionclf.rundir import load_model, open_run, write_json
+from fashionclf.sources import load_dataset
+from fashionclf.train import read_history, resolve_device, run_data
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> dict:
@@ -57,53 +59,56 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tupl
 
 
 def evaluate_run(
-    run_dir: Path, device: str = "auto", batch_size: int = 1000, data: fmnist.FashionMNIST | None = None
+    run_dir: Path,
+    device: str = "auto",
+    batch_size: int = 1000,
+    data: fmnist.FashionMNIST | None = None,
+    data_path: Path | None = None,
 ) -> dict:
-    """Evaluate the run's best checkpoint on the test set; write metrics.json and the figures."""
+    """Evaluate the run's best checkpoint on a test set; write metrics.json and the figures.
+
+    Without `data_path`: the run's own test set, into the run directory. With it: that data's test part (a single
+    CSV file or photo folder entirely), into RUN_DIR/evaluations/<its name>/, so the run's own results stay."""
     run = open_run(run_dir)
-    data = data or fmnist.load_fashion_mnist(run_data_dir(run))
+    if data_path is not None:
+        data = load_dataset(Path(data_path))
+        out = run.root / "evaluations" / _slug(Path(data_path))
+        metrics_path, figures = out / "metrics.json", out / "figures"
+    else:
+        data = data or load_dataset(run_data(run))
+        metrics_path, figures = run.metrics, run.figures
     model, checkpoint = load_model(run.best_checkpoint)
     torch_device = resolve_device(device)
     logits = predict_logits(model.to(torch_device), data.test.images, batch_size, torch_device)
     probabilities = F.softmax(logits, dim=1).numpy()
-    labels = data.test.labels.numpy()
-    metrics = compute_metrics(labels, probabilities, fmnist.CLASSES)
+    metrics = compute_metrics(data.test.labels.numpy(), probabilities, fmnist.CLASSES)
     metrics["checkpoint"] = {"path": str(run.best_checkpoint.relative_to(run.root)), "epoch": checkpoint["epoch"]}
-    write_json(run.metrics, metrics)
-    write_figures(run, data.test, probabilities, metrics)
+    metrics["data"] = {"path": str(data.directory), "origin": data.origin}
+    write_json(metrics_path, metrics)
+    write_figures(figures, data.test, probabilities, metrics, history=read_history(run) if data_path is None else [])
     return metrics
 
 
-def write_figures(run: RunDir, test: fmnist.Split, probabilities: np.ndarray, metrics: dict) -> None:
+def _slug(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.resolve().name) or "data"
+
+
+def write_figures(
+    figures: Path, test: fmnist.Split, probabilities: np.ndarray, metrics: dict, history: list[dict]
+) -> None:
     classes = fmnist.CLASSES
     images, labels = test.images.numpy(), test.labels.numpy()
     predicted, confidence = probabilities.argmax(1), probabilities.max(1)
-    history = read_history(run)
     if history:
-        plots.training_curves(history, run.figures / "training_curves.png")
-    plots.confusion_heatmap(
-        np.array(metrics["confusion_matrix_normalized"]), classes, run.figures / "confusion_matrix.png"
-    )
-    plots.per_class_bars(metrics["per_class"], run.figures / "per_class.png")
-    plots.image_grid(
-        images[:32],
-        labels[:32],
-        predicted[:32],
-        classes,
-        run.figures / "test_samples.png",
-        title="Test images: predicted (true)",
-    )
+        plots.training_curves(history, figures / "training_curves.png")
+    plots.confusion_heatmap(np.array(metrics["confusion_matrix_normalized"]), classes, figures / "confusion_matrix.png")
+    plots.per_class_bars(metrics["per_class"], figures / "per_class.png")
+    plots.image_grid(images[:32], labels[:32], predicted[:32], classes, figures / "test_samples.png",
+                     title="Test images: predicted (true)")  # fmt: skip
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong])][:32]
-    plots.image_grid(
-        images[worst],
-        labels[worst],
-        predicted[worst],
-        classes,
-        run.figures / "confident_mistakes.png",
-        title="Most confident mistakes: predicted (true)",
-        confidence=confidence[worst],
-    )
+    plots.image_grid(images[worst], labels[worst], predicted[worst], classes, figures / "confident_mistakes.png",
+                     title="Most confident mistakes: predicted (true)", confidence=confidence[worst])  # fmt: skip
 
 
 def metrics_table(metrics: dict) -> Table:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fashionclf import data as fmnist
 from fashionclf.analysis import analyze
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
+from fashionclf.sources import load_dataset
 from fashionclf.train import TrainConfig, train
 
 
 def run_all(config: TrainConfig, out: Path, progress: bool = True) -> Path:
     """Train a new run into `out`, evaluate and analyse it, write its report; return report.html's path."""
-    data = fmnist.load_fashion_mnist(Path(config.data_dir) if config.data_dir else None)
+    data = load_dataset(Path(config.data) if config.data else None)
     run = train(config, out, data=data, progress=progress)
     evaluate_run(run.root, device=config.device, data=data)
     analyze(run.root)

@@ -45,6 +45,13 @@ def title(run: RunDir) -> str:
 
 def dataset(run: RunDir) -> str:
     data = read_json(run.config)["data"]
+    if data["origin"] in ("csv", "photos"):
+        kind = "Kaggle CSV files" if data["origin"] == "csv" else "a folder of pictures sorted by class"
+        return (
+            "## Dataset used\n\n"
+            f"{data['train_size']:,} training and {data['test_size']:,} test images read from {kind} at "
+            f"`{data['directory']}`, in the 10 Fashion-MNIST classes."
+        )
     rows = "\n".join(
         f"| `{f['filename']}` | {f['items']:,} | `{f['raw_sha256'][:16]}...` | yes |" for f in data["files"]
     )
@@ -69,9 +76,14 @@ def data_handling(run: RunDir) -> str:
         if held_out
         else "No validation split: the last epoch's weights are evaluated."
     )
+    source = {
+        "csv": "The CSV files are read with pandas in chunks, checked row by row, and turned into uint8 tensors",
+        "photos": "Each picture is brought into the dataset's 28x28 domain (as `fashionclf predict` does) and "
+        "held as uint8 tensors",
+    }.get(data["origin"], "The four IDX files are parsed with NumPy into uint8 tensors")
     return (
         "## Data handling and loading\n\n"
-        "The four IDX files are parsed with NumPy into uint8 tensors held in memory. Batches of "
+        f"{source} held in memory. Batches of "
         f"{train['batch_size']} are drawn by index from a seeded permutation and scaled from [0, 255] to [0, 1] "
         f"as float32 on the batch. {split} The test set is only ever evaluated, never used for a choice."
     )

@@ -8,6 +8,8 @@
       train.log            what the trainer printed, appended across resumes
       metrics.json         test-set evaluation
       analysis.json        receptive field, FLOPs and MACs, per-layer timings (fashionclf analyze)
+      finetune.json        a fine-tuned run: accuracy before and after, on held-out new data and Fashion-MNIST
+      evaluations/NAME/    evaluate --data: metrics.json and figures on other data
       figures/*.png        plots
       report.md, .html     the report
 
@@ -68,6 +70,10 @@ class RunDir:
     @property
     def analysis(self) -> Path:
         return self.root / "analysis.json"
+
+    @property
+    def finetune(self) -> Path:
+        return self.root / "finetune.json"
 
     @property
     def figures(self) -> Path:

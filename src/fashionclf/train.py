@@ -29,12 +29,14 @@ from fashionclf.rundir import (
     CHECKPOINT_FORMAT,
     RunDir,
     load_checkpoint,
+    load_model,
     open_run,
     read_json,
     save_checkpoint,
     write_json,
     write_text,
 )
+from fashionclf.sources import load_dataset
 
 
 @dataclass
@@ -47,9 +49,11 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
-    validation_size: int = 5000
+    validation_size: int | None = None  # None: 5,000, or a fifth of a training set under 25,000 images; 0: none
     device: str = "auto"
-    data_dir: str | None = None
+    data: str | None = None  # any source fashionclf.sources reads; None: Fashion-MNIST's IDX files
+    init: str | None = None  # fine-tune: start from this run's best weights
+    mix_fashion_mnist: int = 0  # fine-tune: Fashion-MNIST training images mixed in, so the model does not forget
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -58,8 +62,10 @@ class TrainConfig:
         if not self.lr > 0:
             raise FashionClfError(f"--lr must be positive, got {self.lr}")
         model_entry(self.model)
-        if self.validation_size < 0:
+        if self.validation_size is not None and self.validation_size < 0:
             raise FashionClfError(f"--validation-size must be 0 or more, got {self.validation_size}")
+        if self.mix_fashion_mnist and not self.init:
+            raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -114,7 +120,9 @@ def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = Non
     if run.config.exists():
         raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
     device = resolve_device(config.device)
-    data = data or fmnist.load_fashion_mnist(Path(config.data_dir) if config.data_dir else None)
+    data = data or load_dataset(config.data)
+    config = _resolved(config, data)
+    splits = _splits(config, data)
     write_json(
         run.config,
         {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
@@ -123,7 +131,10 @@ def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = Non
         state = _new_state(config, device)
         parameters = count_parameters(state.model)
         _log(run, f"training {config.model} ({parameters:,} parameters) on {device}, {config.epochs} epochs")
-        return _fit(config, run, state, data, device, progress)
+        _fit(config, run, state, splits, device, progress)
+    if config.init:
+        write_json(run.finetune, finetune_summary(config, run, splits[1], device))
+    return run
 
 
 def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
@@ -131,7 +142,7 @@ def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = 
     run = open_run(Path(out))
     config = TrainConfig.from_dict(read_json(run.config)["train"])
     device = resolve_device(config.device)
-    data = data or fmnist.load_fashion_mnist(Path(config.data_dir) if config.data_dir else None)
+    splits = _splits(config, data or load_dataset(config.data))
     state = _new_state(config, device)
     # Without last.pt the run was stopped inside its first epoch: starting over from the seed is the exact resume.
     if run.last_checkpoint.exists():
@@ -142,19 +153,41 @@ def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = 
         return run
     with _resume_hint_on_interrupt(run):
         _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {device}")
-        return _fit(config, run, state, data, device, progress)
+        _fit(config, run, state, splits, device, progress)
+    if config.init:
+        write_json(run.finetune, finetune_summary(config, run, splits[1], device))
+    return run
+
+
+def _resolved(config: TrainConfig, data: fmnist.FashionMNIST) -> TrainConfig:
+    """The settings with what they depend on filled in: the validation size, and the model of a fine-tuned run."""
+    values = asdict(config)
+    if config.validation_size is None:
+        values["validation_size"] = 5000 if len(data.train) >= 25_000 else len(data.train) // 5
+    if config.init:
+        checkpoint = load_checkpoint(open_run(Path(config.init)).best_checkpoint)
+        values["model"], values["model_args"] = checkpoint["model"], checkpoint["model_args"]
+    return TrainConfig(**values)
 
 
 def _new_state(config: TrainConfig, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.model_args).to(device)
+    model = create_model(config.model, **config.model_args)
+    if config.init:
+        model.load_state_dict(load_checkpoint(RunDir(Path(config.init)).best_checkpoint)["state_dict"])
+    model = model.to(device)
     return TrainState(model, torch.optim.Adam(model.parameters(), lr=config.lr))
 
 
 def _fit(
-    config: TrainConfig, run: RunDir, state: TrainState, data: fmnist.FashionMNIST, device: torch.device, progress: bool
-) -> RunDir:
-    train_split, val_split = _split(data.train, config)
+    config: TrainConfig,
+    run: RunDir,
+    state: TrainState,
+    splits: tuple[fmnist.Split, fmnist.Split | None],
+    device: torch.device,
+    progress: bool,
+) -> None:
+    train_split, val_split = splits
     for epoch in range(state.next_epoch, config.epochs + 1):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
@@ -167,7 +200,6 @@ def _fit(
             row["val_loss"], row["val_accuracy"] = evaluate_split(state.model, val_split, config.batch_size, device)
         row["seconds"] = time.perf_counter() - started
         _end_epoch(config, run, state, row)
-    return run
 
 
 @contextmanager
@@ -177,6 +209,19 @@ def _resume_hint_on_interrupt(run: RunDir):
     except KeyboardInterrupt:
         _log(run, f"interrupted; continue with: fashionclf train --resume {run.root}")
         raise
+
+
+def _splits(config: TrainConfig, data: fmnist.FashionMNIST) -> tuple[fmnist.Split, fmnist.Split | None]:
+    """(what to train on, what to validate on): the hold-out comes from the given data only, before any mixing."""
+    train_split, val_split = _split(data.train, config)
+    if config.mix_fashion_mnist:
+        extra = fmnist.load_fashion_mnist().train
+        chosen = torch.randperm(len(extra), generator=torch.Generator().manual_seed(config.seed))
+        chosen = chosen[: config.mix_fashion_mnist]
+        train_split = fmnist.Split(
+            torch.cat([train_split.images, extra.images[chosen]]), torch.cat([train_split.labels, extra.labels[chosen]])
+        )
+    return train_split, val_split
 
 
 def _split(train_split: fmnist.Split, config: TrainConfig) -> tuple[fmnist.Split, fmnist.Split | None]:
@@ -296,10 +341,35 @@ def _write_history(run: RunDir, history: list[dict]) -> None:
     write_text(run.history_csv, buffer.getvalue())
 
 
-def run_data_dir(run: RunDir) -> Path | None:
-    """The --data-dir the run was trained with, so later stages read the same files."""
-    configured = read_json(run.config)["train"].get("data_dir")
+def run_data(run: RunDir) -> Path | None:
+    """The --data the run was trained with, so later stages read the same source."""
+    configured = read_json(run.config)["train"].get("data")
     return Path(configured) if configured else None
+
+
+def finetune_summary(config: TrainConfig, run: RunDir, validation: fmnist.Split | None, device: torch.device) -> dict:
+    """Accuracy of the starting model and of the fine-tuned one, on the held-out part of the new data and on
+    Fashion-MNIST's test set."""
+    before = load_model(RunDir(Path(config.init)).best_checkpoint)[0].to(device)
+    after = load_model(run.best_checkpoint)[0].to(device)
+    summary = {"init": config.init, "data": config.data}
+    sets = {"held_out": validation, "fashion_mnist_test": _fashion_mnist_test()}
+    for name, split in sets.items():
+        if split is not None and len(split):
+            summary[name] = {
+                "images": len(split),
+                "before": evaluate_split(before, split, config.batch_size, device)[1],
+                "after": evaluate_split(after, split, config.batch_size, device)[1],
+            }
+            _log(run, f"fine-tuning, {name}: accuracy {summary[name]['before']:.2%} -> {summary[name]['after']:.2%}")
+    return summary
+
+
+def _fashion_mnist_test() -> fmnist.Split | None:
+    try:
+        return fmnist.load_fashion_mnist(download_missing=False).test
+    except FashionClfError:
+        return None
 
 
 def read_history(run: RunDir) -> list[dict]:
