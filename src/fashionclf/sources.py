@@ -61,6 +61,8 @@ def read_csv(path: Path) -> Split:
             if not header_checked:
                 _check_columns(path, chunk.shape[1])
                 header_checked = True
+            if chunk.empty:
+                continue
             values = _checked_values(path, chunk)
             labels.append(values[:, 0])
             images.append(values[:, 1:].reshape(-1, IMAGE_SIZE, IMAGE_SIZE))
