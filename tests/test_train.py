@@ -12,7 +12,7 @@ import torch
 
 from fashionclf.errors import FashionClfError
 from fashionclf.rundir import load_checkpoint
-from fashionclf.train import TrainConfig, resume, train
+from fashionclf.train import TrainConfig, bf16_supported, resume, train
 
 from synthetic import synthetic_data
 
@@ -168,3 +168,17 @@ def test_a_cuda_run_resumes(tmp_path, monkeypatch):
     run = resume(tmp_path / "run", data=data, progress=False)
     assert load_checkpoint(run.last_checkpoint)["epoch"] == 2
     assert json.loads(run.config.read_text())["environment"]["device"].startswith("cuda")
+
+
+def test_the_fast_recipe_trains_and_records_its_settings(tmp_path):
+    config = TrainConfig.from_recipe("fast", epochs=3, batch_size=50, validation_size=100, device="cpu")
+    run = train(config, tmp_path / "fast", data=synthetic_data(), progress=False)
+    recorded = json.loads(run.config.read_text())["train"]
+    assert recorded["recipe"] == "fast" and recorded["channels_last"] is True
+    assert recorded["bf16"] == bf16_supported(torch.device("cpu"))
+    assert json.loads(run.history_json.read_text())[-1]["val_accuracy"] > 0.5
+
+
+def test_an_unknown_recipe_is_refused():
+    with pytest.raises(FashionClfError, match="unknown recipe 'turbo'; known: seed, fast"):
+        TrainConfig.from_recipe("turbo")

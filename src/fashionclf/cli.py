@@ -30,6 +30,10 @@ DataPath = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+Recipe = Annotated[
+    str,
+    typer.Option(help="seed: the report's recipe as it is; fast: the same with channels-last and bf16 autocast."),
+]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
 
 
@@ -53,7 +57,7 @@ def _config(**options):
     from fashionclf.train import TrainConfig
 
     paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init") if key in options}
-    return TrainConfig(**{**options, **paths})
+    return TrainConfig.from_recipe(**{**options, **paths})
 
 
 @app.command()
@@ -61,6 +65,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run directory [default: runs/<model>-seed<seed>].")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the stopped run in this directory.")] = None,
     model: str = "fashion_cnn",
+    recipe: Recipe = "seed",
     epochs: int = 5,
     batch_size: int = 100,
     lr: float = 1e-3,
@@ -86,6 +91,7 @@ def train(
         run = training.resume(resume)
     else:
         config = _config(
+            recipe=recipe,
             model=model,
             epochs=epochs,
             batch_size=batch_size,
@@ -149,6 +155,7 @@ def analyze(
 @app.command()
 def run(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/seed"),
+    recipe: Recipe = "seed",
     epochs: int = 5,
     seed: int = 0,
     device: Device = "auto",
@@ -157,7 +164,7 @@ def run(
     """The main job: data -> train -> evaluate -> report, ending with the report's path."""
     from fashionclf.pipeline import run_all
 
-    config = _config(epochs=epochs, seed=seed, device=device, data=data)
+    config = _config(recipe=recipe, epochs=epochs, seed=seed, device=device, data=data)
     path = run_all(config, out)
     console.print(f"report: {path}")
 
