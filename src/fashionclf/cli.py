@@ -47,10 +47,11 @@ def data(data: DataPath = None, as_json: Annotated[bool, typer.Option("--json")]
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    console.print(f"Fashion-MNIST from [bold]{info['directory']}[/] (found via {info['origin']})")
+    console.print(f"data from [bold]{info['directory']}[/] (found via {info['origin']})")
     for file in info["files"]:
-        console.print(f"  {file['filename']}: {file['items']:,} items, sha256 {file['raw_sha256'][:16]}... verified")
-    console.print(f"train {info['train_size']:,} images, test {info['test_size']:,} images: all files verified")
+        console.print(f"  {file['filename']}: sha256 {file['raw_sha256'][:16]}...")
+    checked = "IDX headers and checksums verified" if info["origin"] not in ("csv", "photos") else "rows checked"
+    console.print(f"train {info['train_size']:,} images, test {info['test_size']:,} images: {checked}")
 
 
 def _config(**options):
