@@ -72,12 +72,13 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(training, "_end_epoch", end_epoch_then_stop)
 
 
-def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("augmentation", [{}, {"crop_padding": 2, "flip": True, "erase": 0.5}])
+def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch, augmentation):
     data = synthetic_data()
-    whole = train(TrainConfig(**SMALL), tmp_path / "whole", data=data, progress=False)
+    whole = train(TrainConfig(**SMALL, **augmentation), tmp_path / "whole", data=data, progress=False)
     interrupt_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(**SMALL), tmp_path / "stopped", data=data, progress=False)
+        train(TrainConfig(**SMALL, **augmentation), tmp_path / "stopped", data=data, progress=False)
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 2
 
     # The global RNG is disturbed on purpose: resume must restore it from the checkpoint.

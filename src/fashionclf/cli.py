@@ -60,7 +60,9 @@ def _config(**options):
     from fashionclf.train import TrainConfig
 
     paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init") if key in options}
-    return TrainConfig.from_recipe(**{**options, **paths})
+    # Options left unset (None) keep the recipe's value.
+    given = {key: value for key, value in {**options, **paths}.items() if value is not None or key in paths}
+    return TrainConfig.from_recipe(**given)
 
 
 @app.command()
@@ -86,6 +88,9 @@ def train(
     mix_fashion_mnist: Annotated[
         int, typer.Option(help="Fine-tune: mix this many Fashion-MNIST training images in, against forgetting.")
     ] = 0,
+    crop_padding: Annotated[int | None, typer.Option(help="Augment: random crop after padding by N pixels.")] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Augment: flip half the images.")] = None,
+    erase: Annotated[float | None, typer.Option(help="Augment: probability of erasing a rectangle.")] = None,
 ) -> None:
     """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch."""
     from fashionclf import train as training
@@ -105,6 +110,9 @@ def train(
             data=data,
             init=init,
             mix_fashion_mnist=mix_fashion_mnist,
+            crop_padding=crop_padding,
+            flip=flip,
+            erase=erase,
         )
         run = training.train(config, out or Path("runs") / f"{model}-seed{seed}")
     console.print(f"run directory: {run.root}")

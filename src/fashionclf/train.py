@@ -71,6 +71,9 @@ class TrainConfig:
     recipe: str = "seed"
     channels_last: bool = False  # NHWC activations: oneDNN's convolutions and pooling run faster on them
     bf16: bool = False  # bfloat16 autocast for the forward pass (weights and optimizer stay float32)
+    crop_padding: int = 0  # augmentation: random crop after padding by this many pixels
+    flip: bool = False  # augmentation: horizontal flip of half the images
+    erase: float = 0.0  # augmentation: probability of erasing a random rectangle
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -83,6 +86,8 @@ class TrainConfig:
             raise FashionClfError(f"--validation-size must be 0 or more, got {self.validation_size}")
         if self.recipe not in RECIPES:
             raise FashionClfError(f"--recipe: unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
+        if not 0 <= self.erase <= 1 or self.crop_padding < 0:
+            raise FashionClfError("--erase must be a probability in [0, 1] and --crop-padding 0 or more")
         if self.mix_fashion_mnist and not self.init:
             raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
 
@@ -289,6 +294,10 @@ def train_epoch(
     for step, (images, labels) in enumerate(bar, start=1):
         images = fmnist.to_float(images).to(device).contiguous(memory_format=memory_format)
         labels = labels.to(device)
+        if config.crop_padding or config.flip or config.erase:
+            # Drawn from the epoch's generator, after its permutation: a resumed epoch augments identically.
+            images = fmnist.augment(images.cpu(), generator, config.crop_padding, config.flip, config.erase)
+            images = images.to(device).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
