@@ -59,7 +59,7 @@ def usual_loop(train: fmnist.Split, epochs: int, seed: int) -> tuple[float, torc
 
 def fashionclf_loop(train: fmnist.Split, epochs: int, seed: int, recipe: str) -> tuple[float, torch.nn.Module]:
     config = TrainConfig.from_recipe(recipe, seed=seed, device="cpu")
-    state: TrainState = _new_state(config, torch.device("cpu"))
+    state: TrainState = _new_state(config, torch.device("cpu"), steps_per_epoch=-(-len(train) // config.batch_size))
     with tempfile.TemporaryDirectory() as scratch:
         run = RunDir(Path(scratch))
         started = time.perf_counter()

@@ -72,7 +72,15 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(training, "_end_epoch", end_epoch_then_stop)
 
 
-@pytest.mark.parametrize("augmentation", [{}, {"crop_padding": 2, "flip": True, "erase": 0.5}])
+@pytest.mark.parametrize(
+    "augmentation",
+    [
+        {},
+        {"crop_padding": 2, "flip": True, "erase": 0.5},
+        {"optimizer": "sgd", "lr": 0.05, "schedule": "onecycle", "label_smoothing": 0.1},
+        {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine"},
+    ],
+)
 def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch, augmentation):
     data = synthetic_data()
     whole = train(TrainConfig(**SMALL, **augmentation), tmp_path / "whole", data=data, progress=False)
@@ -181,5 +189,5 @@ def test_the_fast_recipe_trains_and_records_its_settings(tmp_path):
 
 
 def test_an_unknown_recipe_is_refused():
-    with pytest.raises(FashionClfError, match="unknown recipe 'turbo'; known: seed, fast"):
+    with pytest.raises(FashionClfError, match="unknown recipe 'turbo'; known: seed, fast, best"):
         TrainConfig.from_recipe("turbo")
