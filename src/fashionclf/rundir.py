@@ -8,6 +8,8 @@
       train.log            what the trainer printed, appended across resumes
       metrics.json         test-set evaluation
       analysis.json        receptive field, FLOPs and MACs, per-layer timings (fashionclf analyze)
+      quantized/           int8 and ONNX models with quantization.json (fashionclf quantize)
+      bench.json           latency and throughput of every model file and backend (fashionclf bench)
       finetune.json        a fine-tuned run: accuracy before and after, on held-out new data and Fashion-MNIST
       evaluations/NAME/    evaluate --data: metrics.json and figures on other data
       figures/*.png        plots
@@ -70,6 +72,18 @@ class RunDir:
     @property
     def analysis(self) -> Path:
         return self.root / "analysis.json"
+
+    @property
+    def quantized(self) -> Path:
+        return self.root / "quantized"
+
+    @property
+    def quantization(self) -> Path:
+        return self.quantized / "quantization.json"
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench.json"
 
     @property
     def finetune(self) -> Path:
@@ -163,7 +177,8 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
     """Rebuild the model the checkpoint describes and load its weights (in eval mode)."""
     model = create_model(checkpoint["model"], **checkpoint["model_args"])
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        # A quantized checkpoint's weights are tensor subclasses that replace the float parameters.
+        model.load_state_dict(checkpoint["state_dict"], assign="quantization" in checkpoint)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise FashionClfError(f"{path}: weights do not fit model {checkpoint['model']!r} ({first})") from None

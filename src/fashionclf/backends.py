@@ -1,0 +1,192 @@
+"""Backends that run a model file this project wrote, each a function float32 (N, 1, 28, 28) -> logits (N, 10):
+
+- eager: PyTorch, from a checkpoint (.pt): the fp32 weights, or the dynamic int8 of the Linear layers;
+- inductor: an ahead-of-time compiled Inductor package (.pt2), built by `fashionclf quantize` for this CPU;
+- onnxruntime: an ONNX model (.onnx), fp32 or int8 (QDQ).
+
+Which one serves a batch is decided by measurement on the machine in use, separately for single images and
+for large batches, because the ranking flips: oneDNN's int8 kernels win on large batches, while at batch 1
+ONNX Runtime's lower per-call overhead wins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fashionclf.errors import FashionClfError
+from fashionclf.models import NUM_CLASSES, model_entry
+from fashionclf.rundir import load_model
+
+BACKENDS = ("eager", "inductor", "onnxruntime")
+METADATA_MODEL = "fashionclf.model"  # key of the model's registry name in ONNX and .pt2 metadata
+METADATA_METHOD = "fashionclf.method"
+METADATA_CPU = "fashionclf.cpu_capability"
+METADATA_BATCH = "fashionclf.batch"
+COMPILED_BATCH = 256  # the one batch size a compiled package takes (see quantize.compile_package)
+SMALL_BATCH = 16  # up to this many images count as "single images" for the choice of backend
+
+
+@dataclass(frozen=True)
+class Runner:
+    backend: str
+    path: Path
+    model: str
+    method: str
+    run: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.run(images)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} on {self.backend}"
+
+
+def backend_of(path: Path) -> str:
+    return {".onnx": "onnxruntime", ".pt2": "inductor"}.get(Path(path).suffix, "eager")
+
+
+def open_runner(path: Path) -> Runner:
+    """A runner for a model file; a missing file, or one of another program or architecture, is one error line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FashionClfError(f"{path}: model file does not exist")
+    opener = {"eager": _eager, "inductor": _inductor, "onnxruntime": _onnxruntime}[backend_of(path)]
+    runner = opener(path)
+    _check_output(runner)
+    return runner
+
+
+def _eager(path: Path) -> Runner:
+    model, checkpoint = load_model(path)
+    return Runner("eager", path, checkpoint["model"], checkpoint.get("quantization", "fp32"), model)
+
+
+def _onnxruntime(path: Path) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3  # ORT's warnings about hardware-specific graph rewrites are not for users
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for unreadable models
+        raise FashionClfError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    metadata = session.get_modelmeta().custom_metadata_map
+    model = _model_named_in(metadata, path)
+    input_name = session.get_inputs()[0].name
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {input_name: images.numpy()})[0])
+
+    return Runner("onnxruntime", path, model, metadata.get(METADATA_METHOD, "fp32"), run)
+
+
+def _inductor(path: Path) -> Runner:
+    try:
+        compiled = torch._inductor.aoti_load_package(str(path))
+        metadata = compiled.get_metadata()
+    except Exception as exc:  # noqa: BLE001 - the package loader raises RuntimeError, zip and OS errors alike
+        raise FashionClfError(f"{path}: not a loadable compiled model ({_first_line(exc)})") from None
+    model = _model_named_in(metadata, path)
+    built_for, here = metadata.get(METADATA_CPU), torch.backends.cpu.get_cpu_capability()
+    if built_for != here:
+        # Its kernels use the instructions of the CPU it was compiled on; running them elsewhere can crash.
+        raise FashionClfError(f"{path}: compiled for a {built_for} CPU, this one is {here}; run fashionclf quantize")
+
+    batch = int(metadata.get(METADATA_BATCH, COMPILED_BATCH))
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([compiled(chunk)[: len(part)] for part, chunk in _padded_chunks(images, batch)])
+
+    return Runner("inductor", path, model, metadata.get(METADATA_METHOD, "fp32"), run)
+
+
+def _padded_chunks(images: torch.Tensor, batch: int):
+    """(part, chunk): the batch-sized parts of `images`, the last one zero-padded to full size in `chunk`."""
+    for part in images.split(batch):
+        chunk = part if len(part) == batch else torch.cat([part, part.new_zeros(batch - len(part), *part.shape[1:])])
+        yield part, chunk.contiguous()
+
+
+def _model_named_in(metadata: dict, path: Path) -> str:
+    name = metadata.get(METADATA_MODEL)
+    if name is None:
+        raise FashionClfError(f"{path}: not a fashionclf model (no {METADATA_MODEL!r} in its metadata)")
+    model_entry(name)
+    return name
+
+
+def _check_output(runner: Runner) -> None:
+    """Run two example images; a file of another architecture fails here with its own reason."""
+    images = torch.rand(2, *model_entry(runner.model).input_size)
+    try:
+        with torch.inference_mode():
+            shape = tuple(runner(images).shape)
+    except Exception as exc:  # noqa: BLE001 - each backend reports shape errors its own way
+        raise FashionClfError(f"{runner.path}: does not run on {runner.model} input ({_first_line(exc)})") from None
+    if shape != (2, NUM_CLASSES):
+        raise FashionClfError(f"{runner.path}: gives outputs of shape {shape}, expected (N, {NUM_CLASSES})")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def latencies(runner: Runner, images: torch.Tensor, calls: int, warmup: int = 3) -> list[float]:
+    """Seconds per call, after warm-up calls that let each backend build its kernels."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            runner(images)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            runner(images)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def fastest(runners: list[Runner], batch_size: int, calls: int) -> Runner:
+    if len(runners) == 1:
+        return runners[0]
+    images = torch.rand(batch_size, *model_entry(runners[0].model).input_size)
+    return min(runners, key=lambda runner: sorted(latencies(runner, images, calls))[calls // 2])
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Single images to the runner fastest at batch 1, larger batches to the one fastest at batch 256."""
+
+    small: Runner
+    large: Runner
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.small if images.shape[0] <= SMALL_BATCH else self.large)(images)
+
+    @property
+    def description(self) -> str:
+        if self.small is self.large:
+            return f"{self.small.model} {self.small.label} ({self.small.path})"
+        return (
+            f"{self.small.model} {self.small.method}: {self.small.backend} for single images ({self.small.path}), "
+            f"{self.large.backend} for batches ({self.large.path})"
+        )
+
+
+def dispatch(paths: list[Path]) -> Dispatch:
+    """Open every file that loads here and pick, by measurement, the fastest for each batch regime."""
+    runners, problems = [], []
+    for path in paths:
+        try:
+            runners.append(open_runner(path))
+        except FashionClfError as exc:
+            problems.append(str(exc))
+    if not runners:
+        raise FashionClfError("; ".join(problems) or "no model files given")
+    return Dispatch(small=fastest(runners, 1, calls=30), large=fastest(runners, 256, calls=5))

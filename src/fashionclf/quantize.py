@@ -1,0 +1,267 @@
+"""Quantization of a trained run into RUN_DIR/quantized/, every model file with its measured test accuracy.
+
+    fp32.onnx          the fp32 model for ONNX Runtime (the fp32 checkpoint itself serves PyTorch eager)
+    dynamic.pt         the seed's method: int8 weights of the Linear layers, activations quantized on the fly
+                       (torchao), kept for comparison; the convolutions stay fp32
+    static.onnx        static int8 of every conv and linear layer: PT2E with the x86 quantizer, Conv-BatchNorm
+                       folded, ReLU and max-pooling fused into the int8 graph, calibrated on training images
+    static.pt2         the same int8 model compiled ahead of time by Inductor (oneDNN int8 kernels) for this CPU
+    qat.onnx, qat.pt2  quantization-aware fine-tuning, made when static int8 loses more than QAT_THRESHOLD
+    ort-static.onnx    ONNX Runtime's own static int8 of fp32.onnx, the peer the benchmark compares against
+    quantization.json  per method: files, sizes, test accuracy, top-1 agreement with fp32
+
+The static model is exported twice from one quantized graph, so both backends run identical int8 weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fashionclf import data as fmnist
+from fashionclf.backends import (
+    COMPILED_BATCH,
+    METADATA_BATCH,
+    METADATA_CPU,
+    METADATA_METHOD,
+    METADATA_MODEL,
+    Runner,
+    open_runner,
+)
+from fashionclf.errors import FashionClfError
+from fashionclf.models import model_entry
+from fashionclf.rundir import RunDir, atomic_write, load_model, open_run, save_checkpoint, write_json
+from fashionclf.sources import load_dataset
+from fashionclf.train import run_data
+
+METHODS = ("dynamic", "static", "qat")
+QAT_THRESHOLD = 0.003  # accuracy lost by static int8 beyond which quantization-aware fine-tuning runs
+AGREEMENT_GOAL = 0.995  # top-1 agreement with fp32 an int8 model needs before inference uses it
+CALIBRATION_IMAGES = 2000
+MAX_BATCH = 4096  # largest batch the exported and compiled models accept
+QAT_STEPS, QAT_LR, QAT_BATCH = 300, 1e-4, 100
+
+
+def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static"), seed: int = 0) -> dict:
+    """Quantize the run's best model by each method; write the files and quantization.json; return its content."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise FashionClfError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    run = open_run(run_dir)
+    model, checkpoint = load_model(run.best_checkpoint)
+    data = load_dataset(run_data(run))
+    calibration = _calibration_images(data.train, seed)
+    out = run.quantized
+    out.mkdir(parents=True, exist_ok=True)
+
+    fp32_onnx = out / "fp32.onnx"
+    export_onnx(model, checkpoint["model"], "fp32", fp32_onnx)
+    files = {"fp32": [run.best_checkpoint, fp32_onnx]}
+    if "dynamic" in methods:
+        files["dynamic"] = [_quantize_dynamic(model, checkpoint, out / "dynamic.pt")]
+    if "static" in methods or "qat" in methods:
+        files["static"] = _export_int8(static_int8(model, checkpoint["model"], calibration), checkpoint, "static", out)
+    files["ort-static"] = [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")]
+
+    reference = runner_logits(open_runner(run.best_checkpoint), data.test.images).argmax(1)
+    results = {method: _measure(paths, run, data.test, reference) for method, paths in files.items()}
+    loss = results["fp32"]["accuracy"] - results["static"]["accuracy"] if "static" in results else 0.0
+    if "qat" in methods or loss > QAT_THRESHOLD:
+        qat = quantization_aware(model, checkpoint["model"], data.train, calibration, seed)
+        results["qat"] = _measure(_export_int8(qat, checkpoint, "qat", out), run, data.test, reference)
+    summary = {
+        "model": checkpoint["model"],
+        "checkpoint": str(run.best_checkpoint.relative_to(run.root)),
+        "calibration_images": len(calibration),
+        "test_images": len(data.test),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "methods": results,
+        "best_int8": best_int8(results),
+    }
+    write_json(run.quantization, summary)
+    return summary
+
+
+def _calibration_images(train: fmnist.Split, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(train), generator=generator)[:CALIBRATION_IMAGES]
+    return fmnist.to_float(train.images[chosen])
+
+
+def _dynamic_batch() -> tuple[dict, ...]:
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def export_onnx(model: nn.Module, name: str, method: str, target: Path) -> Path:
+    """ONNX with a dynamic batch axis and the model's name and method in its metadata, in one self-contained file."""
+    example = torch.rand(2, *model_entry(name).input_size)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, dynamic_shapes=_dynamic_batch(),
+            input_names=["images"], output_names=["logits"], verbose=False,
+        )  # fmt: skip
+    proto = program.model_proto
+    for key, value in {METADATA_MODEL: name, METADATA_METHOD: method}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    atomic_write(target, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
+    return target
+
+
+def _quantize_dynamic(model: nn.Module, checkpoint: dict, target: Path) -> Path:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantized = copy.deepcopy(model)
+    quantize_(quantized, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, _: isinstance(m, nn.Linear))
+    save_checkpoint(
+        target,
+        {
+            "format": checkpoint["format"],
+            "model": checkpoint["model"],
+            "model_args": checkpoint["model_args"],
+            "state_dict": quantized.state_dict(),
+            "quantization": "dynamic",
+        },
+    )
+    return target
+
+
+def _x86_quantizer():
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+
+    quantizer = x86.X86InductorQuantizer()
+    return quantizer, x86
+
+
+def static_int8(model: nn.Module, name: str, calibration: torch.Tensor) -> nn.Module:
+    """PT2E post-training quantization: export, insert observers, run the calibration images, convert."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer, x86 = _x86_quantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+    example = calibration[:2]
+    with torch.no_grad():
+        exported = torch.export.export(model.eval(), (example,), dynamic_shapes=_dynamic_batch()).module()
+        prepared = prepare_pt2e(exported, quantizer)
+        for batch in calibration.split(500):
+            prepared(batch)
+        return convert_pt2e(prepared)
+
+
+def quantization_aware(
+    model: nn.Module, name: str, train: fmnist.Split, calibration: torch.Tensor, seed: int
+) -> nn.Module:
+    """Fine-tune with fake quantization in the graph (PT2E QAT) at a low learning rate, then convert to int8."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    quantizer, x86 = _x86_quantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_qat=True))
+    example = calibration[:2]
+    exported = torch.export.export(copy.deepcopy(model).train(), (example,), dynamic_shapes=_dynamic_batch())
+    prepared = prepare_qat_pt2e(exported.module(), quantizer)
+    move_exported_model_to_train(prepared)
+    optimizer = torch.optim.Adam(prepared.parameters(), lr=QAT_LR)
+    generator = torch.Generator().manual_seed(seed)
+    steps = 0
+    while steps < QAT_STEPS:
+        for images, labels in fmnist.batches(train, QAT_BATCH, shuffle=True, generator=generator):
+            loss = nn.functional.cross_entropy(prepared(fmnist.to_float(images)), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if steps == QAT_STEPS:
+                break
+    move_exported_model_to_eval(prepared)
+    with torch.no_grad():
+        return convert_pt2e(prepared)
+
+
+def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path) -> list[Path]:
+    onnx_path = export_onnx(quantized, checkpoint["model"], method, out / f"{method}.onnx")
+    return [compile_package(quantized, checkpoint["model"], method, out / f"{method}.pt2"), onnx_path]
+
+
+def compile_package(model: nn.Module, name: str, method: str, target: Path) -> Path:
+    """Compile ahead of time with Inductor (weights frozen and prepacked for oneDNN) into one .pt2 package.
+
+    The batch size is fixed at COMPILED_BATCH: in PyTorch 2.13, freezing with a dynamic batch axis compiles the
+    int8 graph into wrong results (about 10% accuracy), so the runner splits and pads batches to this size."""
+    example = torch.rand(COMPILED_BATCH, *model_entry(name).input_size)
+    metadata = {
+        METADATA_MODEL: name,
+        METADATA_METHOD: method,
+        METADATA_CPU: torch.backends.cpu.get_cpu_capability(),
+        METADATA_BATCH: str(COMPILED_BATCH),
+    }
+    with torch.no_grad():
+        program = torch.export.export(model, (example,))
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            built = torch._inductor.aoti_compile_and_package(
+                program,
+                package_path=os.path.join(scratch, target.name),
+                inductor_configs={"freezing": True, "aot_inductor.metadata": metadata},
+            )
+            os.replace(built, target)
+    return target
+
+
+def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path) -> Path:
+    """ONNX Runtime's recommended static int8: pre-processing, QDQ format, per-channel weights."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration.split(500))
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch.numpy()}
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / target.name
+        quant_pre_process(str(fp32_onnx), str(prepared))
+        quantize_static(str(prepared), str(quantized), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True)
+        proto = onnx.load(str(quantized))
+        for entry in proto.metadata_props:
+            if entry.key == METADATA_METHOD:
+                entry.value = "ort-static"
+        onnx.save_model(proto, str(quantized))
+        os.replace(quantized, target)
+    return target
+
+
+def _measure(paths: list[Path], run: RunDir, test: fmnist.Split, reference: torch.Tensor) -> dict:
+    """Test accuracy and top-1 agreement with fp32 of every file of a method, each on its own backend; the
+    method's own figures are the worst of its files'."""
+    files = {}
+    for path in paths:
+        runner = open_runner(path)
+        predicted = runner_logits(runner, test.images).argmax(1)
+        files[runner.backend] = {
+            "path": os.path.relpath(path, run.root),
+            "bytes": path.stat().st_size,
+            "accuracy": (predicted == test.labels).float().mean().item(),
+            "agreement": (predicted == reference).float().mean().item(),
+        }
+    worst = {key: min(entry[key] for entry in files.values()) for key in ("accuracy", "agreement")}
+    return {**worst, "files": files}
+
+
+def runner_logits(runner: Runner, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([runner(fmnist.to_float(chunk)) for chunk in images.split(batch_size)])
+
+
+def best_int8(results: dict) -> str | None:
+    """The int8 method that inference uses: of our own, those agreeing with fp32 enough, the most accurate."""
+    usable = [m for m in ("static", "qat") if m in results and results[m]["agreement"] >= AGREEMENT_GOAL]
+    return max(usable, key=lambda m: results[m]["accuracy"], default=None)
