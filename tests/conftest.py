@@ -1,8 +1,11 @@
 """Shared fixtures: the real dataset, and one short real training run that several test modules read."""
 
+import shutil
+
 import pytest
 
 from fashionclf import data as fmnist
+from fashionclf.rundir import RunDir
 from fashionclf.train import TrainConfig, train
 
 
@@ -20,3 +23,17 @@ def trained_run(real_data, tmp_path_factory):
     data = fmnist.FashionMNIST(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
     config = TrainConfig(epochs=2, validation_size=1000, device="cpu")
     return train(config, tmp_path_factory.mktemp("runs") / "short", data=data, progress=False)
+
+
+@pytest.fixture(scope="session")
+def quantized_run(trained_run, tmp_path_factory):
+    """A copy of the short run (others read the original unquantized), quantized by every method; QAT is cut
+    to a few steps, enough to exercise it."""
+    from fashionclf import quantize
+
+    run = RunDir(tmp_path_factory.mktemp("runs") / "quantized")
+    shutil.copytree(trained_run.root, run.root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantize, "QAT_STEPS", 20)
+        quantize.quantize_run(run.root, ("dynamic", "static", "qat"))
+    return run

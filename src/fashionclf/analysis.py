@@ -218,8 +218,7 @@ def analyze_model(
     model = model.cpu()
     layers = leaf_layers(model, input_size)
     fields = receptive_fields(model, input_size)
-    first_weighted = next(name for name, module, _, _ in layers if isinstance(module, nn.Conv2d | nn.Linear))
-    rows = [layer_costs(name, module, i, o, first=name == first_weighted) for name, module, i, o in layers]
+    rows = cost_rows(layers)
     for row in rows:
         field = fields[row["name"]]
         row["receptive_field"] = field.as_dict() if field else "whole input"
@@ -240,6 +239,16 @@ def analyze_model(
         "head": _head_statement(input_size, last_name, last),
         "layers": rows,
     }
+
+
+def cost_rows(layers: list[tuple[str, nn.Module, tuple, tuple]]) -> list[dict]:
+    first_weighted = next(name for name, module, _, _ in layers if isinstance(module, nn.Conv2d | nn.Linear))
+    return [layer_costs(name, module, i, o, first=name == first_weighted) for name, module, i, o in layers]
+
+
+def forward_flops(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    """Conv and linear FLOPs of one image's forward pass (2 x MACs)."""
+    return sum(row["flops"] for row in cost_rows(leaf_layers(model, input_size)))
 
 
 def _add_shares(rows: list[dict], timings: dict[int, dict[str, dict]]) -> None:

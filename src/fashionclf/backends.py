@@ -28,6 +28,7 @@ METADATA_METHOD = "fashionclf.method"
 METADATA_CPU = "fashionclf.cpu_capability"
 METADATA_BATCH = "fashionclf.batch"
 COMPILED_BATCH = 256  # the one batch size a compiled package takes (see quantize.compile_package)
+AGREEMENT_GOAL = 0.995  # top-1 agreement with fp32 on the test set an int8 model needs before inference uses it
 SMALL_BATCH = 16  # up to this many images count as "single images" for the choice of backend
 
 

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fashionclf.backends import AGREEMENT_GOAL, dispatch, open_runner
 from fashionclf.data import CLASSES, IMAGE_SIZE, to_float
 from fashionclf.errors import FashionClfError
-from fashionclf.rundir import RunDir, atomic_write, load_model
+from fashionclf.rundir import RunDir, atomic_write, read_json
 
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo still opens; a decompression bomb does not
 # Our own limit is checked as soon as the header is read, before any pixel is decoded, with a message that names
@@ -143,14 +144,38 @@ class Classifier:
         return torch.softmax(logits.float(), dim=1).numpy()
 
 
-def load_classifier(path: Path) -> Classifier:
-    """A classifier from a run directory (its best checkpoint) or a checkpoint file this project wrote."""
+PRECISIONS = ("auto", "fp32", "int8")
+
+
+def load_classifier(path: Path, precision: str = "auto") -> Classifier:
+    """A classifier from a model file this project wrote, or from a run directory: there the int8 model of
+    `fashionclf quantize` when one agrees with fp32 (precision auto or int8), else fp32, on the backends measured
+    fastest on this machine for single images and for batches."""
     path = Path(path)
+    if precision not in PRECISIONS:
+        raise FashionClfError(f"--precision: unknown {precision!r}; known: {', '.join(PRECISIONS)}")
     if not path.exists():
-        raise FashionClfError(f"{path}: model does not exist (give a run directory or a checkpoint file)")
-    checkpoint_path = RunDir(path).best_checkpoint if path.is_dir() else path
-    model, checkpoint = load_model(checkpoint_path)
-    return Classifier(backend=model, description=f"{checkpoint['model']} from {checkpoint_path} (PyTorch fp32)")
+        raise FashionClfError(f"{path}: model does not exist (give a run directory or a model file)")
+    if path.is_file():
+        runner = open_runner(path)
+        return Classifier(backend=runner, description=f"{runner.model} {runner.label} ({path})")
+    chosen = dispatch(run_model_files(RunDir(path), precision))
+    return Classifier(backend=chosen, description=chosen.description)
+
+
+def run_model_files(run: RunDir, precision: str) -> list[Path]:
+    """The files of the method `precision` asks for: each backend's copy of the same weights."""
+    if not run.quantization.is_file():
+        if precision == "int8":
+            raise FashionClfError(f"{run.root}: no int8 model yet; run fashionclf quantize {run.root}")
+        return [run.best_checkpoint]
+    quantization = read_json(run.quantization)
+    method = quantization["best_int8"] if precision != "fp32" else "fp32"
+    if method is None:
+        if precision == "int8":
+            raise FashionClfError(f"{run.root}: no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the test set")
+        method = "fp32"
+    return [run.root / entry["path"] for entry in quantization["methods"][method]["files"].values()]
 
 
 def top_k(probabilities: np.ndarray, k: int) -> list[list[dict]]:

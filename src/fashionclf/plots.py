@@ -124,3 +124,18 @@ def time_vs_flops(layers: list[dict], batch_sizes: list[int], path: Path) -> Non
     axis.grid(axis="y", alpha=0.3)
     axis.legend()
     save(figure, path)
+
+
+def bench_bars(rows: list[dict], path: Path) -> None:
+    """Throughput at the large batch and latency at batch 1, one bar per method and backend."""
+    labels = [f"{row['method']}\n{row['backend']}" for row in rows]
+    positions = np.arange(len(rows))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    left.bar(positions, [row["images_per_s"] for row in rows], color="tab:blue")
+    left.set(ylabel="images/s", title="Throughput at batch 256 (higher is better)")
+    right.bar(positions, [row["latency_us"]["median"] for row in rows], color="tab:orange")
+    right.set(ylabel="microseconds", title="Latency at batch 1, median (lower is better)")
+    for axis in (left, right):
+        axis.set_xticks(positions, labels, fontsize=7)
+        axis.grid(axis="y", alpha=0.3)
+    save(figure, path)

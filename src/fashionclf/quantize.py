@@ -1,6 +1,7 @@
 """Quantization of a trained run into RUN_DIR/quantized/, every model file with its measured test accuracy.
 
     fp32.onnx          the fp32 model for ONNX Runtime (the fp32 checkpoint itself serves PyTorch eager)
+    fp32.pt2           the fp32 model compiled ahead of time by Inductor for this CPU
     dynamic.pt         the seed's method: int8 weights of the Linear layers, activations quantized on the fly
                        (torchao), kept for comparison; the convolutions stay fp32
     static.onnx        static int8 of every conv and linear layer: PT2E with the x86 quantizer, Conv-BatchNorm
@@ -21,10 +22,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from rich.table import Table
 from torch import nn
 
 from fashionclf import data as fmnist
 from fashionclf.backends import (
+    AGREEMENT_GOAL,
     COMPILED_BATCH,
     METADATA_BATCH,
     METADATA_CPU,
@@ -35,13 +38,12 @@ from fashionclf.backends import (
 )
 from fashionclf.errors import FashionClfError
 from fashionclf.models import model_entry
-from fashionclf.rundir import RunDir, atomic_write, load_model, open_run, save_checkpoint, write_json
+from fashionclf.rundir import RunDir, atomic_write, import_torchao, load_model, open_run, save_checkpoint, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import run_data
 
 METHODS = ("dynamic", "static", "qat")
 QAT_THRESHOLD = 0.003  # accuracy lost by static int8 beyond which quantization-aware fine-tuning runs
-AGREEMENT_GOAL = 0.995  # top-1 agreement with fp32 an int8 model needs before inference uses it
 CALIBRATION_IMAGES = 2000
 MAX_BATCH = 4096  # largest batch the exported and compiled models accept
 QAT_STEPS, QAT_LR, QAT_BATCH = 300, 1e-4, 100
@@ -52,6 +54,7 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise FashionClfError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    import_torchao()
     run = open_run(run_dir)
     model, checkpoint = load_model(run.best_checkpoint)
     data = load_dataset(run_data(run))
@@ -61,7 +64,8 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
 
     fp32_onnx = out / "fp32.onnx"
     export_onnx(model, checkpoint["model"], "fp32", fp32_onnx)
-    files = {"fp32": [run.best_checkpoint, fp32_onnx]}
+    fp32_package = compile_package(model, checkpoint["model"], "fp32", out / "fp32.pt2")
+    files = {"fp32": [run.best_checkpoint, fp32_package, fp32_onnx]}
     if "dynamic" in methods:
         files["dynamic"] = [_quantize_dynamic(model, checkpoint, out / "dynamic.pt")]
     if "static" in methods or "qat" in methods:
@@ -265,3 +269,15 @@ def best_int8(results: dict) -> str | None:
     """The int8 method that inference uses: of our own, those agreeing with fp32 enough, the most accurate."""
     usable = [m for m in ("static", "qat") if m in results and results[m]["agreement"] >= AGREEMENT_GOAL]
     return max(usable, key=lambda m: results[m]["accuracy"], default=None)
+
+
+def quantization_table(result: dict) -> Table:
+    table = Table(title=f"{result['model']}: test accuracy of every model file ({result['test_images']:,} images)")
+    for column in ("method", "backend", "file", "MB", "accuracy", "agreement with fp32"):
+        table.add_column(column, justify="right" if column in ("MB", "accuracy", "agreement with fp32") else "left")
+    for method, entry in result["methods"].items():
+        for backend, file in entry["files"].items():
+            table.add_row(method, backend, file["path"], f"{file['bytes'] / 1e6:.2f}", f"{file['accuracy']:.2%}",
+                          f"{file['agreement']:.2%}")  # fmt: skip
+    table.caption = f"inference uses: {result['best_int8'] or 'fp32 (no int8 model agrees enough)'}"
+    return table

@@ -21,8 +21,10 @@ Every file is written to a temporary name beside its target and renamed, so a cr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +162,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise FashionClfError(f"{path}: checkpoint does not exist")
+    _register_quantized_tensors(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - garbage input makes torch.load raise almost anything (KeyError, ...)
@@ -171,6 +174,32 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if missing:
         raise FashionClfError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return checkpoint
+
+
+def _register_quantized_tensors(path: Path) -> None:
+    """A quantized checkpoint holds torchao's int8 tensors, which weights_only loading accepts once torchao is
+    imported; it is imported only then, as that costs seconds."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            if not pickles or b"torchao" not in archive.read(pickles[0]):
+                return
+    except (zipfile.BadZipFile, OSError):
+        return  # torch.load reports the file's problem
+    import_torchao()
+
+
+def import_torchao() -> None:
+    """Import torchao without its start-up warnings about GPU kernels that a CPU build of torch cannot load."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization  # noqa: F401
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> nn.Module:

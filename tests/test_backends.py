@@ -1,0 +1,70 @@
+"""Opening model files on each backend, refusing files that are not ours, and choosing the fastest backend."""
+
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from fashionclf.backends import METADATA_MODEL, Runner, dispatch, fastest, open_runner
+from fashionclf.errors import FashionClfError
+from fashionclf.quantize import export_onnx
+
+
+def test_a_missing_file(tmp_path):
+    with pytest.raises(FashionClfError, match="model file does not exist"):
+        open_runner(tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt2", "model.pt"])
+def test_a_corrupted_file_is_one_error_naming_it(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(FashionClfError, match=f"{name}: not a"):
+        open_runner(path)
+
+
+def test_an_onnx_model_of_another_program_is_refused(tmp_path):
+    path = tmp_path / "other.onnx"
+    program = torch.onnx.export(nn.Linear(784, 10), (torch.rand(2, 784),), dynamo=True, verbose=False)
+    onnx.save_model(program.model_proto, path)
+    with pytest.raises(FashionClfError, match=f"not a fashionclf model \\(no '{METADATA_MODEL}'"):
+        open_runner(path)
+
+
+def test_an_onnx_model_of_another_architecture_is_refused(tmp_path):
+    other = nn.Sequential(nn.Flatten(), nn.Linear(784, 5))  # five classes, under our model's name
+    path = export_onnx(other, "fashion_cnn", "fp32", tmp_path / "five.onnx")
+    with pytest.raises(FashionClfError, match=r"five.onnx: gives outputs of shape \(2, 5\)"):
+        open_runner(path)
+
+
+def test_a_package_compiled_for_another_cpu_is_refused(quantized_run, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "NO AVX")
+    with pytest.raises(FashionClfError, match="compiled for a .* CPU, this one is NO AVX"):
+        open_runner(quantized_run.quantized / "static.pt2")
+
+
+def _runner(name: str, single_s: float, batch_s: float) -> Runner:
+    def run(images: torch.Tensor) -> torch.Tensor:
+        time.sleep(single_s if len(images) == 1 else batch_s)
+        return torch.zeros(len(images), 10)
+
+    return Runner(name, Path(f"{name}.model"), "fashion_cnn", "fp32", run)
+
+
+def test_the_fastest_runner_is_chosen_per_batch_regime():
+    quick_alone = _runner("onnxruntime", single_s=0.0, batch_s=0.02)
+    quick_in_bulk = _runner("inductor", single_s=0.005, batch_s=0.0)
+    runners = [quick_in_bulk, quick_alone]
+    assert fastest(runners, 1, calls=5) is quick_alone
+    assert fastest(runners, 256, calls=3) is quick_in_bulk
+
+
+def test_a_run_directory_dispatches_between_its_files(quantized_run, real_data):
+    chosen = dispatch([quantized_run.quantized / "static.pt2", quantized_run.quantized / "static.onnx"])
+    assert {chosen.small.backend, chosen.large.backend} <= {"inductor", "onnxruntime"}
+    images = real_data.test.images[:40].unsqueeze(1).float() / 255
+    assert chosen(images[:1]).shape == (1, 10) and chosen(images).shape == (40, 10)

@@ -1,0 +1,76 @@
+"""Quantization of a real (short) run: every model file's accuracy, agreement and size, and the int8 graph."""
+
+import pytest
+import torch
+
+from fashionclf import data as fmnist
+from fashionclf.backends import AGREEMENT_GOAL, open_runner
+from fashionclf.errors import FashionClfError
+from fashionclf.quantize import quantization_aware, quantize_run, runner_logits, static_int8
+from fashionclf.rundir import load_model, read_json
+
+
+def test_static_int8_keeps_accuracy_at_a_quarter_of_the_size(quantized_run):
+    result = read_json(quantized_run.quantization)
+    fp32, static = result["methods"]["fp32"], result["methods"]["static"]
+    assert set(static["files"]) == {"inductor", "onnxruntime"}
+    assert static["agreement"] >= AGREEMENT_GOAL
+    assert fp32["accuracy"] - static["accuracy"] <= 0.003
+    assert static["files"]["onnxruntime"]["bytes"] <= 0.30 * fp32["files"]["onnxruntime"]["bytes"]
+    assert result["best_int8"] in ("static", "qat")
+    assert result["methods"][result["best_int8"]]["agreement"] >= AGREEMENT_GOAL
+
+
+def test_every_file_was_measured_on_the_whole_test_set(quantized_run, real_data):
+    result = read_json(quantized_run.quantization)
+    assert result["test_images"] == len(real_data.test)
+    assert set(result["methods"]) == {"fp32", "dynamic", "static", "ort-static", "qat"}
+    for entry in result["methods"].values():
+        for file in entry["files"].values():
+            assert (quantized_run.root / file["path"]).stat().st_size == file["bytes"]
+            assert 0.5 < file["accuracy"] < 1
+
+
+def test_both_backends_run_the_same_int8_weights(quantized_run, real_data):
+    images = real_data.test.images[:700]  # not a multiple of the compiled batch: the last chunk is padded
+    compiled = runner_logits(open_runner(quantized_run.quantized / "static.pt2"), images, batch_size=700)
+    exported = runner_logits(open_runner(quantized_run.quantized / "static.onnx"), images, batch_size=700)
+    assert compiled.shape == (700, 10)
+    assert (compiled.argmax(1) == exported.argmax(1)).float().mean() >= 0.998
+    assert torch.allclose(compiled, exported, atol=0.2)
+
+
+def test_dynamic_quantization_converts_only_the_linear_layers(quantized_run):
+    model, checkpoint = load_model(quantized_run.quantized / "dynamic.pt")
+    assert checkpoint["quantization"] == "dynamic"
+    assert type(model.layer1[0].weight) is torch.nn.Parameter and model.layer1[0].weight.dtype == torch.float32
+    assert type(model.fc1.weight) is not torch.nn.Parameter  # an int8 tensor subclass
+
+
+def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear(trained_run, real_data):
+    model, _ = load_model(trained_run.best_checkpoint)
+    converted = static_int8(model, "fashion_cnn", fmnist.to_float(real_data.train.images[:200]))
+    targets = [str(node.target) for node in converted.graph.nodes if node.op == "call_function"]
+    assert not any("batch_norm" in t for t in targets)
+    weighted = [t for t in targets if t in ("aten.conv2d.default", "aten.linear.default")]
+    assert len(weighted) == 5
+    assert sum("dequantize_per_channel" in t for t in targets) == 5  # every weight is int8, per channel
+
+
+def test_quantization_aware_fine_tuning_converts_to_a_working_int8_model(trained_run, real_data, monkeypatch):
+    from fashionclf import quantize
+
+    monkeypatch.setattr(quantize, "QAT_STEPS", 10)
+    model, _ = load_model(trained_run.best_checkpoint)
+    calibration = fmnist.to_float(real_data.train.images[:200])
+    qat = quantization_aware(model, "fashion_cnn", real_data.train, calibration, seed=0)
+    images, labels = fmnist.to_float(real_data.test.images[:1000]), real_data.test.labels[:1000]
+    with torch.no_grad():
+        int8, fp32 = ((m(images).argmax(1) == labels).float().mean().item() for m in (qat, model))
+    assert int8 >= fp32 - 0.03
+    assert any("quantize_per_tensor" in str(node.target) for node in qat.graph.nodes)
+
+
+def test_an_unknown_method_is_refused(trained_run):
+    with pytest.raises(FashionClfError, match="--method: unknown fp64"):
+        quantize_run(trained_run.root, ("fp64",))
