@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fashionclf.data import FashionMNIST, Split
@@ -27,3 +28,12 @@ def synthetic_data(train: int = 600, test: int = 200) -> FashionMNIST:
         origin="--data-dir",
         checksums={},
     )
+
+
+CSV_HEADER = "label," + ",".join(f"pixel{i}" for i in range(1, 785))
+
+
+def write_csv(path: Path, split: Split) -> None:
+    """A Kaggle-format CSV (a header, then label,pixel1,...,pixel784 per image), which --data reads."""
+    rows = np.concatenate([split.labels.numpy()[:, None], split.images.numpy().reshape(len(split), -1)], axis=1)
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=CSV_HEADER, comments="")

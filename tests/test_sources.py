@@ -17,12 +17,7 @@ from fashionclf.inference import load_classifier
 from fashionclf.sources import class_index, load_dataset, read_csv, read_photo_folder
 from fashionclf.train import TrainConfig, train
 
-HEADER = "label," + ",".join(f"pixel{i}" for i in range(1, 785))
-
-
-def write_csv(path, split: Split) -> None:
-    rows = np.concatenate([split.labels.numpy()[:, None], split.images.numpy().reshape(len(split), -1)], axis=1)
-    np.savetxt(path, rows, fmt="%d", delimiter=",", header=HEADER, comments="")
+from synthetic import CSV_HEADER, write_csv
 
 
 def small_split(n=25, seed=0) -> Split:
@@ -56,7 +51,7 @@ def bad_csv(kind: str) -> str:
         "a non-number": [good_row, "2," + ",".join(["0"] * 400 + ["dark"] + ["0"] * 383)],
         "header only": [],
     }
-    return "" if kind == "empty file" else "\n".join([HEADER, *rows[kind]]) + "\n"
+    return "" if kind == "empty file" else "\n".join([CSV_HEADER, *rows[kind]]) + "\n"
 
 
 @pytest.mark.parametrize(

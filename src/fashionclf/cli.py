@@ -96,7 +96,9 @@ def train(
     flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Augment: flip half the images.")] = None,
     erase: Annotated[float | None, typer.Option(help="Augment: probability of erasing a rectangle.")] = None,
 ) -> None:
-    """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch."""
+    """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch.
+    Started by torchrun, it trains data-parallel across the processes."""
+    from fashionclf import distributed
     from fashionclf import train as training
 
     if resume is not None:
@@ -119,7 +121,8 @@ def train(
             erase=erase,
         )
         run = training.train(config, out or Path("runs") / f"{model}-seed{seed}")
-    console.print(f"run directory: {run.root}")
+    if distributed.is_main():
+        console.print(f"run directory: {run.root}")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fashionclf import data as fmnist
+from fashionclf import distributed
 from fashionclf.errors import FashionClfError
 from fashionclf.models import count_parameters, create_model, model_entry, predict_logits
 from fashionclf.rundir import (
@@ -158,6 +159,8 @@ def environment(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "world_size": distributed.world_size(),
+        "backend": distributed.backend(),
     }
 
 
@@ -167,6 +170,7 @@ class TrainState:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    network: nn.Module  # what the training step calls: `model`, or under torchrun its DistributedDataParallel wrapper
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     next_epoch: int = 1
     history: list[dict] = field(default_factory=list)
@@ -178,20 +182,23 @@ def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = Non
     run = RunDir(Path(out))
     if run.config.exists():
         raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
-    device = resolve_device(config.device)
     data = data or load_dataset(config.data)
     config = _resolved(config, data)
     splits = _splits(config, data)
-    write_json(
-        run.config,
-        {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
-    )
-    with _resume_hint_on_interrupt(run):
-        state = _new_state(config, device, _steps_per_epoch(config, splits))
-        parameters = count_parameters(state.model)
-        _log(run, f"training {config.model} ({parameters:,} parameters) on {device}, {config.epochs} epochs")
-        _fit(config, run, state, splits, device, progress)
-    if config.init:
+    distributed.check_batches(len(splits[0]), config.batch_size)
+    with distributed.process_group(resolve_device(config.device)) as device:
+        if distributed.is_main():
+            write_json(
+                run.config,
+                {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
+            )
+        with _resume_hint_on_interrupt(run):
+            state = _new_state(config, device, _steps_per_epoch(config, splits))
+            parameters = count_parameters(state.model)
+            where = f"{device}{distributed.describe()}"
+            _log(run, f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs")
+            _fit(config, run, state, splits, device, progress)
+    if config.init and distributed.is_main():
         write_json(run.finetune, finetune_summary(config, run, splits[1], device))
     return run
 
@@ -200,20 +207,21 @@ def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = 
     """Continue a stopped run from its last checkpoint, with the settings it was started with."""
     run = open_run(Path(out))
     config = TrainConfig.from_dict(read_json(run.config)["train"])
-    device = resolve_device(config.device)
     splits = _splits(config, data or load_dataset(config.data))
-    state = _new_state(config, device, _steps_per_epoch(config, splits))
-    # Without last.pt the run was stopped inside its first epoch: starting over from the seed is the exact resume.
-    if run.last_checkpoint.exists():
-        # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
-        _restore(state, load_checkpoint(run.last_checkpoint))
-    if state.next_epoch > config.epochs:
-        _log(run, f"nothing to resume: all {config.epochs} epochs are done")
-        return run
-    with _resume_hint_on_interrupt(run):
-        _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {device}")
-        _fit(config, run, state, splits, device, progress)
-    if config.init:
+    distributed.check_batches(len(splits[0]), config.batch_size)
+    with distributed.process_group(resolve_device(config.device)) as device:
+        state = _new_state(config, device, _steps_per_epoch(config, splits))
+        # Without last.pt the run was stopped inside its first epoch: starting over from the seed is the exact resume.
+        if run.last_checkpoint.exists():
+            # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
+            _restore(state, load_checkpoint(run.last_checkpoint))
+        if state.next_epoch > config.epochs:
+            _log(run, f"nothing to resume: all {config.epochs} epochs are done")
+            return run
+        with _resume_hint_on_interrupt(run):
+            _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {device}{distributed.describe()}")
+            _fit(config, run, state, splits, device, progress)
+    if config.init and distributed.is_main():
         write_json(run.finetune, finetune_summary(config, run, splits[1], device))
     return run
 
@@ -243,8 +251,11 @@ def _new_state(config: TrainConfig, device: torch.device, steps_per_epoch: int) 
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = distributed.sync_batchnorm(model, device)
     optimizer = _optimizer(config, model)
-    return TrainState(model, optimizer, _scheduler(config, optimizer, steps_per_epoch))
+    # Every process keeps the same global RNG (dropout), so rank 0's state in last.pt resumes all of them.
+    network = distributed.parallel(model, device)
+    return TrainState(model, optimizer, network, _scheduler(config, optimizer, steps_per_epoch))
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -289,7 +300,8 @@ def _fit(
         train_loss, train_acc = train_epoch(state, train_split, config, generator, device, run, label, progress)
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc}
         if val_split is not None:
-            row["val_loss"], row["val_accuracy"] = evaluate_split(state.model, val_split, config.batch_size, device)
+            validate = partial(evaluate_split, state.model, val_split, config.batch_size, device)
+            row["val_loss"], row["val_accuracy"] = distributed.from_main(validate)
         row["seconds"] = time.perf_counter() - started
         _end_epoch(config, run, state, row)
 
@@ -336,9 +348,11 @@ def train_epoch(
     label: str,
     progress: bool,
 ) -> tuple[float, float]:
-    """One pass over `split` in the generator's order; returns mean loss and accuracy over its images."""
-    model, optimizer = state.model, state.optimizer
-    model.train()
+    """One pass over `split` in the generator's order; returns mean loss and accuracy over its images.
+
+    Under torchrun every process draws the same order and augmentation and trains on its slice of each batch."""
+    optimizer = state.optimizer
+    state.network.train()
     total_loss, correct, seen = 0.0, 0, 0
     steps = math.ceil(len(split) / config.batch_size)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -346,21 +360,24 @@ def train_epoch(
         fmnist.batches(split, config.batch_size, shuffle=True, generator=generator),
         total=steps,
         desc=label,
-        disable=None if progress else True,  # None: a bar only on a terminal, so logs stay readable
+        disable=None if progress and distributed.is_main() else True,  # None: a bar only on a terminal
         leave=False,
         unit="batch",
     )
     for step, (images, labels) in enumerate(bar, start=1):
-        images = fmnist.to_float(images).to(device).contiguous(memory_format=memory_format)
-        labels = labels.to(device)
+        batch = len(labels)  # the global batch: under torchrun this process trains on its slice of it
+        images = fmnist.to_float(images)
         if config.crop_padding or config.flip or config.erase:
-            # Drawn from the epoch's generator, after its permutation: a resumed epoch augments identically.
-            images = fmnist.augment(images.cpu(), generator, config.crop_padding, config.flip, config.erase)
-            images = images.to(device).contiguous(memory_format=memory_format)
+            # Drawn from the epoch's generator, after its permutation, for the whole batch: a resumed epoch augments
+            # identically, and so does every process before it takes its slice.
+            images = fmnist.augment(images, generator, config.crop_padding, config.flip, config.erase)
+        images = distributed.local_part(images).to(device).contiguous(memory_format=memory_format)
+        labels = distributed.local_part(labels).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            logits = model(images)
+            logits = state.network(images)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-        value = loss.item()
+        loss = loss * distributed.loss_weight(len(labels), batch)  # DDP's average of gradients: the batch's mean
+        value, batch_correct = distributed.batch_totals(loss, (logits.argmax(1) == labels).sum())
         if not math.isfinite(value):
             kept = (
                 f"the last good checkpoint is kept in {run.last_checkpoint}"
@@ -375,9 +392,9 @@ def train_epoch(
         optimizer.step()
         if state.scheduler is not None:
             state.scheduler.step()
-        total_loss += value * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
+        total_loss += value * batch
+        correct += batch_correct
+        seen += batch
         bar.set_postfix(loss=f"{value:.4f}")
     return total_loss / seen, correct / seen
 
@@ -396,8 +413,11 @@ def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -
     state.next_epoch = epoch + 1
     base = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_args": config.model_args, "epoch": epoch}
     score = row.get("val_accuracy", row["train_accuracy"])
-    if score > state.best_val_accuracy:
-        state.best_val_accuracy = score
+    improved = score > state.best_val_accuracy
+    state.best_val_accuracy = max(score, state.best_val_accuracy)
+    if not distributed.is_main():  # the other processes hold the same weights: rank 0 writes the one copy
+        return
+    if improved:
         save_checkpoint(run.best_checkpoint, {**base, "state_dict": state.model.state_dict(), "metrics": row})
     save_checkpoint(run.last_checkpoint, {**base, **_resume_state(state), "metrics": row})
     _write_history(run, state.history)
@@ -481,6 +501,8 @@ def read_history(run: RunDir) -> list[dict]:
 
 
 def _log(run: RunDir, message: str) -> None:
+    if not distributed.is_main():
+        return
     line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
     tqdm.write(line)
     run.root.mkdir(parents=True, exist_ok=True)
