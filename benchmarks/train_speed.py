@@ -1,19 +1,21 @@
 """Training throughput: the report's recipe written the usual way, against fashionclf's pipeline, in one run.
 
-    .venv/bin/python benchmarks/train_speed.py [--epochs 1] [--limit 55000]
+    .venv/bin/python benchmarks/train_speed.py [--epochs 5] [--limit 55000] [--target 0.903] [--json FILE]
 
 "The usual way" is a torchvision-style dataset that turns each image into a PIL image and then a tensor (what
 ToTensor does), behind a DataLoader of batch 100 with shuffling, and an eager Adam loop. fashionclf keeps the
 dataset as uint8 tensors in memory and scales whole batches ('seed' recipe), and can also run the step in
-channels-last layout with bf16 autocast ('fast' recipe). Same model, optimizer, batch size and data; test accuracy
-after the last epoch is printed beside the speed.
+channels-last layout with bf16 autocast ('fast' recipe). Same model and data. Each loop is
+tested after every epoch (not timed), which gives its time to reach the report's 90.3% test accuracy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,32 +43,37 @@ class PerSampleDataset(Dataset):
         return tensor, int(self.labels[index])
 
 
-def usual_loop(train: fmnist.Split, epochs: int, seed: int) -> tuple[float, torch.nn.Module]:
+def usual_loop(train: fmnist.Split, epochs: int, seed: int) -> Iterator[tuple[float, torch.nn.Module]]:
+    """Per epoch: its training seconds and the model."""
     torch.manual_seed(seed)
     model = create_model("fashion_cnn")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(PerSampleDataset(train), batch_size=100, shuffle=True)
-    started = time.perf_counter()
     for _ in range(epochs):
+        started = time.perf_counter()
         model.train()
         for images, labels in loader:
             loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return time.perf_counter() - started, model
+        yield time.perf_counter() - started, model
 
 
-def fashionclf_loop(train: fmnist.Split, epochs: int, seed: int, recipe: str) -> tuple[float, torch.nn.Module]:
-    config = TrainConfig.from_recipe(recipe, seed=seed, device="cpu")
+def fashionclf_loop(
+    train: fmnist.Split, epochs: int | None, seed: int, recipe: str
+) -> Iterator[tuple[float, torch.nn.Module]]:
+    """Per epoch: its training seconds and the model; `epochs` None keeps the recipe's (its schedule's length)."""
+    settings = {"seed": seed, "device": "cpu", **({"epochs": epochs} if epochs else {})}
+    config = TrainConfig.from_recipe(recipe, **settings)
     state: TrainState = _new_state(config, torch.device("cpu"), steps_per_epoch=-(-len(train) // config.batch_size))
     with tempfile.TemporaryDirectory() as scratch:
         run = RunDir(Path(scratch))
-        started = time.perf_counter()
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, config.epochs + 1):
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            started = time.perf_counter()
             train_epoch(state, train, config, generator, torch.device("cpu"), run, f"epoch {epoch}", False)
-        return time.perf_counter() - started, state.model
+            yield time.perf_counter() - started, state.model
 
 
 def test_accuracy(model: torch.nn.Module, test: fmnist.Split) -> float:
@@ -74,26 +81,50 @@ def test_accuracy(model: torch.nn.Module, test: fmnist.Split) -> float:
     return (logits.argmax(1) == test.labels).float().mean().item()
 
 
+def race(name: str, epochs: Iterator[tuple[float, torch.nn.Module]], images: int, test: fmnist.Split, target: float):
+    """Train epoch by epoch (only training is timed), testing after each; the time the target is first reached."""
+    row = {"loop": name, "seconds": 0.0, "accuracy": [], "time_to_target": None}
+    for seconds, model in epochs:
+        row["seconds"] += seconds
+        row["accuracy"].append(test_accuracy(model, test))
+        if row["time_to_target"] is None and row["accuracy"][-1] >= target:
+            row["time_to_target"] = row["seconds"]
+        print(f"  {name}: epoch {len(row['accuracy'])} {row['accuracy'][-1]:.2%} at {row['seconds']:.0f} s", flush=True)
+    row["images_per_s"] = images * len(row["accuracy"]) / row["seconds"]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of the usual loop and of 'seed'")
     parser.add_argument("--limit", type=int, default=55_000, help="training images (55,000: the split train uses)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", type=float, default=0.903, help="test accuracy to race to (the report's)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     data = fmnist.load_fashion_mnist()
     train = fmnist.split_validation(data.train, 5000, args.seed)[0]
     train = fmnist.Split(train.images[: args.limit], train.labels[: args.limit])
-    images = len(train) * args.epochs
-    print(f"FashionCNN, Adam 1e-3, batch 100, {len(train):,} images x {args.epochs} epoch(s), "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
-    rows = [("per-sample Dataset + DataLoader (the usual way)", *usual_loop(train, args.epochs, args.seed))]
-    for recipe in ("seed", "fast"):
-        rows.append((f"fashionclf, recipe {recipe!r}", *fashionclf_loop(train, args.epochs, args.seed, recipe)))
-    baseline = images / rows[0][1]
-    print(f"{'loop':<50} {'images/s':>9} {'vs usual':>9} {'test acc':>9}")
-    for name, seconds, model in rows:
-        print(f"{name:<50} {images / seconds:>9,.0f} {images / seconds / baseline:>8.2f}x "
-              f"{test_accuracy(model, data.test):>9.2%}")  # fmt: skip
+    print(f"FashionCNN, {len(train):,} training images, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    rows = [
+        race("per-sample Dataset + DataLoader (the usual way)", usual_loop(train, args.epochs, args.seed),
+             len(train), data.test, args.target),
+        race("fashionclf, recipe 'seed'", fashionclf_loop(train, args.epochs, args.seed, "seed"),
+             len(train), data.test, args.target),
+        race("fashionclf, recipe 'fast'", fashionclf_loop(train, None, args.seed, "fast"),
+             len(train), data.test, args.target),
+    ]  # fmt: skip
+    usual = rows[0]
+    print(
+        f"{'loop':<50} {'images/s':>9} {'vs usual':>9} {'final acc':>9} {f'to {args.target:.1%}':>10} {'vs usual':>9}"
+    )
+    for row in rows:
+        reached = row["time_to_target"]
+        ratio = f"{reached / usual['time_to_target']:.2f}x" if reached and usual["time_to_target"] else "-"
+        print(f"{row['loop']:<50} {row['images_per_s']:>9,.0f} {row['images_per_s'] / usual['images_per_s']:>8.2f}x "
+              f"{row['accuracy'][-1]:>9.2%} {f'{reached:.0f} s' if reached else 'never':>10} {ratio:>9}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from fashionclf.bench import bench_run
+from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
 
 
@@ -44,8 +45,9 @@ def test_the_goals_are_judged_on_the_measured_rows(bench):
     assert bench["goals"]["int8_size_vs_fp32"]["met"]
 
 
-def test_the_report_gains_the_optimization_section(bench, quantized_run):
+def test_the_report_gains_the_optimization_section(bench, quantized_run, real_data):
     assert (quantized_run.figures / "bench.png").is_file()
+    evaluate_run(quantized_run.root, data=real_data)
     build_report(quantized_run.root)
     text = quantized_run.report_md.read_text()
     section = text[text.index("## Optimization") :]

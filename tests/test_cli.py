@@ -102,3 +102,28 @@ def test_ctrl_c_stops_training_with_a_resume_hint(tmp_path):
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert f"fashionclf train --resume {run}" in (run / "train.log").read_text()
+
+
+def test_predict_with_a_corrupted_onnx_model(tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not a protobuf at all")
+    picture = tmp_path / "a.png"
+    picture.write_bytes(b"")
+    assert_one_line_error(fashionclf("predict", str(model), str(picture)), str(model), "not a readable ONNX model")
+
+
+def test_predict_with_a_file_of_another_program(tmp_path):
+    model = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(3)}, model)
+    picture = tmp_path / "a.png"
+    picture.write_bytes(b"")
+    assert_one_line_error(fashionclf("predict", str(model), str(picture)), str(model), "not a fashionclf checkpoint")
+
+
+def test_quantize_and_bench_need_a_run(tmp_path):
+    assert_one_line_error(fashionclf("quantize", str(tmp_path / "nope")), "nope")
+    assert_one_line_error(fashionclf("bench", str(tmp_path / "nope")), "nope")
+
+
+def test_quantize_refuses_an_unknown_method(trained_run):
+    assert_one_line_error(fashionclf("quantize", str(trained_run.root), "--method", "fp16"), "--method: unknown fp16")

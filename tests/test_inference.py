@@ -180,7 +180,7 @@ def test_predict_refuses_a_missing_model(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.strip() == f"fashionclf: error: {tmp_path / 'nope'}: model does not exist (give a run "
-        "directory or a checkpoint file)"
+        "directory or a model file)"
     )
 
 
@@ -205,3 +205,20 @@ def test_pictures_written_from_the_test_set_get_the_models_label(trained_run, re
         assert all(isinstance(r, Prediction) for r in results)
         got = np.array([r.top[0]["index"] for r in results])
         assert (got == expected).mean() >= 0.99, folder.name
+
+
+def test_a_quantized_run_serves_its_int8_model_unless_fp32_is_asked_for(quantized_run, trained_run, real_data):
+    int8 = load_classifier(quantized_run.root)
+    assert "static" in int8.description or "qat" in int8.description
+    fp32 = load_classifier(quantized_run.root, precision="fp32")
+    assert "fp32" in fp32.description
+    images = real_data.test.images[:2000].numpy()
+    agreement = (int8.probabilities(images).argmax(1) == fp32.probabilities(images).argmax(1)).mean()
+    assert agreement >= 0.99
+    with pytest.raises(FashionClfError, match="no int8 model yet; run fashionclf quantize"):
+        load_classifier(trained_run.root, precision="int8")
+
+
+def test_a_model_file_is_used_as_it_is(quantized_run):
+    classifier = load_classifier(quantized_run.quantized / "static.onnx")
+    assert classifier.description.startswith("fashion_cnn static on onnxruntime")

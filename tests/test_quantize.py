@@ -74,3 +74,15 @@ def test_quantization_aware_fine_tuning_converts_to_a_working_int8_model(trained
 def test_an_unknown_method_is_refused(trained_run):
     with pytest.raises(FashionClfError, match="--method: unknown fp64"):
         quantize_run(trained_run.root, ("fp64",))
+
+
+def test_a_package_that_cannot_be_compiled_here_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    from fashionclf import quantize
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Compilation failed: g++ not found\nmore detail")
+
+    monkeypatch.setattr(quantize, "compile_package", no_compiler)
+    skipped = {}
+    assert quantize._compiled(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", tmp_path, skipped) == []
+    assert skipped == {"static.pt2": "Compilation failed: g++ not found"}

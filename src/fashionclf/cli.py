@@ -32,7 +32,10 @@ DataPath = Annotated[
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 Recipe = Annotated[
     str,
-    typer.Option(help="seed: the report's recipe as it is; fast: the same with channels-last and bf16 autocast."),
+    typer.Option(
+        help="seed: the report's recipe as it is; fast: the same with channels-last and bf16 autocast; best: SGD "
+        "with one-cycle, label smoothing, weight decay and augmentation, 30 epochs."
+    ),
 ]
 Precision = Annotated[
     str,
@@ -75,9 +78,17 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue the stopped run in this directory.")] = None,
     model: str = "fashion_cnn",
     recipe: Recipe = "seed",
-    epochs: int = 5,
-    batch_size: int = 100,
-    lr: float = 1e-3,
+    epochs: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 5]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 100]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate [default: the recipe's; seed: 1e-3].")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="adam, adamw or sgd (Nesterov) [default: the recipe's].")
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="constant, onecycle or cosine (with warm-up) [default: the recipe's].")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
     seed: int = 0,
     validation_size: Annotated[
         int | None,
@@ -110,6 +121,10 @@ def train(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            optimizer=optimizer,
+            schedule=schedule,
+            weight_decay=weight_decay,
+            label_smoothing=label_smoothing,
             seed=seed,
             validation_size=validation_size,
             device=device,
@@ -213,12 +228,13 @@ def bench(
 def run(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/seed"),
     recipe: Recipe = "seed",
-    epochs: int = 5,
+    epochs: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 5]")] = None,
     seed: int = 0,
     device: Device = "auto",
     data: DataPath = None,
 ) -> None:
-    """The main job: data -> train -> evaluate -> report, ending with the report's path."""
+    """The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, ending with the
+    report's path."""
     from fashionclf.pipeline import run_all
 
     config = _config(recipe=recipe, epochs=epochs, seed=seed, device=device, data=data)

@@ -64,12 +64,13 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
 
     fp32_onnx = out / "fp32.onnx"
     export_onnx(model, checkpoint["model"], "fp32", fp32_onnx)
-    fp32_package = compile_package(model, checkpoint["model"], "fp32", out / "fp32.pt2")
-    files = {"fp32": [run.best_checkpoint, fp32_package, fp32_onnx]}
+    skipped: dict[str, str] = {}
+    files = {"fp32": [run.best_checkpoint, *_compiled(model, checkpoint, "fp32", out, skipped), fp32_onnx]}
     if "dynamic" in methods:
         files["dynamic"] = [_quantize_dynamic(model, checkpoint, out / "dynamic.pt")]
     if "static" in methods or "qat" in methods:
-        files["static"] = _export_int8(static_int8(model, checkpoint["model"], calibration), checkpoint, "static", out)
+        static = static_int8(model, checkpoint["model"], calibration)
+        files["static"] = _export_int8(static, checkpoint, "static", out, skipped)
     files["ort-static"] = [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")]
 
     reference = runner_logits(open_runner(run.best_checkpoint), data.test.images).argmax(1)
@@ -77,7 +78,7 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
     loss = results["fp32"]["accuracy"] - results["static"]["accuracy"] if "static" in results else 0.0
     if "qat" in methods or loss > QAT_THRESHOLD:
         qat = quantization_aware(model, checkpoint["model"], data.train, calibration, seed)
-        results["qat"] = _measure(_export_int8(qat, checkpoint, "qat", out), run, data.test, reference)
+        results["qat"] = _measure(_export_int8(qat, checkpoint, "qat", out, skipped), run, data.test, reference)
     summary = {
         "model": checkpoint["model"],
         "checkpoint": str(run.best_checkpoint.relative_to(run.root)),
@@ -85,6 +86,7 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
         "test_images": len(data.test),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "methods": results,
+        "skipped": skipped,
         "best_int8": best_int8(results),
     }
     write_json(run.quantization, summary)
@@ -187,9 +189,20 @@ def quantization_aware(
         return convert_pt2e(prepared)
 
 
-def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path) -> list[Path]:
+def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
     onnx_path = export_onnx(quantized, checkpoint["model"], method, out / f"{method}.onnx")
-    return [compile_package(quantized, checkpoint["model"], method, out / f"{method}.pt2"), onnx_path]
+    return [*_compiled(quantized, checkpoint, method, out, skipped), onnx_path]
+
+
+def _compiled(model: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
+    """The compiled package, or none where Inductor cannot build here (no C++ compiler, say): the other backends
+    still serve, and quantization.json says why this one is missing."""
+    target = out / f"{method}.pt2"
+    try:
+        return [compile_package(model, checkpoint["model"], method, target)]
+    except Exception as exc:  # noqa: BLE001 - a failed C++ build surfaces as any of Inductor's many exceptions
+        skipped[target.name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        return []
 
 
 def compile_package(model: nn.Module, name: str, method: str, target: Path) -> Path:
