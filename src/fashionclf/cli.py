@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from fashionclf.errors import FashionClfError
 
@@ -33,7 +35,8 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda
 Recipe = Annotated[
     str,
     typer.Option(
-        help="seed: the report's recipe as it is; fast: the same with channels-last and bf16 autocast; best: SGD "
+        help="seed: the report's recipe as it is; fast: 90.3% in 2 epochs (channels-last, bf16, AdamW one-cycle, "
+        "batch 256); best: SGD "
         "with one-cycle, label smoothing, weight decay and augmentation, 30 epochs."
     ),
 ]
@@ -42,6 +45,15 @@ Precision = Annotated[
     typer.Option(help="For a run directory: auto (its int8 model when quantized, else fp32), fp32 or int8."),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
+
+
+def _show(result: dict, as_json: bool, *tables: Callable[[dict], Table]) -> None:
+    """The result as one JSON object on stdout, or as tables for a person."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    for table in tables:
+        console.print(table(result))
 
 
 @app.command()
@@ -150,11 +162,7 @@ def evaluate(
     """Evaluate a run's best checkpoint on its test set, or on --data: metrics.json and figures."""
     from fashionclf.evaluate import evaluate_run, metrics_table
 
-    metrics = evaluate_run(run_dir, device=device, data_path=data)
-    if as_json:
-        print(json.dumps(metrics))
-    else:
-        console.print(metrics_table(metrics))
+    _show(evaluate_run(run_dir, device=device, data_path=data), as_json, metrics_table)
 
 
 @app.command()
@@ -179,10 +187,7 @@ def analyze(
     from fashionclf.analysis import analyze as analyze_model
 
     result = analyze_model(run_dir, model, batch_size=batch_size, repeats=repeats, device=device)
-    if as_json:
-        print(json.dumps(result))
-        return
-    console.print(analysis_table(result))
+    _show(result, as_json, analysis_table)
 
 
 @app.command()
@@ -200,11 +205,7 @@ def quantize(
     """Quantize the run's best model to int8 and export ONNX; every file's test accuracy is measured."""
     from fashionclf.quantize import quantization_table, quantize_run
 
-    result = quantize_run(run_dir, tuple(method or ("dynamic", "static")))
-    if as_json:
-        print(json.dumps(result))
-        return
-    console.print(quantization_table(result))
+    _show(quantize_run(run_dir, tuple(method or ("dynamic", "static"))), as_json, quantization_table)
 
 
 @app.command()
@@ -216,12 +217,7 @@ def bench(
     """Latency, throughput, size and accuracy of every model file and backend, side by side in one run."""
     from fashionclf.bench import bench_run, bench_table, goals_table
 
-    result = bench_run(run_dir, rounds=rounds)
-    if as_json:
-        print(json.dumps(result))
-        return
-    console.print(bench_table(result))
-    console.print(goals_table(result))
+    _show(bench_run(run_dir, rounds=rounds), as_json, bench_table, goals_table)
 
 
 @app.command()
