@@ -101,6 +101,9 @@ def train(
     ] = None,
     weight_decay: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the step (eager where it cannot).")
+    ] = None,
     seed: int = 0,
     validation_size: Annotated[
         int | None,
@@ -137,6 +140,7 @@ def train(
             schedule=schedule,
             weight_decay=weight_decay,
             label_smoothing=label_smoothing,
+            compile=compile,
             seed=seed,
             validation_size=validation_size,
             device=device,

@@ -102,6 +102,7 @@ class TrainConfig:
     recipe: str = "seed"
     channels_last: bool = False  # NHWC activations: oneDNN's convolutions and pooling run faster on them
     bf16: bool = False  # bfloat16 autocast for the forward pass (weights and optimizer stay float32)
+    compile: bool = False  # torch.compile the training step's model; eager where it cannot compile
     optimizer: str = "adam"  # adam, adamw, or sgd (Nesterov momentum 0.9)
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant, onecycle, or cosine (one epoch of linear warm-up, then cosine to 0)
@@ -265,7 +266,16 @@ def _new_state(config: TrainConfig, device: torch.device, steps_per_epoch: int) 
     optimizer = _optimizer(config, model)
     # Every process keeps the same global RNG (dropout), so rank 0's state in last.pt resumes all of them.
     network = distributed.parallel(model, device)
+    if config.compile:
+        network = _compiled(network)
     return TrainState(model, optimizer, network, _scheduler(config, optimizer, steps_per_epoch))
+
+
+def _compiled(network: nn.Module) -> nn.Module:
+    """torch.compile, with Dynamo told to run a graph eagerly when it fails to compile it (no C++ compiler, an
+    unsupported operation) rather than stop the run."""
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(network)
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
