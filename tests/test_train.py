@@ -79,6 +79,7 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
         {"crop_padding": 2, "flip": True, "erase": 0.5},
         {"optimizer": "sgd", "lr": 0.05, "schedule": "onecycle", "label_smoothing": 0.1},
         {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine"},
+        {"ema": 0.9},
     ],
 )
 def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch, augmentation):
@@ -206,3 +207,12 @@ def test_a_compiled_step_trains_like_the_eager_one(tmp_path):
     (before,), (after,) = (json.loads(run.history_json.read_text()) for run in (eager, compiled))
     assert after["train_loss"] == pytest.approx(before["train_loss"], rel=1e-3)
     assert after["val_loss"] == pytest.approx(before["val_loss"], rel=1e-2)
+
+
+def test_with_ema_best_pt_holds_the_averaged_weights(tmp_path):
+    config = TrainConfig(**{**SMALL, "epochs": 1}, ema=0.9)  # one epoch: best.pt and last.pt are the same epoch
+    run = train(config, tmp_path / "ema", data=synthetic_data(), progress=False)
+    last = load_checkpoint(run.last_checkpoint)
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert_same_weights(load_checkpoint(run.best_checkpoint)["state_dict"], averaged)
+    assert not torch.equal(averaged["fc1.weight"], last["state_dict"]["fc1.weight"])

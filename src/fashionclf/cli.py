@@ -101,6 +101,9 @@ def train(
     ] = None,
     weight_decay: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
+    ema: Annotated[
+        float | None, typer.Option(help="Decay of a moving average of the weights, e.g. 0.999; 0: off [recipe's].")
+    ] = None,
     compile: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the step (eager where it cannot).")
     ] = None,
@@ -140,6 +143,7 @@ def train(
             schedule=schedule,
             weight_decay=weight_decay,
             label_smoothing=label_smoothing,
+            ema=ema,
             compile=compile,
             seed=seed,
             validation_size=validation_size,

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from fashionclf import data as fmnist
@@ -107,6 +108,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant, onecycle, or cosine (one epoch of linear warm-up, then cosine to 0)
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights, validated and saved as best; 0: off
     crop_padding: int = 0  # augmentation: random crop after padding by this many pixels
     flip: bool = False  # augmentation: horizontal flip of half the images
     erase: float = 0.0  # augmentation: probability of erasing a random rectangle
@@ -125,6 +127,8 @@ class TrainConfig:
         for name, known in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
             if getattr(self, name) not in known:
                 raise FashionClfError(f"--{name}: unknown {name} {getattr(self, name)!r}; known: {', '.join(known)}")
+        if not 0 <= self.ema < 1:
+            raise FashionClfError(f"--ema must be a decay in [0, 1), got {self.ema}")
         if not 0 <= self.erase <= 1 or self.crop_padding < 0:
             raise FashionClfError("--erase must be a probability in [0, 1] and --crop-padding 0 or more")
         if self.mix_fashion_mnist and not self.init:
@@ -183,9 +187,15 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     network: nn.Module  # what the training step calls: `model`, or under torchrun its DistributedDataParallel wrapper
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    ema: AveragedModel | None = None
     next_epoch: int = 1
     history: list[dict] = field(default_factory=list)
     best_val_accuracy: float = -1.0
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validation judges and best.pt keeps: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
@@ -268,7 +278,9 @@ def _new_state(config: TrainConfig, device: torch.device, steps_per_epoch: int) 
     network = distributed.parallel(model, device)
     if config.compile:
         network = _compiled(network)
-    return TrainState(model, optimizer, network, _scheduler(config, optimizer, steps_per_epoch))
+    # Buffers too: BatchNorm's running statistics must belong to the averaged weights, not the last ones.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
+    return TrainState(model, optimizer, network, _scheduler(config, optimizer, steps_per_epoch), ema)
 
 
 def _compiled(network: nn.Module) -> nn.Module:
@@ -320,7 +332,7 @@ def _fit(
         train_loss, train_acc = train_epoch(state, train_split, config, generator, device, run, label, progress)
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc}
         if val_split is not None:
-            validate = partial(evaluate_split, state.model, val_split, config.batch_size, device)
+            validate = partial(evaluate_split, state.evaluated, val_split, config.batch_size, device)
             row["val_loss"], row["val_accuracy"] = distributed.from_main(validate)
         row["seconds"] = time.perf_counter() - started
         _end_epoch(config, run, state, row)
@@ -412,6 +424,8 @@ def train_epoch(
         optimizer.step()
         if state.scheduler is not None:
             state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
         total_loss += value * batch
         correct += batch_correct
         seen += batch
@@ -438,7 +452,7 @@ def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -
     if not distributed.is_main():  # the other processes hold the same weights: rank 0 writes the one copy
         return
     if improved:
-        save_checkpoint(run.best_checkpoint, {**base, "state_dict": state.model.state_dict(), "metrics": row})
+        save_checkpoint(run.best_checkpoint, {**base, "state_dict": state.evaluated.state_dict(), "metrics": row})
     save_checkpoint(run.last_checkpoint, {**base, **_resume_state(state), "metrics": row})
     _write_history(run, state.history)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
@@ -453,6 +467,7 @@ def _resume_state(state: TrainState) -> dict:
         "state_dict": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "ema": state.ema.state_dict() if state.ema is not None else None,
         "rng": rng,
         "history": state.history,
         "best_val_accuracy": state.best_val_accuracy,
@@ -468,6 +483,8 @@ def _restore(state: TrainState, checkpoint: dict) -> None:
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     if state.scheduler is not None:
         state.scheduler.load_state_dict(checkpoint["scheduler"])
+    if state.ema is not None:
+        state.ema.load_state_dict(checkpoint["ema"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
