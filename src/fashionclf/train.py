@@ -66,21 +66,23 @@ RECIPES: dict[str, dict] = {
         "batch_size": 256,
         "epochs": 2,
     },
-    # The most from the unchanged FashionCNN: SGD with Nesterov momentum, one-cycle schedule, weight decay, label
-    # smoothing and augmentation, over more epochs.
+    # The most from the unchanged FashionCNN found so far (2 cores, seed 0, chosen by validation accuracy): AdamW with
+    # decoupled weight decay, a one-cycle schedule, 2-pixel random crops and flips, the weights' moving average as
+    # the model: validation 93.20%, test 92.68%, 11 min. Tried and worse: SGD with Nesterov momentum at 0.1 with
+    # label smoothing and random erasing (test 91.66%, underfits: the head, linear layers with no activation between
+    # them, has little capacity to spare for hard augmentation); flips alone (overfits: validation 93.16%).
     "best": {
         "channels_last": True,
         "bf16": True,
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "weight_decay": 5e-4,
+        "optimizer": "adamw",
+        "lr": 2e-3,
+        "weight_decay": 0.05,
         "schedule": "onecycle",
-        "label_smoothing": 0.1,
         "crop_padding": 2,
         "flip": True,
-        "erase": 0.25,
+        "ema": 0.999,
         "batch_size": 128,
-        "epochs": 30,
+        "epochs": 40,
     },
 }
 
