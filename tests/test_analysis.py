@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fashionclf.analysis import analyze, analyze_model, receptive_fields
+from fashionclf.analysis import analyze, analyze_model, layer_output, receptive_fields
 from fashionclf.errors import FashionClfError
-from fashionclf.models import create_model, list_models, model_entry
+from fashionclf.models import create_model, example_input, list_models, model_entry
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +90,8 @@ def linearized(model: nn.Module) -> nn.Module:
 
 
 def gradient_support(model: nn.Module, layer: str, unit: tuple[int, int]) -> torch.Tensor:
-    captured = {}
-    module = dict(model.named_modules())[layer]
-    hook = module.register_forward_hook(lambda _m, _a, out: captured.__setitem__("out", out))
     image = torch.rand(1, 1, 28, 28, requires_grad=True)
-    model(image)
-    hook.remove()
-    (grad,) = torch.autograd.grad(captured["out"][0, 0, unit[0], unit[1]], image)
+    (grad,) = torch.autograd.grad(layer_output(model, layer, image)[0, 0, unit[0], unit[1]], image)
     return grad[0, 0] != 0
 
 
@@ -111,27 +106,19 @@ def computed_support(field, unit: tuple[int, int]) -> torch.Tensor:
     return mask
 
 
-@pytest.mark.parametrize("build", [lambda: create_model("fashion_cnn"), strided_dilated_model])
+@pytest.mark.parametrize(
+    "build", [lambda: create_model("fashion_cnn"), strided_dilated_model, lambda: create_model("resnet9", width=2)]
+)
 def test_gradient_is_non_zero_exactly_inside_the_computed_field(build):
     model = linearized(build())
     fields = receptive_fields(model, (1, 28, 28))
     for layer, field in fields.items():
         if field is None:
             continue
-        shape = _output_shape(model, layer)
+        with torch.no_grad():
+            shape = layer_output(model, layer, torch.zeros(1, 1, 28, 28)).shape[-2:]
         for unit in [(0, 0), (shape[0] // 2, shape[1] // 2), (shape[0] - 1, shape[1] - 1)]:
             assert torch.equal(gradient_support(model, layer, unit), computed_support(field, unit)), (layer, unit)
-
-
-def _output_shape(model: nn.Module, layer: str) -> tuple[int, int]:
-    captured = {}
-    hook = dict(model.named_modules())[layer].register_forward_hook(
-        lambda _m, _a, out: captured.__setitem__("shape", out.shape[-2:])
-    )
-    with torch.no_grad():
-        model(torch.zeros(1, 1, 28, 28))
-    hook.remove()
-    return tuple(captured["shape"])
 
 
 def test_the_strided_dilated_model_field():
@@ -154,3 +141,64 @@ def test_every_registered_model_can_be_analysed(name):
     result = analyze_model(create_model(name), model_entry(name).input_size, batch_sizes=(2,), repeats=1)
     assert result["total"]["params"] == sum(p.numel() for p in create_model(name).parameters())
     assert sum(row["flop_share"] for row in result["layers"]) == pytest.approx(1.0)
+
+
+class ShortcutModel(nn.Module):
+    """A residual addition whose shortcut is a 1x1 strided conv: the sum sees the union of both paths' fields."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.main = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 5, padding=2))
+        self.shortcut = nn.Conv2d(4, 4, 1, stride=2)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(self.main(x) + self.shortcut(x))
+
+
+def test_a_residual_addition_sees_the_union_of_its_paths():
+    fields = receptive_fields(ShortcutModel(), (1, 28, 28))
+    assert fields["shortcut"] == fields["stem"].__class__((3, 3), (2, 2), (0.0, 0.0))
+    assert fields["main.2"].size == (13, 13) and fields["main.2"].jump == (2, 2)  # 3 + 2 + 4 * 2
+    assert fields["add"] == fields["main.2"]  # the shortcut's 3x3 lies inside the main path's 13x13
+
+
+def test_the_residual_addition_is_counted_and_timed():
+    result = analyze_model(ShortcutModel(), (1, 28, 28), batch_sizes=(2,), repeats=1)
+    add = next(row for row in result["layers"] if row["type"] == "add")
+    assert add["elementwise_flops"] == 4 * 14 * 14
+    assert add["time"]["batch_2"]["forward_median_us"] > 0
+
+
+def test_a_function_it_cannot_account_for_is_named():
+    class Doubling(nn.Module):
+        def forward(self, x):
+            return torch.cat([x, x], dim=1)
+
+    with pytest.raises(FashionClfError, match="layer 'cat' .*cannot be analysed"):
+        analyze_model(Doubling(), (1, 28, 28), batch_sizes=(1,), repeats=1)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_models_flops_agree_with_pytorchs_counter(name):
+    model = create_model(name)
+    with FlopCounterMode(display=False) as counter:
+        model(example_input(name))
+    result = analyze_model(model, model_entry(name).input_size, batch_sizes=(1,), repeats=1)
+    assert result["total"]["flops"] == counter.get_total_flops()
+
+
+def test_adding_maps_of_different_strides_is_refused():
+    class Mismatched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.strided = nn.Conv2d(1, 2, 3, stride=2, padding=1)  # 14x14, units 2 pixels apart
+            self.wide = nn.Conv2d(1, 2, 15)  # 14x14, units 1 pixel apart
+
+        def forward(self, x):
+            return self.strided(x) + self.wide(x)
+
+    with pytest.raises(FashionClfError, match="adds maps whose units lie at different strides"):
+        receptive_fields(Mismatched(), (1, 28, 28))

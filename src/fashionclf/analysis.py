@@ -10,14 +10,18 @@ Conventions, printed with every result:
 
 from __future__ import annotations
 
+import operator
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.table import Table
-from torch import nn
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 from fashionclf import data as fmnist
 from fashionclf import plots
@@ -50,30 +54,72 @@ class Field:
         return {"size": list(self.size), "jump": list(self.jump), "start": list(self.start)}
 
 
-def leaf_layers(model: nn.Module, input_size: tuple[int, ...]) -> list[tuple[str, nn.Module, tuple, tuple]]:
-    """(name, module, input shape, output shape) of every leaf module in the order the forward pass runs them."""
-    calls: list[tuple[str, nn.Module, tuple, tuple]] = []
-    hooks = [
-        module.register_forward_hook(
-            lambda mod, args, out, name=name: calls.append((name, mod, tuple(args[0].shape), tuple(out.shape)))
-        )
-        for name, module in model.named_modules()
-        if not list(module.children())
-    ]
+@dataclass(frozen=True)
+class Layer:
+    """One step of the forward pass: a leaf module, or a function such as a residual addition."""
+
+    name: str
+    op: Callable
+    kind: str
+    in_shapes: tuple[tuple, ...]
+    out_shape: tuple
+    inputs: tuple[str, ...]  # the layers whose outputs it takes; INPUT for the image
+
+
+INPUT = "input"
+ADDITIONS = (operator.add, torch.add)
+
+
+def trace_layers(model: nn.Module, input_size: tuple[int, ...]) -> list[Layer]:
+    """Every step of the forward pass in the order it runs, with the data flow between them (torch.fx), so a
+    residual branch is told apart from the main path."""
+    return list(_traced_layers(model, input_size)[1].values())
+
+
+def _traced_layers(model: nn.Module, input_size: tuple[int, ...]) -> tuple[fx.GraphModule, dict[fx.Node, Layer]]:
+    graph = _trace(model)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
+        ShapeProp(graph).propagate(torch.zeros(1, *input_size))
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    for name, module, _, _ in calls:
+    modules = dict(model.named_modules())
+    names: dict[fx.Node, str] = {}
+    layers: dict[fx.Node, Layer] = {}
+    for node in graph.graph.nodes:
+        if node.op == "placeholder":
+            names[node] = INPUT
+        elif node.op != "output":
+            layers[node] = _layer(node, names, modules)
+            names[node] = layers[node].name
+    return graph, layers
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as error:  # fx raises many types for code it cannot follow
+        raise FashionClfError(f"model {type(model).__name__} cannot be analysed: torch.fx cannot trace it "
+                              f"({type(error).__name__}: {error})") from None  # fmt: skip
+
+
+def _layer(node: fx.Node, names: dict[fx.Node, str], modules: dict[str, nn.Module]) -> Layer:
+    sources = [arg for arg in node.args if isinstance(arg, fx.Node)]
+    in_shapes = tuple(tuple(source.meta["tensor_meta"].shape) for source in sources)
+    out_shape = tuple(node.meta["tensor_meta"].shape)
+    inputs = tuple(names[source] for source in sources)
+    if node.op == "call_module":
+        module = modules[node.target]
         if not isinstance(module, SPATIAL + POINTWISE + DENSE):
-            raise FashionClfError(f"layer {name!r} of type {type(module).__name__} cannot be analysed: its receptive "
-                                  "field and FLOPs are unknown to fashionclf")  # fmt: skip
-    return calls
+            raise FashionClfError(f"layer {node.target!r} of type {type(module).__name__} cannot be analysed: its "
+                                  "receptive field and FLOPs are unknown to fashionclf")  # fmt: skip
+        return Layer(node.target, module, type(module).__name__, in_shapes, out_shape, inputs)
+    if node.op == "call_function" and node.target in ADDITIONS and len(sources) == 2:
+        owner = next(reversed(node.meta.get("nn_module_stack") or {"": None}))  # the block that adds
+        return Layer(f"{owner}.{node.name}" if owner else node.name, operator.add, "add", in_shapes, out_shape, inputs)
+    raise FashionClfError(f"layer {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)}) cannot "
+                          "be analysed: its receptive field and FLOPs are unknown to fashionclf")  # fmt: skip
 
 
 def _pair(value) -> tuple[int, int]:
@@ -81,19 +127,32 @@ def _pair(value) -> tuple[int, int]:
 
 
 def receptive_fields(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, Field | None]:
-    """The field of every layer's output units; None from the first dense layer on (they see the whole input)."""
-    field = Field((1, 1), (1, 1), (0.0, 0.0))
-    fields: dict[str, Field | None] = {}
-    dense = False
-    for name, module, _, _ in leaf_layers(model, input_size):
-        dense = dense or isinstance(module, DENSE)
-        if dense:
-            fields[name] = None
-            continue
-        if isinstance(module, SPATIAL):
-            field = _grow(field, module)
-        fields[name] = field
+    """The field of every layer's output units; None from the first dense layer on (they see the whole input).
+    Where paths meet (a residual addition), a unit sees the union of what each path sees."""
+    fields: dict[str, Field | None] = {INPUT: Field((1, 1), (1, 1), (0.0, 0.0))}
+    for layer in trace_layers(model, input_size):
+        incoming = [fields[name] for name in layer.inputs]
+        if isinstance(layer.op, DENSE) or None in incoming:
+            fields[layer.name] = None
+        elif isinstance(layer.op, SPATIAL):
+            fields[layer.name] = _grow(incoming[0], layer.op)
+        else:
+            fields[layer.name] = _union(layer.name, incoming)
+    del fields[INPUT]
     return fields
+
+
+def _union(name: str, incoming: list[Field]) -> Field:
+    if len({field.jump for field in incoming}) > 1:
+        raise FashionClfError(f"layer {name!r} adds maps whose units lie at different strides; its receptive field "
+                              "is not one rectangle")  # fmt: skip
+    size, start = [], []
+    for axis in range(2):
+        low = min(field.start[axis] - (field.size[axis] - 1) / 2 for field in incoming)
+        high = max(field.start[axis] + (field.size[axis] - 1) / 2 for field in incoming)
+        size.append(int(high - low) + 1)
+        start.append((low + high) / 2)
+    return Field(tuple(size), incoming[0].jump, tuple(start))
 
 
 def _grow(field: Field, module: nn.Module) -> Field:
@@ -113,8 +172,9 @@ def last_spatial_field(fields: dict[str, Field | None]) -> tuple[str, Field]:
     return name, fields[name]
 
 
-def layer_costs(name: str, module: nn.Module, in_shape: tuple, out_shape: tuple, first: bool) -> dict:
+def layer_costs(layer: Layer, first: bool) -> dict:
     """Per-image MACs, FLOPs and bytes of one layer (shapes include a batch of 1)."""
+    module, out_shape = layer.op, layer.out_shape
     out_elements = _numel(out_shape)
     macs = 0
     if isinstance(module, nn.Conv2d):
@@ -123,7 +183,7 @@ def layer_costs(name: str, module: nn.Module, in_shape: tuple, out_shape: tuple,
     elif isinstance(module, nn.Linear):
         macs = module.in_features * module.out_features
     has_bias = isinstance(module, nn.Conv2d | nn.Linear) and module.bias is not None
-    if has_bias:
+    if has_bias or layer.kind == "add":
         elementwise = out_elements
     elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
         elementwise = 2 * out_elements
@@ -136,13 +196,14 @@ def layer_costs(name: str, module: nn.Module, in_shape: tuple, out_shape: tuple,
         elementwise = 0
     training_elementwise = elementwise + (out_elements if isinstance(module, nn.Dropout) else 0)
     backward_macs = macs * (1 if first else 2)
-    params = sum(p.numel() for p in module.parameters())
-    param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    parameters = list(module.parameters()) if isinstance(module, nn.Module) else []
+    params = sum(p.numel() for p in parameters)
+    param_bytes = sum(p.numel() * p.element_size() for p in parameters)
     activation_bytes = out_elements * 4
-    moved = param_bytes + _numel(in_shape) * 4 + activation_bytes
+    moved = param_bytes + sum(_numel(shape) for shape in layer.in_shapes) * 4 + activation_bytes
     return {
-        "name": name,
-        "type": type(module).__name__,
+        "name": layer.name,
+        "type": layer.kind,
         "output_shape": list(out_shape[1:]),
         "params": params,
         "param_bytes": param_bytes,
@@ -164,27 +225,37 @@ def _numel(shape: tuple) -> int:
     return total
 
 
-def time_layers(
-    layers: list[tuple[str, nn.Module, tuple, tuple]], batch_size: int, repeats: int, device: torch.device
-) -> dict[str, dict]:
-    """Median and spread (interquartile range) of each layer's forward and backward time, run alone on a random
-    input of its real shape, after warm-up. A benchmark: printed and saved, never asserted."""
+def time_layers(layers: list[Layer], batch_size: int, repeats: int, device: torch.device) -> dict[str, dict]:
+    """Median and spread (interquartile range) of each layer's forward and backward time, run alone on random
+    inputs of its real shapes, after warm-up. A benchmark: printed and saved, never asserted."""
     timings = {}
-    for name, module, in_shape, _ in layers:
-        module = module.to(device)
-        was_training = module.training
-        module.train()
-        x = torch.rand(batch_size, *in_shape[1:], device=device, requires_grad=True)
-        with torch.no_grad():
-            module.eval()
-            forward = _measure(lambda m=module, x=x: m(x), repeats, device)
-        module.train()
-        out = module(x)
+    for layer in layers:
+        op = layer.op.to(device) if isinstance(layer.op, nn.Module) else layer.op
+        inputs = [torch.rand(batch_size, *shape[1:], device=device, requires_grad=True) for shape in layer.in_shapes]
+        with torch.no_grad(), _mode(op, training=False):
+            forward = _measure(lambda op=op, inputs=inputs: op(*inputs), repeats, device)
+        with _mode(op, training=True):
+            out = op(*inputs)
         grad = torch.ones_like(out)
-        backward = _measure(lambda o=out, x=x, g=grad: torch.autograd.grad(o, x, g, retain_graph=True), repeats, device)
-        module.train(was_training)
-        timings[name] = {"forward": forward, "backward": backward}
+        backward = _measure(
+            lambda o=out, i=inputs, g=grad: torch.autograd.grad(o, i, g, retain_graph=True), repeats, device
+        )
+        timings[layer.name] = {"forward": forward, "backward": backward}
     return timings
+
+
+@contextmanager
+def _mode(op: Callable, training: bool):
+    """A module in training or eval mode for the block, restored after; functions have no mode."""
+    if not isinstance(op, nn.Module):
+        yield
+        return
+    was_training = op.training
+    op.train(training)
+    try:
+        yield
+    finally:
+        op.train(was_training)
 
 
 def _measure(fn, repeats: int, device: torch.device) -> dict:
@@ -216,7 +287,7 @@ def analyze_model(
     """Everything the report's three sections need, JSON-ready."""
     device = device or torch.device("cpu")
     model = model.cpu()
-    layers = leaf_layers(model, input_size)
+    layers = trace_layers(model, input_size)
     fields = receptive_fields(model, input_size)
     rows = cost_rows(layers)
     for row in rows:
@@ -241,14 +312,14 @@ def analyze_model(
     }
 
 
-def cost_rows(layers: list[tuple[str, nn.Module, tuple, tuple]]) -> list[dict]:
-    first_weighted = next(name for name, module, _, _ in layers if isinstance(module, nn.Conv2d | nn.Linear))
-    return [layer_costs(name, module, i, o, first=name == first_weighted) for name, module, i, o in layers]
+def cost_rows(layers: list[Layer]) -> list[dict]:
+    first_weighted = next(layer.name for layer in layers if isinstance(layer.op, nn.Conv2d | nn.Linear))
+    return [layer_costs(layer, first=layer.name == first_weighted) for layer in layers]
 
 
 def forward_flops(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Conv and linear FLOPs of one image's forward pass (2 x MACs)."""
-    return sum(row["flops"] for row in cost_rows(leaf_layers(model, input_size)))
+    return sum(row["flops"] for row in cost_rows(trace_layers(model, input_size)))
 
 
 def _add_shares(rows: list[dict], timings: dict[int, dict[str, dict]]) -> None:
@@ -270,8 +341,10 @@ def _add_shares(rows: list[dict], timings: dict[int, dict[str, dict]]) -> None:
 
 def _head_statement(input_size: tuple[int, ...], last_name: str, last: Field) -> str:
     height, width = input_size[-2:]
+    covers = last.size[0] >= height and last.size[1] >= width
+    reach = f", more than the {height}x{width} image, so each unit already sees all of it" if covers else ""
     return (
-        f"The last spatial layer ({last_name}) sees {last.size[0]}x{last.size[1]} pixels per unit, its units "
+        f"The last spatial layer ({last_name}) sees {last.size[0]}x{last.size[1]} pixels per unit{reach}, its units "
         f"{last.jump[0]} pixels apart; the fully connected head takes all of them at once, so every output class "
         f"sees the whole {height}x{width} image."
     )
@@ -280,19 +353,29 @@ def _head_statement(input_size: tuple[int, ...], last_name: str, last: Field) ->
 def effective_receptive_field(model: nn.Module, layer: str, images: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     """Mean |d unit / d input| of the centre unit of `layer` over `images` (N, 1, H, W) (Luo et al., 2016), and
     that unit's (row, column) index."""
-    module = dict(model.named_modules())[layer]
-    captured = {}
-    hook = module.register_forward_hook(lambda _m, _a, out: captured.__setitem__("out", out))
     model.eval()
     images = images.clone().requires_grad_(True)
-    try:
-        model(images)
-    finally:
-        hook.remove()
-    out = captured["out"]
+    out = layer_output(model, layer, images)
     unit = (out.shape[2] // 2, out.shape[3] // 2)
     (grad,) = torch.autograd.grad(out[:, :, unit[0], unit[1]].sum(), images)
     return grad.abs().mean(dim=(0, 1)), unit
+
+
+def layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """The output of one layer as trace_layers names it (a module, or a function such as an addition)."""
+    graph, layers = _traced_layers(model, tuple(images.shape[1:]))
+    wanted = next(node for node, traced in layers.items() if traced.name == layer)
+    captured = {}
+
+    class Capture(fx.Interpreter):
+        def run_node(self, node: fx.Node):
+            result = super().run_node(node)
+            if node is wanted:
+                captured["out"] = result
+            return result
+
+    Capture(graph).run(images)
+    return captured["out"]
 
 
 def analyze(
