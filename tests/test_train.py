@@ -12,7 +12,7 @@ import torch
 
 from fashionclf.errors import FashionClfError
 from fashionclf.rundir import load_checkpoint
-from fashionclf.train import TrainConfig, bf16_supported, resume, train
+from fashionclf.train import TrainConfig, bf16_supported, ema_with_warmup, resume, train
 
 from synthetic import synthetic_data
 
@@ -216,3 +216,17 @@ def test_with_ema_best_pt_holds_the_averaged_weights(tmp_path):
     averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     assert_same_weights(load_checkpoint(run.best_checkpoint)["state_dict"], averaged)
     assert not torch.equal(averaged["fc1.weight"], last["state_dict"]["fc1.weight"])
+
+
+def test_the_moving_average_forgets_the_initial_weights_early():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(10.0)  # the initial weights
+    averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(0.999))
+    averaged.update_parameters(model)  # the first update copies
+    with torch.no_grad():
+        model.weight.fill_(0.0)  # training moved far away
+    for _ in range(1000):
+        averaged.update_parameters(model)
+    # With warm-up the initial weights keep next to nothing of the average; a constant 0.999 would leave them 37%.
+    assert 0 <= averaged.module.weight.item() < 1e-3

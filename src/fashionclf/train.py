@@ -281,7 +281,7 @@ def _new_state(config: TrainConfig, device: torch.device, steps_per_epoch: int) 
     if config.compile:
         network = _compiled(network)
     # Buffers too: BatchNorm's running statistics must belong to the averaged weights, not the last ones.
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
+    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True) if config.ema else None
     return TrainState(model, optimizer, network, _scheduler(config, optimizer, steps_per_epoch), ema)
 
 
@@ -290,6 +290,19 @@ def _compiled(network: nn.Module) -> nn.Module:
     unsupported operation) rather than stop the run."""
     torch._dynamo.config.suppress_errors = True
     return torch.compile(network)
+
+
+def ema_with_warmup(decay: float):
+    """An exponential moving average whose decay grows as min(decay, (1 + n) / (10 + n)) over the first updates,
+    as TensorFlow's ExponentialMovingAverage does. A constant 0.999 would still give the random initial weights 18%
+    of the average after 1,700 steps: on ResNet-9, whose weights shrink fast under weight decay, that average
+    classified no better than chance."""
+
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        step = float(updates)
+        get_ema_multi_avg_fn(min(decay, (1 + step) / (10 + step)))(averaged, current, updates)
+
+    return average
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
