@@ -36,7 +36,8 @@ Recipe = Annotated[
     str,
     typer.Option(
         help="seed: the report's recipe as it is; fast: 90.3% in 2 epochs (channels-last, bf16, AdamW one-cycle, "
-        "batch 256); best: 40 epochs of AdamW one-cycle, weight decay, flips and a moving average of the weights."
+        "batch 256); best: 40 epochs of AdamW one-cycle, weight decay, flips and a moving average of the weights; "
+        "resnet: the ResNet-9 model with its own recipe, for the best accuracy."
     ),
 ]
 Precision = Annotated[
@@ -87,7 +88,9 @@ def _config(**options):
 def train(
     out: Annotated[Path | None, typer.Option(help="Run directory [default: runs/<model>-seed<seed>].")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the stopped run in this directory.")] = None,
-    model: str = "fashion_cnn",
+    model: Annotated[
+        str | None, typer.Option(help="A registered model (`fashionclf models`) [default: the recipe's].")
+    ] = None,
     recipe: Recipe = "seed",
     epochs: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 5]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 100]")] = None,
@@ -154,7 +157,7 @@ def train(
             flip=flip,
             erase=erase,
         )
-        run = training.train(config, out or Path("runs") / f"{model}-seed{seed}")
+        run = training.train(config, out or Path("runs") / f"{config.model}-seed{seed}")
     if distributed.is_main():
         console.print(f"run directory: {run.root}")
 

@@ -84,6 +84,22 @@ RECIPES: dict[str, dict] = {
         "batch_size": 128,
         "epochs": 40,
     },
+    # The stronger model, trained as residual networks with BatchNorm usually are (2 cores, seed 0: validation
+    # 95.42%, test 94.75%, 27 min). Widths 16 and 24 train in 9 and 19 min but stop at 94.28% and 94.48%.
+    "resnet": {
+        "model": "resnet9",
+        "channels_last": True,
+        "bf16": True,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "crop_padding": 2,
+        "flip": True,
+        "batch_size": 256,
+        "epochs": 20,
+    },
 }
 
 
