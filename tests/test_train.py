@@ -191,7 +191,9 @@ def test_the_fast_recipe_trains_and_records_its_settings(tmp_path):
 
 def test_the_resnet_recipe_trains_the_residual_model(tmp_path):
     settings = {**SMALL, "batch_size": 64, "model_args": {"width": 4}}
-    run = train(TrainConfig.from_recipe("resnet", **settings), tmp_path / "resnet", data=synthetic_data(), progress=False)
+    run = train(
+        TrainConfig.from_recipe("resnet", **settings), tmp_path / "resnet", data=synthetic_data(), progress=False
+    )
     recorded = json.loads(run.config.read_text())["train"]
     assert recorded["model"] == "resnet9" and recorded["optimizer"] == "sgd"
     assert load_checkpoint(run.best_checkpoint)["model"] == "resnet9"

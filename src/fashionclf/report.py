@@ -182,12 +182,13 @@ def receptive_field(run: RunDir) -> str | None:
     field = analysis["receptive_field"]
     return (
         "## Overall model receptive field\n\n"
-        f"Computed from each layer's kernel, stride, padding and dilation. {analysis['head']} The last conv block's "
-        f"field is **{field['size'][0]}x{field['size'][1]} pixels with jump {field['jump'][0]}**: its first unit is "
-        f"centred on pixel ({field['start'][0]}, {field['start'][1]}) (pixel centres at integers, first pixel 0).\n\n"
+        f"Computed from each layer's kernel, stride, padding and dilation. {analysis['head']} The last spatial "
+        f"layer's (`{field['layer']}`) field is **{field['size'][0]}x{field['size'][1]} pixels with jump "
+        f"{field['jump'][0]}**: its first unit is centred on pixel ({field['start'][0]}, {field['start'][1]}) "
+        "(pixel centres at integers, first pixel 0).\n\n"
         "| layer | type | field size (h x w), jump, start |\n|---|---|---|\n" + rows + "\n\n"
-        "The effective receptive field (Luo et al., 2016: the mean gradient magnitude of the centre unit of the last "
-        "conv block over 200 test images) is concentrated in the middle of the theoretical box:\n\n"
+        "The effective receptive field (Luo et al., 2016: the mean gradient magnitude of that layer's centre unit over "
+        "200 test images), drawn against the theoretical box:\n\n"
         "![Effective receptive field](figures/effective_receptive_field.png)"
     )
 
@@ -232,6 +233,7 @@ def expensive_layers(run: RunDir) -> str | None:
     slowest = ranked[0]
     pools = sum(r["time"][large]["forward_time_share"] for r in analysis["layers"] if "Pool" in r["type"])
     pool_flops = sum(r["flop_share"] for r in analysis["layers"] if "Pool" in r["type"])
+    linear_params = sum(r["params"] for r in analysis["layers"] if r["type"] == "Linear") / analysis["total"]["params"]
     whole = analysis["model_forward_us"]
     headers = " | ".join(f"fwd b{b} (us, IQR) | share b{b} | bwd b{b} (us)" for b in analysis["batch_sizes"])
     return (
@@ -246,15 +248,26 @@ def expensive_layers(run: RunDir) -> str | None:
         + "\n"
         + rows
         + "\n\n![Share of time vs share of FLOPs](figures/time_vs_flops.png)\n\n"
-        f"What it means: the FLOP-heaviest layer is `{heaviest['name']}` ({heaviest['flop_share']:.0%} of FLOPs, "
-        f"{heaviest['arithmetic_intensity']:.1f} FLOPs per byte moved), yet the slowest at {large.replace('_', ' ')} "
-        f"is `{slowest['name']}` ({slowest['time'][large]['forward_time_share']:.0%} of forward time, "
-        f"{slowest['arithmetic_intensity']:.1f} FLOPs per byte). Max-pooling holds {pool_flops:.1%} of the FLOPs and "
-        f"takes {pools:.0%} of the forward time. A layer that does few FLOPs per byte it reads and writes is limited "
-        "by memory traffic, not arithmetic, so its share of time far exceeds its share of FLOPs. Making this model "
-        "faster therefore means fusing or quantizing whole conv-BatchNorm-ReLU-pool blocks, not only the linear "
-        "layers that hold most of the parameters."
+        f"What it means: {_heaviest_and_slowest(heaviest, slowest, large)} Max-pooling holds {pool_flops:.1%} of the "
+        f"FLOPs and takes {pools:.0%} of the forward time. A layer that does few FLOPs per byte it reads and writes is "
+        "limited by memory traffic, not arithmetic, so its share of time far exceeds its share of FLOPs. Making this "
+        "model faster therefore means fusing or quantizing whole conv-BatchNorm-ReLU-pool blocks"
+        + (", not only the linear layers that hold most of the parameters." if linear_params > 0.5 else ".")
     )
+
+
+def _heaviest_and_slowest(heaviest: dict, slowest: dict, large: str) -> str:
+    def describe(row: dict, share: str) -> str:
+        return f"`{row['name']}` ({share}, {row['arithmetic_intensity']:.1f} FLOPs per byte moved)"
+
+    flops = f"{heaviest['flop_share']:.0%} of FLOPs"
+    time_share = f"{slowest['time'][large]['forward_time_share']:.0%} of forward time"
+    batch = large.replace("_", " ")
+    if heaviest is slowest:
+        both = describe(heaviest, f"{flops} and {time_share}")
+        return f"the FLOP-heaviest layer, {both}, is also the slowest at {batch}."
+    heavy, slow = describe(heaviest, flops), describe(slowest, time_share)
+    return f"the FLOP-heaviest layer is {heavy}, yet the slowest at {batch} is {slow}."
 
 
 def _timing_row(row: dict, batch_sizes: list[int]) -> str:
