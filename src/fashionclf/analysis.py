@@ -112,14 +112,16 @@ def _layer(node: fx.Node, names: dict[fx.Node, str], modules: dict[str, nn.Modul
     if node.op == "call_module":
         module = modules[node.target]
         if not isinstance(module, SPATIAL + POINTWISE + DENSE):
-            raise FashionClfError(f"layer {node.target!r} of type {type(module).__name__} cannot be analysed: its "
-                                  "receptive field and FLOPs are unknown to fashionclf")  # fmt: skip
+            raise _unknown(f"layer {node.target!r} of type {type(module).__name__}")
         return Layer(node.target, module, type(module).__name__, in_shapes, out_shape, inputs)
     if node.op == "call_function" and node.target in ADDITIONS and len(sources) == 2:
         owner = next(reversed(node.meta.get("nn_module_stack") or {"": None}))  # the block that adds
         return Layer(f"{owner}.{node.name}" if owner else node.name, operator.add, "add", in_shapes, out_shape, inputs)
-    raise FashionClfError(f"layer {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)}) cannot "
-                          "be analysed: its receptive field and FLOPs are unknown to fashionclf")  # fmt: skip
+    raise _unknown(f"layer {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})")
+
+
+def _unknown(layer: str) -> FashionClfError:
+    return FashionClfError(f"{layer} cannot be analysed: its receptive field and FLOPs are unknown to fashionclf")
 
 
 def _pair(value) -> tuple[int, int]:
@@ -127,10 +129,14 @@ def _pair(value) -> tuple[int, int]:
 
 
 def receptive_fields(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, Field | None]:
+    return layer_fields(trace_layers(model, input_size))
+
+
+def layer_fields(layers: list[Layer]) -> dict[str, Field | None]:
     """The field of every layer's output units; None from the first dense layer on (they see the whole input).
     Where paths meet (a residual addition), a unit sees the union of what each path sees."""
     fields: dict[str, Field | None] = {INPUT: Field((1, 1), (1, 1), (0.0, 0.0))}
-    for layer in trace_layers(model, input_size):
+    for layer in layers:
         incoming = [fields[name] for name in layer.inputs]
         if isinstance(layer.op, DENSE) or None in incoming:
             fields[layer.name] = None
@@ -288,7 +294,7 @@ def analyze_model(
     device = device or torch.device("cpu")
     model = model.cpu()
     layers = trace_layers(model, input_size)
-    fields = receptive_fields(model, input_size)
+    fields = layer_fields(layers)
     rows = cost_rows(layers)
     for row in rows:
         field = fields[row["name"]]

@@ -62,13 +62,16 @@ def example_input(name: str, batch_size: int = 1) -> torch.Tensor:
     return torch.rand(batch_size, *model_entry(name).input_size)
 
 
-def conv_block(in_channels: int, out_channels: int, padding: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding),
+def conv_block(
+    in_channels: int, out_channels: int, padding: int = 1, *, bias: bool = True, pool: bool = True
+) -> nn.Sequential:
+    """3x3 conv, BatchNorm, ReLU and (with `pool`) 2x2 max-pooling."""
+    layers = [
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding, bias=bias),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(),
-        nn.MaxPool2d(kernel_size=2, stride=2),
-    )
+    ]
+    return nn.Sequential(*layers, nn.MaxPool2d(kernel_size=2, stride=2)) if pool else nn.Sequential(*layers)
 
 
 class FashionCNN(nn.Module):
@@ -103,20 +106,11 @@ class Residual(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.block1 = conv_bn_relu(channels, channels)
-        self.block2 = conv_bn_relu(channels, channels)
+        self.block1 = conv_block(channels, channels, bias=False, pool=False)
+        self.block2 = conv_block(channels, channels, bias=False, pool=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block2(self.block1(x))
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
-    layers = [
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-    ]
-    return nn.Sequential(*layers, nn.MaxPool2d(2)) if pool else nn.Sequential(*layers)
 
 
 class ResNet9(nn.Module):
@@ -128,10 +122,10 @@ class ResNet9(nn.Module):
 
     def __init__(self, num_classes: int = NUM_CLASSES, width: int = 32):
         super().__init__()
-        self.prep = conv_bn_relu(1, width)
-        self.layer1 = nn.Sequential(conv_bn_relu(width, 2 * width, pool=True), Residual(2 * width))
-        self.layer2 = conv_bn_relu(2 * width, 4 * width, pool=True)
-        self.layer3 = nn.Sequential(conv_bn_relu(4 * width, 8 * width, pool=True), Residual(8 * width))
+        self.prep = conv_block(1, width, bias=False, pool=False)
+        self.layer1 = nn.Sequential(conv_block(width, 2 * width, bias=False), Residual(2 * width))
+        self.layer2 = conv_block(2 * width, 4 * width, bias=False)
+        self.layer3 = nn.Sequential(conv_block(4 * width, 8 * width, bias=False), Residual(8 * width))
         self.pool = nn.MaxPool2d(3)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(8 * width, num_classes)
