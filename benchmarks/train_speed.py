@@ -4,11 +4,11 @@
 
 "The usual way" is a torchvision-style dataset that turns each image into a PIL image and then a tensor (what
 ToTensor does), behind a DataLoader of batch 100 with shuffling, and an eager Adam loop. fashionclf keeps the
-dataset as uint8 tensors in memory and scales whole batches ('seed' recipe), runs the same recipe with a cheaper
-step (channels-last layout, bf16 autocast), and races to the target with the 'fast' recipe (that step plus a
-one-cycle schedule at batch 256), with and without torch.compile (its compile time counts as training time). Same
-model and data. Each loop is tested after every epoch (not timed), which gives its time to reach the report's 90.3%
-test accuracy.
+dataset as uint8 tensors in memory and scales whole batches; its 'seed' recipe runs the report's recipe on a cheaper
+step (channels-last layout, bf16 autocast), measured also in float32 throughout to show what the pipeline alone
+gives; the 'fast' recipe races to the target (that step plus a one-cycle schedule at batch 256), with and without
+torch.compile (its compile time counts as training time). Same model and data. Each loop is tested after every
+epoch (not timed), which gives its time to reach the report's 90.3% test accuracy.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from fashionclf import data as fmnist
 from fashionclf.models import create_model, predict_logits
 from fashionclf.rundir import RunDir
-from fashionclf.train import TrainConfig, TrainState, _new_state, train_epoch
+from fashionclf.train import TrainConfig, TrainState, _new_state, _resolved, train_epoch
 
 
 class PerSampleDataset(Dataset):
@@ -67,7 +67,9 @@ def fashionclf_loop(
 ) -> Iterator[tuple[float, torch.nn.Module]]:
     """Per epoch: its training seconds and the model; `epochs` None keeps the recipe's (its schedule's length)."""
     settings = {"seed": seed, "device": "cpu", **options, **({"epochs": epochs} if epochs else {})}
-    config = TrainConfig.from_recipe(recipe, **settings)
+    # Resolved as `fashionclf train` resolves it (bf16 only where the CPU computes it natively); `train` is
+    # already the training split, so nothing is held out of it.
+    config = _resolved(TrainConfig.from_recipe(recipe, **settings, validation_size=0), data=None)
     state: TrainState = _new_state(config, torch.device("cpu"), steps_per_epoch=-(-len(train) // config.batch_size))
     with tempfile.TemporaryDirectory() as scratch:
         run = RunDir(Path(scratch))
@@ -113,8 +115,8 @@ def main() -> None:
              len(train), data.test, args.target),
         race("fashionclf, recipe 'seed'", fashionclf_loop(train, args.epochs, args.seed, "seed"),
              len(train), data.test, args.target),
-        race("fashionclf, recipe 'seed', channels-last + bf16 step",
-             fashionclf_loop(train, args.epochs, args.seed, "seed", channels_last=True, bf16=True),
+        race("fashionclf, recipe 'seed' in float32 (NCHW)",
+             fashionclf_loop(train, args.epochs, args.seed, "seed", channels_last=False, bf16=False),
              len(train), data.test, args.target),
         race("fashionclf, recipe 'fast'", fashionclf_loop(train, None, args.seed, "fast"),
              len(train), data.test, args.target),

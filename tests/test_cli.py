@@ -1,5 +1,6 @@
 """The command line as a user meets it: real processes, exit codes and the one-line errors."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
+from fashionclf.train import bf16_supported
+
+from synthetic import synthetic_split, write_csv
 
 
 def fashionclf(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -127,3 +131,17 @@ def test_quantize_and_bench_need_a_run(tmp_path):
 
 def test_quantize_refuses_an_unknown_method(trained_run):
     assert_one_line_error(fashionclf("quantize", str(trained_run.root), "--method", "fp16"), "--method: unknown fp16")
+
+
+@pytest.mark.parametrize(("switches", "cheaper_step"), [((), True), (("--no-bf16", "--no-channels-last"), False)])
+def test_the_seed_recipe_runs_on_the_cheaper_step_unless_switched_off(tmp_path, switches, cheaper_step):
+    write_csv(tmp_path / "data.csv", synthetic_split(200, seed=0))
+    run = tmp_path / "run"
+    result = fashionclf(
+        "train", "--data", str(tmp_path / "data.csv"), "--epochs", "1", "--device", "cpu", "--out", str(run), *switches
+    )
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads((run / "config.json").read_text())["train"]
+    assert recorded["recipe"] == "seed" and recorded["optimizer"] == "adam" and recorded["batch_size"] == 100
+    assert recorded["channels_last"] is cheaper_step
+    assert recorded["bf16"] is (cheaper_step and bf16_supported(torch.device("cpu")))

@@ -54,7 +54,10 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 
 # Named presets of settings; the chosen one is recorded in config.json with every value it set.
 RECIPES: dict[str, dict] = {
-    "seed": {},  # the report's recipe as it is
+    # The report's recipe (Adam 1e-3, batch 100, cross-entropy, 5 epochs) on the cheaper step: channels-last, and
+    # bf16 autocast where the device computes it natively (resolved to float32 elsewhere). --no-bf16
+    # --no-channels-last runs it in float32 throughout, the report's arithmetic.
+    "seed": {"channels_last": True, "bf16": True},
     # The report's accuracy in the least time: a cheaper step (channels-last, bf16), larger batches, and a one-cycle
     # schedule that reaches 90.3% in 2 epochs instead of 5.
     "fast": {
@@ -105,7 +108,8 @@ RECIPES: dict[str, dict] = {
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run; saved to config.json and read back by --resume. Defaults reproduce the report."""
+    """Every setting of a run; saved to config.json and read back by --resume. Defaults are the report's recipe in
+    float32 throughout; recipes (`from_recipe`) set the rest."""
 
     model: str = "fashion_cnn"
     model_args: dict = field(default_factory=dict)
