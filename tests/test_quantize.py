@@ -1,12 +1,14 @@
 """Quantization of a real (short) run: every model file's accuracy, agreement and size, and the int8 graph."""
 
+import warnings
+
 import pytest
 import torch
 
 from fashionclf import data as fmnist
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
 from fashionclf.errors import FashionClfError
-from fashionclf.quantize import quantization_aware, quantize_run, runner_logits, static_int8
+from fashionclf.quantize import export_onnx, quantization_aware, quantize_run, runner_logits, static_int8
 from fashionclf.rundir import load_model, read_json
 
 
@@ -55,6 +57,15 @@ def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear(trai
     weighted = [t for t in targets if t in ("aten.conv2d.default", "aten.linear.default")]
     assert len(weighted) == 5
     assert sum("dequantize_per_channel" in t for t in targets) == 5  # every weight is int8, per channel
+
+
+def test_the_int8_graph_exports_to_onnx_as_an_inference_model(trained_run, real_data, tmp_path):
+    model, _ = load_model(trained_run.best_checkpoint)
+    converted = static_int8(model, "fashion_cnn", fmnist.to_float(real_data.train.images[:200]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(converted, "fashion_cnn", "static", tmp_path / "static.onnx")
+    assert not [w for w in caught if "training mode" in str(w.message)]
 
 
 def test_quantization_aware_fine_tuning_converts_to_a_working_int8_model(trained_run, real_data, monkeypatch):

@@ -146,7 +146,7 @@ def _x86_quantizer():
 
 def static_int8(model: nn.Module, name: str, calibration: torch.Tensor) -> nn.Module:
     """PT2E post-training quantization: export, insert observers, run the calibration images, convert."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     quantizer, x86 = _x86_quantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
@@ -156,7 +156,7 @@ def static_int8(model: nn.Module, name: str, calibration: torch.Tensor) -> nn.Mo
         prepared = prepare_pt2e(exported, quantizer)
         for batch in calibration.split(500):
             prepared(batch)
-        return convert_pt2e(prepared)
+        return _converted(prepared)
 
 
 def quantization_aware(
@@ -164,7 +164,7 @@ def quantization_aware(
 ) -> nn.Module:
     """Fine-tune with fake quantization in the graph (PT2E QAT) at a low learning rate, then convert to int8."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     quantizer, x86 = _x86_quantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_qat=True))
@@ -186,7 +186,17 @@ def quantization_aware(
                 break
     move_exported_model_to_eval(prepared)
     with torch.no_grad():
-        return convert_pt2e(prepared)
+        return _converted(prepared)
+
+
+def _converted(prepared: torch.fx.GraphModule) -> nn.Module:
+    """The int8 graph, flagged for inference. Exported modules keep `training` True and refuse .eval() even when
+    their ops are in inference form, as they are here; ONNX export would warn that the model is training."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    converted = convert_pt2e(prepared)
+    converted.training = False
+    return converted
 
 
 def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
