@@ -1,4 +1,7 @@
-from fashionclf.report import _heaviest_and_slowest
+from dataclasses import asdict
+
+from fashionclf.report import _heaviest_and_slowest, training_recipe
+from fashionclf.train import TrainConfig
 
 
 def row(name: str, flop_share: float, time_share: float) -> dict:
@@ -21,3 +24,16 @@ def test_the_analysis_sentence_contrasts_the_heaviest_and_slowest_layers():
 def test_the_analysis_sentence_says_when_one_layer_is_both():
     conv = row("conv", 0.6, 0.5)
     assert "is also the slowest" in _heaviest_and_slowest(conv, conv, "batch_256")
+
+
+def test_the_report_states_the_recipe_the_run_recorded():
+    seed = TrainConfig.from_recipe("seed", seed=3)
+    assert training_recipe(asdict(seed)) == (
+        "Recipe `seed`: Adam, learning rate 0.001 (constant), batch 100, 5 epochs, seed 3; channels-last layout, "
+        "bf16 autocast (weights and optimizer in float32)."
+    )
+    best = training_recipe(asdict(TrainConfig.from_recipe("best", bf16=False)))
+    assert best.startswith("Recipe `best`: AdamW, learning rate 0.002 (one-cycle), weight decay 0.05, batch 128, 40")
+    assert "random crops after 2-pixel padding, horizontal flips, a moving average of the weights (decay 0.999)" in best
+    assert best.endswith("float32 arithmetic.")
+    assert "SGD with Nesterov momentum 0.9" in training_recipe(asdict(TrainConfig.from_recipe("resnet")))

@@ -109,12 +109,35 @@ def metrics_choice(run: RunDir) -> str:
     train = read_json(run.config)["train"]
     return (
         "## Choice of metrics\n\n"
-        f"Loss: cross-entropy (softmax over the 10 classes). Optimizer: Adam, learning rate {train['lr']}, "
-        f"batch {train['batch_size']}, {train['epochs']} epochs, seed {train['seed']}. Metrics on the test set, "
+        f"Loss: cross-entropy (softmax over the 10 classes). {training_recipe(train)} Metrics on the test set, "
         "computed with scikit-learn: accuracy, top-2 accuracy, per-class accuracy (the share of each class's "
         "images predicted as that class, equal to its recall), precision, recall and F1 per class with macro and "
         "weighted averages, and the confusion matrix, raw and normalized by row (true class)."
     )
+
+
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
+SCHEDULE_NAMES = {"constant": "constant", "onecycle": "one-cycle", "cosine": "cosine after a warm-up epoch"}
+
+
+def training_recipe(train: dict) -> str:
+    """The run's recipe as config.json records it, in words (keys a run from an older version lacks are skipped)."""
+    optimizer = [
+        f"{OPTIMIZER_NAMES[train.get('optimizer', 'adam')]}, learning rate {train['lr']:g} "
+        f"({SCHEDULE_NAMES[train.get('schedule', 'constant')]})",
+        *([f"weight decay {train['weight_decay']:g}"] if train.get("weight_decay") else []),
+        *([f"label smoothing {train['label_smoothing']:g}"] if train.get("label_smoothing") else []),
+        f"batch {train['batch_size']}, {train['epochs']} epochs, seed {train['seed']}",
+    ]
+    extras = [
+        *([f"random crops after {train['crop_padding']}-pixel padding"] if train.get("crop_padding") else []),
+        *(["horizontal flips"] if train.get("flip") else []),
+        *([f"random erasing (p = {train['erase']:g})"] if train.get("erase") else []),
+        *([f"a moving average of the weights (decay {train['ema']:g}) as the model"] if train.get("ema") else []),
+        *(["channels-last layout"] if train.get("channels_last") else []),
+        "bf16 autocast (weights and optimizer in float32)" if train.get("bf16") else "float32 arithmetic",
+    ]
+    return f"Recipe `{train.get('recipe', 'seed')}`: {', '.join(optimizer)}; {', '.join(extras)}."
 
 
 def training(run: RunDir) -> str | None:
