@@ -21,6 +21,25 @@ def test_fashion_cnn_layer_shapes_follow_the_report():
     assert shapes["fc3"] == [10]
 
 
+def test_the_relu_variant_has_the_same_weights_and_a_non_linear_head():
+    torch.manual_seed(0)
+    report, variant = create_model("fashion_cnn").eval(), create_model("fashion_cnn_relu").eval()
+    variant.load_state_dict(report.state_dict())  # strict: the same parameters, name for name
+
+    def head(x, activation):  # the three linear layers, centred on the zero input
+        def through(v):
+            return report.fc3(activation(report.fc2(activation(report.fc1(v)))))
+
+        return through(x) - through(torch.zeros_like(x))
+
+    with torch.no_grad():
+        features, linear, relu = torch.randn(8, 2304), torch.nn.Identity(), torch.nn.ReLU()
+        torch.testing.assert_close(head(2 * features, linear), 2 * head(features, linear), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(head(2 * features, relu), 2 * head(features, relu), atol=1e-2)
+        images = example_input("fashion_cnn", batch_size=8)
+        assert not torch.allclose(report(images), variant(images), atol=1e-3)
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_maps_a_batch_to_ten_logits(name):
     model = create_model(name).eval()
