@@ -74,7 +74,8 @@ RECIPES: dict[str, dict] = {
     # the model: validation 93.20%, test 92.68%, 11 min. Tried and worse: SGD with Nesterov momentum at 0.1 with
     # label smoothing and random erasing (test 91.66%, underfits: the head, linear layers with no activation between
     # them, has little capacity to spare for hard augmentation); flips alone (overfits: validation 93.16%); label
-    # smoothing 0.1 (seed 1: validation 93.16% against 93.38%).
+    # smoothing 0.1 (seed 1: validation 93.16% against 93.38%). The head is the cap: with ReLUs between its linear
+    # layers (model fashion_cnn_relu) this recipe reaches 93.88% test, the mean of seeds 0-2.
     "best": {
         "channels_last": True,
         "bf16": True,
