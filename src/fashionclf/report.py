@@ -17,7 +17,7 @@ import markdown
 from fashionclf.errors import FashionClfError
 from fashionclf.models import count_parameters, create_model, layer_table, model_entry
 from fashionclf.rundir import RunDir, open_run, read_json, write_text
-from fashionclf.train import read_history
+from fashionclf.train import OPTIMIZERS, SCHEDULES, read_history
 
 
 def build_report(run_dir: Path) -> Path:
@@ -116,15 +116,11 @@ def metrics_choice(run: RunDir) -> str:
     )
 
 
-OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
-SCHEDULE_NAMES = {"constant": "constant", "onecycle": "one-cycle", "cosine": "cosine after a warm-up epoch"}
-
-
 def training_recipe(train: dict) -> str:
     """The run's recipe as config.json records it, in words (keys a run from an older version lacks are skipped)."""
     optimizer = [
-        f"{OPTIMIZER_NAMES[train.get('optimizer', 'adam')]}, learning rate {train['lr']:g} "
-        f"({SCHEDULE_NAMES[train.get('schedule', 'constant')]})",
+        f"{OPTIMIZERS[train.get('optimizer', 'adam')]}, learning rate {train['lr']:g} "
+        f"({SCHEDULES[train.get('schedule', 'constant')]})",
         *([f"weight decay {train['weight_decay']:g}"] if train.get("weight_decay") else []),
         *([f"label smoothing {train['label_smoothing']:g}"] if train.get("label_smoothing") else []),
         f"batch {train['batch_size']}, {train['epochs']} epochs, seed {train['seed']}",

@@ -49,8 +49,9 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "onecycle", "cosine")
+# The names --optimizer and --schedule take, with the words the report uses for them.
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
+SCHEDULES = {"constant": "constant", "onecycle": "one-cycle", "cosine": "cosine after a warm-up epoch"}
 
 # Named presets of settings; the chosen one is recorded in config.json with every value it set.
 RECIPES: dict[str, dict] = {
