@@ -67,9 +67,8 @@ def fashionclf_loop(
 ) -> Iterator[tuple[float, torch.nn.Module]]:
     """Per epoch: its training seconds and the model; `epochs` None keeps the recipe's (its schedule's length)."""
     settings = {"seed": seed, "device": "cpu", **options, **({"epochs": epochs} if epochs else {})}
-    # Resolved as `fashionclf train` resolves it (bf16 only where the CPU computes it natively); `train` is
-    # already the training split, so nothing is held out of it.
-    config = _resolved(TrainConfig.from_recipe(recipe, **settings, validation_size=0), data=None)
+    # Resolved as `fashionclf train` resolves it: bf16 only where the CPU computes it natively.
+    config = _resolved(TrainConfig.from_recipe(recipe, **settings), len(train))
     state: TrainState = _new_state(config, torch.device("cpu"), steps_per_epoch=-(-len(train) // config.batch_size))
     with tempfile.TemporaryDirectory() as scratch:
         run = RunDir(Path(scratch))

@@ -229,7 +229,7 @@ def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = Non
     if run.config.exists():
         raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
     data = data or load_dataset(config.data)
-    config = _resolved(config, data)
+    config = _resolved(config, len(data.train))
     splits = _splits(config, data)
     distributed.check_batches(len(splits[0]), config.batch_size)
     with distributed.process_group(resolve_device(config.device)) as device:
@@ -272,13 +272,14 @@ def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = 
     return run
 
 
-def _resolved(config: TrainConfig, data: fmnist.FashionMNIST) -> TrainConfig:
-    """The settings with what they depend on filled in: the validation size, and the model of a fine-tuned run."""
+def _resolved(config: TrainConfig, train_size: int) -> TrainConfig:
+    """The settings with what they depend on filled in: bf16 where the device has it, the validation size for a
+    training set of `train_size` images, and the model of a fine-tuned run."""
     values = asdict(config)
     if config.bf16 and not bf16_supported(resolve_device(config.device)):
         values["bf16"] = False  # emulated bfloat16 is slower than float32: not worth it on this machine
     if config.validation_size is None:
-        values["validation_size"] = 5000 if len(data.train) >= 25_000 else len(data.train) // 5
+        values["validation_size"] = 5000 if train_size >= 25_000 else train_size // 5
     if config.init:
         checkpoint = load_checkpoint(open_run(Path(config.init)).best_checkpoint)
         values["model"], values["model_args"] = checkpoint["model"], checkpoint["model_args"]
