@@ -49,22 +49,24 @@ def test_dynamic_quantization_converts_only_the_linear_layers(quantized_run):
     assert type(model.fc1.weight) is not torch.nn.Parameter  # an int8 tensor subclass
 
 
-def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear(trained_run, real_data):
+@pytest.fixture(scope="module")
+def static_graph(trained_run, real_data):
     model, _ = load_model(trained_run.best_checkpoint)
-    converted = static_int8(model, "fashion_cnn", fmnist.to_float(real_data.train.images[:200]))
-    targets = [str(node.target) for node in converted.graph.nodes if node.op == "call_function"]
+    return static_int8(model, "fashion_cnn", fmnist.to_float(real_data.train.images[:200]))
+
+
+def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear(static_graph):
+    targets = [str(node.target) for node in static_graph.graph.nodes if node.op == "call_function"]
     assert not any("batch_norm" in t for t in targets)
     weighted = [t for t in targets if t in ("aten.conv2d.default", "aten.linear.default")]
     assert len(weighted) == 5
     assert sum("dequantize_per_channel" in t for t in targets) == 5  # every weight is int8, per channel
 
 
-def test_the_int8_graph_exports_to_onnx_as_an_inference_model(trained_run, real_data, tmp_path):
-    model, _ = load_model(trained_run.best_checkpoint)
-    converted = static_int8(model, "fashion_cnn", fmnist.to_float(real_data.train.images[:200]))
+def test_the_int8_graph_exports_to_onnx_as_an_inference_model(static_graph, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        export_onnx(converted, "fashion_cnn", "static", tmp_path / "static.onnx")
+        export_onnx(static_graph, "fashion_cnn", "static", tmp_path / "static.onnx")
     assert not [w for w in caught if "training mode" in str(w.message)]
 
 
