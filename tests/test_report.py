@@ -33,7 +33,7 @@ def test_the_report_states_the_recipe_the_run_recorded():
         "bf16 autocast (weights and optimizer in float32)."
     )
     best = training_recipe(asdict(TrainConfig.from_recipe("best", bf16=False)))
-    assert best.startswith("Recipe `best`: AdamW, learning rate 0.002 (one-cycle), weight decay 0.05, batch 128, 40")
+    assert best.startswith("Recipe `best`: AdamW, learning rate 0.002 (one-cycle), weight decay 0.01, batch 128, 48")
     assert "random crops after 2-pixel padding, horizontal flips, a moving average of the weights (decay 0.999)" in best
     assert best.endswith("float32 arithmetic.")
     assert "SGD with Nesterov momentum 0.9" in training_recipe(asdict(TrainConfig.from_recipe("resnet")))
