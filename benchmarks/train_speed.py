@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     data = fmnist.load_fashion_mnist()
-    train = fmnist.split_validation(data.train, 5000, args.seed)[0]
+    train = fmnist.hold_out(data.train, 5000, args.seed)[0]
     train = fmnist.Split(train.images[: args.limit], train.labels[: args.limit])
     print(f"FashionCNN, {len(train):,} training images, {torch.get_num_threads()} threads, torch {torch.__version__}")
     rows = [

@@ -1,6 +1,9 @@
-"""Shared fixtures: the real dataset, and one short real training run that several test modules read."""
+"""Shared fixtures: the real dataset, one short real training run that several test modules read, and a run
+directory held by another process."""
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -37,3 +40,25 @@ def quantized_run(trained_run, tmp_path_factory):
         patch.setattr(quantize, "QAT_STEPS", 20)
         quantize.quantize_run(run.root, ("dynamic", "static", "qat"))
     return run
+
+
+HOLD = """
+import sys, time
+from fashionclf.rundir import locked
+with locked(sys.argv[1], "fashionclf train"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held_run(tmp_path):
+    """A run directory whose lock another process holds, as `fashionclf train` would: (its path, that process)."""
+    run = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield run, holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -82,30 +82,35 @@ def test_data_reports_where_the_files_came_from():
     assert '"train_size": 60000' in result.stdout
 
 
-@pytest.mark.real_data
 def test_ctrl_c_stops_training_with_a_resume_hint(tmp_path):
+    write_csv(tmp_path / "data.csv", synthetic_split(200, seed=0))
     run = tmp_path / "run"
     # A shell running jobs in the background hands its children SIGINT ignored; a user's terminal does not.
     child = subprocess.Popen(
-        [sys.executable, "-m", "fashionclf", "train", "--out", str(run), "--device", "cpu"],
+        [sys.executable, "-m", "fashionclf", "train", "--out", str(run), "--device", "cpu",
+         "--data", str(tmp_path / "data.csv"), "--epochs", "10000"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 60
-    # Interrupt inside the epoch loop: the log's first line is written just before it starts.
-    while not (run / "train.log").exists() or not (run / "train.log").read_text().endswith("epochs\n"):
+    )  # fmt: skip
+    # Interrupt once an epoch has finished: the process is then surely inside the training loop, which 10,000
+    # epochs do not leave before the signal comes.
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "last.pt").exists():
         assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
-        time.sleep(0.2)
-    # A signal in the first instant of the first batch can find the default handler (seen: -SIGINT, no output);
-    # what this test pins down is Ctrl-C during training.
-    time.sleep(1.0)
+        time.sleep(0.05)
     child.send_signal(signal.SIGINT)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert f"fashionclf train --resume {run}" in (run / "train.log").read_text()
+
+
+def test_a_run_directory_in_use_is_refused_with_its_holder(held_run):
+    run, holder = held_run
+    result = fashionclf("train", "--out", str(run), "--device", "cpu")
+    assert_one_line_error(result, f"{run}: in use by fashionclf train (pid {holder.pid} on ")
 
 
 def test_predict_with_a_corrupted_onnx_model(tmp_path):

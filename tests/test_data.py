@@ -288,19 +288,19 @@ def test_when_every_mirror_fails_the_error_lists_why_and_nothing_is_left(isolate
 def test_split_validation_is_stratified_disjoint_and_seeded():
     labels = torch.arange(1000) % 10
     split = Split(images=torch.arange(1000).reshape(1000, 1, 1).expand(1000, 28, 28).to(torch.int32), labels=labels)
-    kept, held = fmnist.split_validation(split, size=100, seed=0)
+    kept, held = fmnist.hold_out(split, size=100, seed=0)
     assert len(kept) == 900 and len(held) == 100
     assert torch.bincount(held.labels, minlength=10).tolist() == [10] * 10
     ids = lambda s: set(s.images[:, 0, 0].tolist())  # noqa: E731
     assert ids(kept).isdisjoint(ids(held)) and len(ids(kept) | ids(held)) == 1000
-    assert ids(fmnist.split_validation(split, size=100, seed=0)[1]) == ids(held)
-    assert ids(fmnist.split_validation(split, size=100, seed=1)[1]) != ids(held)
+    assert ids(fmnist.hold_out(split, size=100, seed=0)[1]) == ids(held)
+    assert ids(fmnist.hold_out(split, size=100, seed=1)[1]) != ids(held)
 
 
 def test_a_validation_set_smaller_than_the_class_count_is_a_user_error():
     split = Split(images=torch.zeros(100, 28, 28, dtype=torch.uint8), labels=torch.arange(100) % 10)
     with pytest.raises(FashionClfError, match="validation size 5"):
-        fmnist.split_validation(split, size=5)
+        fmnist.hold_out(split, size=5)
 
 
 def test_batches_cover_every_image_once_and_keep_the_last_partial_batch():

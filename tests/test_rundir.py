@@ -1,12 +1,13 @@
 import os
 import pickle
+import signal
 
 import pytest
 import torch
 
 from fashionclf.errors import FashionClfError
 from fashionclf.models import create_model
-from fashionclf.rundir import CHECKPOINT_FORMAT, atomic_write, load_checkpoint, load_model, save_checkpoint, write_text
+from fashionclf.rundir import CHECKPOINT_FORMAT, load_checkpoint, load_model, locked, save_checkpoint
 
 
 class Exploit:
@@ -70,15 +71,20 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
         load_model(tmp_path / "c.pt")
 
 
-def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
-    target = tmp_path / "metrics.json"
-    write_text(target, "old")
+def test_a_second_writer_is_refused_until_the_first_dies(held_run):
+    run, holder = held_run
+    with pytest.raises(FashionClfError, match=rf"held: in use by fashionclf train \(pid {holder.pid} on "):
+        with locked(run, "fashionclf quantize"):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with locked(run, "fashionclf quantize"):  # the dead process's lock is taken over
+        with locked(run, "fashionclf report"):  # and a process may nest its own
+            pass
 
-    def write_half_then_fail(tmp):
-        tmp.write_text("half")
-        raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(target, write_half_then_fail)
-    assert target.read_text() == "old"
-    assert list(tmp_path.iterdir()) == [target]
+def test_model_arguments_the_model_does_not_take_are_refused(tmp_path):
+    checkpoint = {**good_checkpoint(), "model_args": {"dropout": 0.25, "depth": 12}}
+    save_checkpoint(tmp_path / "c.pt", checkpoint)
+    with pytest.raises(FashionClfError, match=r"model 'fashion_cnn' cannot be built with arguments .*'depth': 12"):
+        load_model(tmp_path / "c.pt")

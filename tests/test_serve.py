@@ -1,12 +1,22 @@
-"""The web service through FastAPI's test client, and its page in a real browser (headless Chromium)."""
+"""The web service through FastAPI's test client, a live server for what only a real connection shows (streaming,
+concurrency), and its page in a real browser (headless Chromium)."""
 
 import base64
 import io
+import os
+import re
+import select
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -14,9 +24,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashionclf.data import CLASSES
-from fashionclf.inference import Classifier, to_dataset_domain
+from fashionclf.inference import Classifier
 from fashionclf.models import create_model
-from fashionclf.serve import create_app
+from fashionclf.preprocess import to_dataset_domain
+from fashionclf.rundir import CHECKPOINT_FORMAT, save_checkpoint
+from fashionclf.serve import Batcher, Limits, create_app
+
+from pictures import png_header_only
 
 
 def jpeg_of_a_garment() -> bytes:
@@ -33,9 +47,12 @@ def classifier() -> Classifier:
     return Classifier(backend=create_model("fashion_cnn").eval(), description="untrained fashion_cnn")
 
 
+LIMITS = Limits(bytes=200_000, files=3, pixels=1_000_000)
+
+
 @pytest.fixture
 def client(classifier):
-    return TestClient(create_app(classifier, max_bytes=200_000))
+    return TestClient(create_app(classifier, LIMITS))
 
 
 def test_health(client):
@@ -78,14 +95,155 @@ def test_an_upload_over_the_limit_gets_413(client):
     assert client.post("/predict", files=[("files", ("ok.jpg", jpeg_of_a_garment()))]).status_code == 200
 
 
-def test_a_request_without_files_is_refused(client):
-    assert client.post("/predict").status_code == 422
+def test_a_request_without_files_gets_a_json_422(client):
+    answer = client.post("/predict")
+    assert answer.status_code == 422 and answer.json() == {"error": "files: Field required"}
+    answer = client.post("/predict?top_k=99", files=[("files", ("a.jpg", jpeg_of_a_garment()))])
+    assert answer.status_code == 422 and answer.json()["error"].startswith("top_k: ")
 
 
-def test_the_page_and_the_schema(client):
+def test_too_many_files_in_one_request_get_413(client):
+    picture = jpeg_of_a_garment()
+    answer = client.post("/predict", files=[("files", (f"{i}.jpg", picture)) for i in range(4)])
+    assert answer.status_code == 413 and "error" in answer.json()
+
+
+def test_too_many_pixels_in_one_request_get_413_before_any_is_decoded(client):
+    """The headers say 2 x 640,000 pixels (and hold none): refused on the sizes alone."""
+    header = png_header_only(800, 800)
+    answer = client.post("/predict", files=[("files", ("a.png", header)), ("files", ("b.png", header))])
+    assert answer.status_code == 413
+    assert answer.json()["error"] == "the pictures hold 1,280,000 pixels in all, over the limit of 1,000,000 a request"
+
+
+def test_an_unknown_path_gets_a_json_404(client):
+    answer = client.get("/nope")
+    assert answer.status_code == 404 and answer.json() == {"error": "Not Found"}
+
+
+def test_the_page_the_schema_and_the_docs_need_no_other_host(client):
     page = client.get("/")
     assert page.status_code == 200 and '<input id="file" type="file"' in page.text
     assert "/predict" in client.get("/openapi.json").json()["paths"]
+    docs = client.get("/docs").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs) + re.findall(r"url: '([^']+)'", docs)
+    assert assets and all(asset.startswith("/") for asset in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+
+
+class Gate:
+    """A model that blocks until released, recording the batch size of every call."""
+
+    def __init__(self):
+        self.entered, self.release, self.calls = threading.Event(), threading.Event(), []
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(images))
+        self.entered.set()
+        assert self.release.wait(timeout=30)
+        return torch.zeros(len(images), 10)
+
+
+def test_the_batcher_gathers_waiting_pictures_into_one_model_call():
+    gate = Gate()
+    batcher = Batcher(Classifier(backend=gate, description="gate"))
+    try:
+        first = batcher.classify(np.zeros((1, 28, 28), dtype=np.uint8))
+        assert gate.entered.wait(timeout=30)
+        waiting = [batcher.classify(np.zeros((n, 28, 28), dtype=np.uint8)) for n in (1, 2, 1)]
+        gate.release.set()
+        assert first.result(timeout=30).shape == (1, 10)
+        assert [future.result(timeout=30).shape for future in waiting] == [(1, 10), (2, 10), (1, 10)]
+        assert gate.calls == [1, 4]
+    finally:
+        gate.release.set()
+        batcher.close()
+
+
+def test_health_answers_while_a_prediction_is_running():
+    """The model is held inside a call; the event loop must still answer (it used to run the model itself)."""
+    gate = Gate()
+    with live_server(Classifier(backend=gate, description="gate")) as url, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, url + "predict", files=[("files", ("a.jpg", jpeg_of_a_garment()))],
+                              timeout=60)  # fmt: skip
+        try:
+            assert gate.entered.wait(timeout=30)
+            assert httpx.get(url + "health", timeout=5).status_code == 200
+        finally:
+            gate.release.set()
+        assert pending.result().status_code == 200
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    path = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "model": "fashion_cnn", "model_args": {},
+                           "state_dict": create_model("fashion_cnn").state_dict()})  # fmt: skip
+    return path
+
+
+def peak_memory_mb(pid: int) -> int:
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) // 1024
+
+
+def test_a_chunked_upload_of_a_gigabyte_is_refused_as_it_streams_in(model_file, tmp_path):
+    """No Content-Length: the body is counted as it arrives and refused at the limit (1 MB here), never read on,
+    spooled to disk or held in memory."""
+    port, spool = free_port(), tmp_path / "spool"
+    spool.mkdir()
+    env = {**os.environ, "TMPDIR": str(spool)}
+    command = [sys.executable, "-m", "fashionclf", "serve", str(model_file), "--port", str(port), "--max-mb", "1"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}/", server)
+        before = peak_memory_mb(server.pid)
+        status, sent = chunked_upload(port, total=1 << 30)
+        assert status == 413
+        assert sent < 64 << 20, f"the server read {sent:,} bytes before refusing"
+        assert peak_memory_mb(server.pid) - before < 50
+        assert not list(spool.iterdir())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def chunked_upload(port: int, total: int, chunk: int = 1 << 16) -> tuple[int, int]:
+    """Send a multipart upload of `total` bytes in chunks (no Content-Length), stopping as soon as an answer comes;
+    return the answer's status and how many bytes were sent by then."""
+    boundary = "fashionclfboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+        )
+        sent, payload = 0, b"\xff" * chunk
+        connection.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        while sent < total:
+            readable, _, _ = select.select([connection], [], [], 0)
+            if readable:
+                break
+            try:
+                connection.sendall(b"%x\r\n%s\r\n" % (chunk, payload))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += chunk
+        answer = connection.recv(4096).decode("latin-1")
+    return int(answer.split()[1]), sent
+
+
+def wait_for_health(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+        try:
+            if httpx.get(url + "health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
 
 
 def free_port() -> int:
@@ -94,7 +252,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
+@contextmanager
 def live_server(classifier):
     import uvicorn
 
@@ -106,9 +264,11 @@ def live_server(classifier):
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -117,17 +277,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (make test installs it)")
-def test_the_page_in_a_browser_shows_the_prediction(live_server, classifier, tmp_path):
+def test_the_page_in_a_browser_shows_the_prediction(classifier, tmp_path):
     from playwright.sync_api import sync_playwright
 
     picture = tmp_path / "shirt.jpg"
     picture.write_bytes(jpeg_of_a_garment())
     expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))])).argmax()
-    with sync_playwright() as playwright:
+    with live_server(classifier) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.goto(live_server)
+            page.goto(url)
             page.set_input_files("#file", str(picture))
             page.wait_for_selector("#result", state="visible", timeout=20_000)
             assert page.text_content("#label") == CLASSES[expected]

@@ -27,7 +27,7 @@ from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
 from fashionclf.models import create_model, model_entry
-from fashionclf.rundir import RunDir, load_model, open_run, write_json
+from fashionclf.rundir import RunDir, load_model, locked, open_run, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import resolve_device, run_data
 
@@ -429,9 +429,10 @@ def _save_to_run(run: RunDir, model: nn.Module, result: dict) -> None:
     layer = result["receptive_field"]["layer"]
     erf, unit = effective_receptive_field(model, layer, images)
     figure = run.figures / "effective_receptive_field.png"
-    plots.effective_receptive_field(erf.numpy(), result["receptive_field"], unit, figure)
-    plots.time_vs_flops(result["layers"], result["batch_sizes"], run.figures / "time_vs_flops.png")
-    write_json(run.analysis, result)
+    with locked(run.root, "fashionclf analyze"):
+        plots.effective_receptive_field(erf.numpy(), result["receptive_field"], unit, figure)
+        plots.time_vs_flops(result["layers"], result["batch_sizes"], run.figures / "time_vs_flops.png")
+        write_json(run.analysis, result)
 
 
 def analysis_table(result: dict) -> Table:

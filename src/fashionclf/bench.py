@@ -15,9 +15,9 @@ from rich.table import Table
 from fashionclf import plots
 from fashionclf.analysis import forward_flops
 from fashionclf.backends import latencies, open_runner
+from fashionclf.errors import FashionClfError
 from fashionclf.models import create_model, model_entry
-from fashionclf.quantize import quantize_run
-from fashionclf.rundir import open_run, read_json, write_json
+from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, write_json
 
 LARGE_BATCH = 256
 PEERS = {
@@ -30,9 +30,7 @@ PEERS = {
 def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_calls: int = 6) -> dict:
     """Latency at batch 1 and throughput at batch 256 of every model file; writes bench.json and a figure."""
     run = open_run(run_dir)
-    if not run.quantization.is_file():
-        quantize_run(run.root)
-    quantization = read_json(run.quantization)
+    quantization = _current_quantization(run)
     model = quantization["model"]
     rows = _rows(run.root, quantization)
     single = torch.rand(1, *model_entry(model).input_size)
@@ -53,12 +51,25 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
         "large_batch": LARGE_BATCH,
         "calls": {"single": rounds * single_calls, "batch": rounds * batch_calls},
         "rows": rows,
-        "best": {precision: _best(rows, precision) for precision in ("fp32", "int8")},
+        "best": {"fp32": _best(rows, "fp32"), "int8": _best(rows, quantization["best_int8"])},
     }
     result["goals"] = goals(result, quantization)
-    write_json(run.bench, result)
-    plots.bench_bars(rows, run.figures / "bench.png")
+    with locked(run.root, "fashionclf bench"):
+        write_json(run.bench, result)
+        plots.bench_bars(rows, run.figures / "bench.png")
     return result
+
+
+def _current_quantization(run: RunDir) -> dict:
+    if not run.quantization.is_file():
+        raise FashionClfError(f"{run.root}: not quantized yet; run fashionclf quantize {run.root} first")
+    quantization = read_json(run.quantization)
+    if not quantization_is_current(run, quantization):
+        raise FashionClfError(
+            f"{run.root}: the quantized models were made from an earlier checkpoints/best.pt; "
+            f"run fashionclf quantize {run.root} again"
+        )
+    return quantization
 
 
 def _rows(root: Path, quantization: dict) -> list[dict]:
@@ -111,11 +122,10 @@ def _add_ratios(rows: list[dict]) -> None:
                 }
 
 
-def _best(rows: list[dict], precision: str) -> dict:
-    """What the inference path picks for one precision: the fastest row at batch 1 and at batch 256."""
-    candidates = [r for r in rows if r["precision"] == precision and r["method"] != "ort-static"]
-    if precision == "int8":
-        candidates = [r for r in candidates if r["method"] in ("static", "qat")]
+def _best(rows: list[dict], method: str | None) -> dict:
+    """What the inference path serves for a method (fp32, or the int8 method quantize chose for inference): its
+    fastest file at batch 1 and at batch 256."""
+    candidates = [r for r in rows if r["method"] == method]
     if not candidates:
         return {}
     single = min(candidates, key=lambda r: r["latency_us"]["median"])

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from fashionclf.errors import FashionClfError
+from fashionclf.errors import FashionClfError, FashionClfWarning
 
 app = typer.Typer(
     add_completion=False,
@@ -183,12 +185,15 @@ def evaluate(
     run_dir: RunArg,
     device: Device = "auto",
     data: DataPath = None,
+    split: Annotated[
+        str, typer.Option(help="With --data: test (its test split) or all (every image, for data never trained on).")
+    ] = "test",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate a run's best checkpoint on its test set, or on --data: metrics.json and figures."""
     from fashionclf.evaluate import evaluate_run, metrics_table
 
-    _show(evaluate_run(run_dir, device=device, data_path=data), as_json, metrics_table)
+    _show(evaluate_run(run_dir, device=device, data_path=data, split=split), as_json, metrics_table)
 
 
 @app.command()
@@ -280,7 +285,8 @@ def predict(
     """Classify pictures: any size or format Pillow reads, brought into Fashion-MNIST's domain first."""
     from tqdm import tqdm
 
-    from fashionclf.inference import Prediction, image_files, load_classifier, predict_files, save_model_input
+    from fashionclf.inference import Prediction, load_classifier, predict_files, save_model_input
+    from fashionclf.preprocess import image_files
 
     classifier = load_classifier(model, precision)
     files, problems = image_files(inputs)
@@ -309,13 +315,17 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: int = 8000,
     max_mb: Annotated[float, typer.Option(help="Largest request accepted, in MB.")] = 10.0,
+    max_files: Annotated[int, typer.Option(min=1, help="Most pictures in one request.")] = 32,
+    max_megapixels: Annotated[float, typer.Option(help="Most pixels in one request's pictures, in millions.")] = 100.0,
     precision: Precision = "auto",
 ) -> None:
-    """Serve the model: POST /predict, GET /health, and an upload page at /."""
+    """Serve the model: POST /predict, GET /health, an upload page at /, the API's documentation at /docs."""
     from fashionclf.inference import load_classifier
+    from fashionclf.serve import Limits
     from fashionclf.serve import serve as run_server
 
-    run_server(load_classifier(model, precision), host=host, port=port, max_bytes=int(max_mb * 1024 * 1024))
+    limits = Limits(bytes=int(max_mb * 1024 * 1024), files=max_files, pixels=int(max_megapixels * 1_000_000))
+    run_server(load_classifier(model, precision), host=host, port=port, limits=limits)
 
 
 @app.command("models")
@@ -328,9 +338,26 @@ def list_registered() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2 (typer maps Ctrl-C to 130)."""
+    """Entry point: user errors become one line on stderr and exit code 2 (typer maps Ctrl-C to 130); the project's
+    warnings one line each."""
+    warnings.showwarning = _show_warning
+    # Pillow warns of pictures over its own limit; ours is lower and refuses them with a message of its own.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         app()
     except FashionClfError as exc:
         print(f"fashionclf: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except MemoryError:
+        print("fashionclf: error: not enough memory for this input", file=sys.stderr)
+        sys.exit(2)
+
+
+_third_party_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, FashionClfWarning):
+        print(f"fashionclf: warning: {message}", file=sys.stderr)
+    else:
+        _third_party_warning(message, category, filename, lineno, file, line)

@@ -11,12 +11,11 @@ import gzip
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from fashionclf.errors import FashionClfError
+from fashionclf.files import atomic_write
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -108,6 +108,7 @@ class FashionMNIST:
     directory: Path  # where the files were read from
     origin: str  # "--data-dir", "FASHIONCLF_DATA", "cache", "debian" or "download"
     checksums: dict[str, str]  # filename -> verified SHA-256 of the decompressed bytes
+    split_origins: dict[str, str] = field(default_factory=dict)  # split name -> where its images came from
 
 
 class _BadIdx(ValueError):
@@ -168,6 +169,7 @@ def load_fashion_mnist(
         directory=directory,
         origin=origin,
         checksums={r.filename: r.raw_sha256 for r in resources},
+        split_origins={"train": resources[0].filename, "test": resources[2].filename},
     )
 
 
@@ -263,15 +265,13 @@ def _reason(exc: Exception) -> str:
 
 def _fetch_verified(url: str, target: Path, resource: Resource, timeout: float) -> None:
     """Stream to a temporary file beside `target` (so the rename is atomic), verify it, then rename it into place."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+
+    def fetch(tmp: Path) -> None:
+        with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             _copy_bounded(response, out, resource)
         _parse(_decompress(tmp, resource), resource)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, fetch)
 
 
 def _copy_bounded(response, out, resource: Resource) -> None:
@@ -291,7 +291,7 @@ def _copy_bounded(response, out, resource: Resource) -> None:
             bar.update(len(chunk))
 
 
-def split_validation(split: Split, size: int = 5000, seed: int = 0) -> tuple[Split, Split]:
+def hold_out(split: Split, size: int, seed: int = 0, purpose: str = "validation") -> tuple[Split, Split]:
     """A seeded, stratified hold-out of `size` images: (the rest, the hold-out), each in the original order."""
     from sklearn.model_selection import train_test_split  # scikit-learn takes a second to import; only needed here
 
@@ -299,9 +299,13 @@ def split_validation(split: Split, size: int = 5000, seed: int = 0) -> tuple[Spl
     try:
         kept, held = train_test_split(indices, test_size=size, random_state=seed, stratify=split.labels.numpy())
     except ValueError as exc:  # a size the split cannot honour, e.g. fewer held-out images than classes
-        raise FashionClfError(f"validation size {size}: {exc}") from None
+        raise FashionClfError(f"{purpose} size {size}: {exc}") from None
     kept, held = torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
     return Split(split.images[kept], split.labels[kept]), Split(split.images[held], split.labels[held])
+
+
+def concatenate(*splits: Split) -> Split:
+    return Split(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -336,6 +340,7 @@ def describe(data: FashionMNIST) -> dict:
             }
             for name, digest in data.checksums.items()
         ],
+        "splits": data.split_origins,
         "train_size": len(data.train),
         "test_size": len(data.test),
         "classes": list(CLASSES),

@@ -13,8 +13,9 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 
 from fashionclf import data as fmnist
 from fashionclf import plots
+from fashionclf.errors import FashionClfError
 from fashionclf.models import predict_logits
-from fashionclf.rundir import load_model, open_run, write_json
+from fashionclf.rundir import load_model, locked, open_run, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import read_history, resolve_device, run_data
 
@@ -58,17 +59,24 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tupl
     return metrics
 
 
+SPLITS = ("test", "all")
+
+
 def evaluate_run(
     run_dir: Path,
     device: str = "auto",
     batch_size: int = 1000,
     data: fmnist.FashionMNIST | None = None,
     data_path: Path | None = None,
+    split: str = "test",
 ) -> dict:
     """Evaluate the run's best checkpoint on a test set; write metrics.json and the figures.
 
-    Without `data_path`: the run's own test set, into the run directory. With it: that data's test part (a single
-    CSV file or photo folder entirely), into RUN_DIR/evaluations/<its name>/, so the run's own results stay."""
+    Without `data_path`: the run's own test set, into the run directory. With it: that data's test split, or with
+    split "all" every image of it (for data the model never trained on), into RUN_DIR/evaluations/<its name>/, so
+    the run's own results stay."""
+    if split not in SPLITS:
+        raise FashionClfError(f"--split: unknown {split!r}; known: {', '.join(SPLITS)}")
     run = open_run(run_dir)
     if data_path is not None:
         data = load_dataset(Path(data_path))
@@ -77,15 +85,17 @@ def evaluate_run(
     else:
         data = data or load_dataset(run_data(run))
         metrics_path, figures = run.metrics, run.figures
+    test = data.test if split == "test" else fmnist.concatenate(data.train, data.test)
     model, checkpoint = load_model(run.best_checkpoint)
     torch_device = resolve_device(device)
-    logits = predict_logits(model.to(torch_device), data.test.images, batch_size, torch_device)
+    logits = predict_logits(model.to(torch_device), test.images, batch_size, torch_device)
     probabilities = F.softmax(logits, dim=1).numpy()
-    metrics = compute_metrics(data.test.labels.numpy(), probabilities, fmnist.CLASSES)
+    metrics = compute_metrics(test.labels.numpy(), probabilities, fmnist.CLASSES)
     metrics["checkpoint"] = {"path": str(run.best_checkpoint.relative_to(run.root)), "epoch": checkpoint["epoch"]}
-    metrics["data"] = {"path": str(data.directory), "origin": data.origin}
-    write_json(metrics_path, metrics)
-    write_figures(figures, data.test, probabilities, metrics, history=read_history(run) if data_path is None else [])
+    metrics["data"] = {"path": str(data.directory), "origin": data.origin, "split": split}
+    with locked(run.root, "fashionclf evaluate"):
+        write_json(metrics_path, metrics)
+        write_figures(figures, test, probabilities, metrics, history=read_history(run) if data_path is None else [])
     return metrics
 
 

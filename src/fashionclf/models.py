@@ -6,6 +6,7 @@ without knowing the model.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,7 +56,15 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, **model_args) -> nn.Module:
-    return model_entry(name).build(**model_args)
+    """Build a registered model; arguments it does not take, or values it cannot be built with, are refused with
+    the model's name (they come from files: a config or a checkpoint)."""
+    build = model_entry(name).build
+    try:
+        inspect.signature(build).bind(**model_args)
+        return build(**model_args)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FashionClfError(f"model {name!r} cannot be built with arguments {model_args} ({reason})") from None
 
 
 def example_input(name: str, batch_size: int = 1) -> torch.Tensor:

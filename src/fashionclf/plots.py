@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fashionclf.rundir import atomic_write  # noqa: E402
+from fashionclf.files import atomic_write  # noqa: E402
 
 
 def save(figure: plt.Figure, path: Path) -> None:

@@ -37,8 +37,9 @@ from fashionclf.backends import (
     open_runner,
 )
 from fashionclf.errors import FashionClfError
+from fashionclf.files import atomic_write, file_sha256
 from fashionclf.models import model_entry
-from fashionclf.rundir import RunDir, atomic_write, import_torchao, load_model, open_run, save_checkpoint, write_json
+from fashionclf.rundir import RunDir, import_torchao, load_model, locked, open_run, save_checkpoint, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import run_data
 
@@ -56,6 +57,14 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
         raise FashionClfError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
     import_torchao()
     run = open_run(run_dir)
+    with locked(run.root, "fashionclf quantize"):
+        summary = _quantize(run, methods, seed)
+        write_json(run.quantization, summary)
+    return summary
+
+
+def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
+    checkpoint_sha256 = file_sha256(run.best_checkpoint)
     model, checkpoint = load_model(run.best_checkpoint)
     data = load_dataset(run_data(run))
     calibration = _calibration_images(data.train, seed)
@@ -79,9 +88,10 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
     if "qat" in methods or loss > QAT_THRESHOLD:
         qat = quantization_aware(model, checkpoint["model"], data.train, calibration, seed)
         results["qat"] = _measure(_export_int8(qat, checkpoint, "qat", out, skipped), run, data.test, reference)
-    summary = {
+    return {
         "model": checkpoint["model"],
         "checkpoint": str(run.best_checkpoint.relative_to(run.root)),
+        "checkpoint_sha256": checkpoint_sha256,
         "calibration_images": len(calibration),
         "test_images": len(data.test),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -89,8 +99,6 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
         "skipped": skipped,
         "best_int8": best_int8(results),
     }
-    write_json(run.quantization, summary)
-    return summary
 
 
 def _calibration_images(train: fmnist.Split, seed: int) -> torch.Tensor:

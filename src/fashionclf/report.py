@@ -16,7 +16,7 @@ import markdown
 
 from fashionclf.errors import FashionClfError
 from fashionclf.models import count_parameters, create_model, layer_table, model_entry
-from fashionclf.rundir import RunDir, open_run, read_json, write_text
+from fashionclf.rundir import RunDir, locked, open_run, read_json, write_text
 from fashionclf.train import OPTIMIZERS, SCHEDULES, read_history
 
 
@@ -27,8 +27,9 @@ def build_report(run_dir: Path) -> Path:
         raise FashionClfError(f"{run.root}: no metrics.json yet; run `fashionclf evaluate {run.root}` first")
     parts = [section(run) for section in SECTIONS]
     text = "\n\n".join(part.strip() for part in parts if part) + "\n"
-    write_text(run.report_md, text)
-    write_text(run.report_html, to_html(text, run.root, title=f"fashionclf report: {run.root.name}"))
+    with locked(run.root, "fashionclf report"):
+        write_text(run.report_md, text)
+        write_text(run.report_html, to_html(text, run.root, title=f"fashionclf report: {run.root.name}"))
     return run.report_html
 
 

@@ -14,18 +14,22 @@
       evaluations/NAME/    evaluate --data: metrics.json and figures on other data
       figures/*.png        plots
       report.md, .html     the report
+      .lock                held by the process writing into the run, with its name and pid
 
 Every file is written to a temporary name beside its target and renamed, so a crash never leaves a half file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
-import tempfile
+import socket
+import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +37,13 @@ import torch
 from torch import nn
 
 from fashionclf.errors import FashionClfError
+from fashionclf.files import atomic_write, file_sha256
 from fashionclf.models import create_model
 
 CHECKPOINT_FORMAT = "fashionclf-checkpoint"
 CHECKPOINT_KEYS = ("format", "model", "model_args", "state_dict")
+LOCK_NAME = ".lock"
+_held: dict[Path, int] = {}  # run directories this process holds, and how deep
 
 
 @dataclass(frozen=True)
@@ -114,26 +121,40 @@ def open_run(path: Path) -> RunDir:
     return run
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+@contextmanager
+def locked(root: Path, holder: str) -> Iterator[None]:
+    """Hold the run directory for writing; a second writer, in this or another process, is refused with a message
+    naming the first. The lock is the kernel's (flock on RUN_DIR/.lock), so it ends with the process that holds it:
+    a lock left by a killed run is simply taken. Nested calls in one process share the lock."""
+    root = Path(root).resolve()
+    if root in _held:
+        _held[root] += 1
+        try:
+            yield
+        finally:
+            _held[root] -= 1
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise FashionClfError(f"{root}: in use by {other}; wait for it to finish, or stop it") from None
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{holder} (pid {os.getpid()} on {socket.gethostname()}, since {since})\n".encode(), 0)
+    _held[root] = 1
+    try:
+        yield
+    finally:
+        del _held[root]
+        os.close(fd)  # releases the lock
 
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_json(path: Path, obj) -> None:
@@ -147,6 +168,12 @@ def read_json(path: Path) -> dict:
         raise FashionClfError(f"{path}: file does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FashionClfError(f"{path}: not valid JSON ({exc})") from None
+
+
+def quantization_is_current(run: RunDir, quantization: dict) -> bool:
+    """Whether the quantized files were made from the run's best.pt as it is now (training on with --resume can
+    change it)."""
+    return quantization.get("checkpoint_sha256") == file_sha256(run.best_checkpoint)
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:

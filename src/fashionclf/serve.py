@@ -1,44 +1,161 @@
-"""The web service: POST /predict with one or several pictures, GET /health, and an upload page at GET /."""
+"""The web service: POST /predict with one or several pictures, GET /health, an upload page at GET /, and the API's
+documentation at /docs (its assets served from the fastapi-offline package, so it works offline).
+
+Nothing slow runs on the event loop, so /health and every other request are answered while pictures are decoded
+and classified: pictures are decoded in a small thread pool, and one inference thread gathers the pictures of
+concurrent requests into one model call, as TorchServe and Triton batch. Limits are enforced as early as they can
+be: the body's size while it streams in, and the pixels that the pictures' headers declare before any pixel is
+decoded. Every error is `{"error": "..."}`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-from fastapi import FastAPI, Query, Request, UploadFile
+from fastapi import Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 
 from fashionclf.errors import FashionClfError
-from fashionclf.inference import Classifier, open_image, png_bytes, to_dataset_domain
+from fashionclf.inference import Classifier
 from fashionclf.inference import top_k as ranked
-
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-
-
-class RequestTooLarge(Exception):
-    pass
+from fashionclf.preprocess import MAX_PIXELS, open_image, png_bytes, read_header, to_dataset_domain
 
 
-def create_app(classifier: Classifier, max_bytes: int = DEFAULT_MAX_BYTES, k: int = 3) -> FastAPI:
-    app = FastAPI(title="fashionclf", description="Classify clothing pictures into the 10 Fashion-MNIST classes.")
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold."""
+
+    bytes: int = 10 * 1024 * 1024
+    files: int = 32
+    pixels: int = 2 * MAX_PIXELS  # two pictures at the per-picture limit
+
+
+class RequestTooLarge(HTTPException):
+    """A request over one of the Limits: answered with 413. An HTTPException, so that FastAPI passes it on as it is
+    when it is raised while the body is being parsed."""
+
+    def __init__(self, message: str):
+        super().__init__(status_code=413, detail=message)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is refused while it streams in, a declared Content-Length
+    before anything is read and a chunked body at the first chunk past the limit, so nothing beyond the limit is
+    read, spooled to disk or held in memory."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request is larger than the limit of {self.max_bytes:,} bytes"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _error(413, message)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            event = await receive()
+            received += len(event.get("body", b""))
+            if received > self.max_bytes:
+                raise RequestTooLarge(message)
+            return event
+
+        await self.app(scope, counted, send)
+
+
+class Batcher:
+    """One thread that runs the model: it takes the pictures waiting from every request, up to `max_batch`, and
+    classifies them in one call, so concurrent requests share the model's per-call cost and never contend for it."""
+
+    def __init__(self, classifier: Classifier, max_batch: int = 64):
+        self.classifier, self.max_batch = classifier, max_batch
+        self._waiting: queue.SimpleQueue[tuple[np.ndarray, Future] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="fashionclf-inference", daemon=True)
+        self._thread.start()
+
+    def classify(self, images: np.ndarray) -> Future:
+        """A future of the class probabilities (N, C) of uint8 images (N, 28, 28)."""
+        future: Future = Future()
+        self._waiting.put((images, future))
+        return future
+
+    def close(self) -> None:
+        self._waiting.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while (first := self._waiting.get()) is not None:
+            gathered = [first]
+            count = len(first[0])
+            while count < self.max_batch:
+                try:
+                    item = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._waiting.put(None)  # stop after this batch
+                    break
+                gathered.append(item)
+                count += len(item[0])
+            self._run(gathered)
+
+    def _run(self, gathered: list[tuple[np.ndarray, Future]]) -> None:
+        try:
+            probabilities = self.classifier.probabilities(np.concatenate([images for images, _ in gathered]))
+        except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting request hears of it
+            for _, future in gathered:
+                future.set_exception(exc)
+            return
+        start = 0
+        for images, future in gathered:
+            future.set_result(probabilities[start : start + len(images)])
+            start += len(images)
+
+
+def prepare(uploads: list[tuple[str, bytes]], max_pixels: int) -> list[np.ndarray]:
+    """The model inputs of a request's pictures; every header is checked against the limits before any picture is
+    decoded."""
+    pixels = sum(read_header(content, name) for name, content in uploads)
+    if pixels > max_pixels:
+        raise RequestTooLarge(f"the pictures hold {pixels:,} pixels in all, over the limit of {max_pixels:,} a request")
+    return [to_dataset_domain(open_image(content, name)) for name, content in uploads]
+
+
+def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) -> FastAPIOffline:
+    batcher = Batcher(classifier)
+    decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="fashionclf-decode")
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        batcher.close()
+        decoders.shutdown()
+
+    app = FastAPIOffline(
+        title="fashionclf",
+        description="Classify clothing pictures into the 10 Fashion-MNIST classes.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=limits.bytes)
+    _add_error_handlers(app)
     page = resources.files("fashionclf").joinpath("page.html").read_text(encoding="utf-8")
-
-    @app.middleware("http")
-    async def limit_request_size(request: Request, call_next):
-        # The declared size is refused before the body is read; chunked uploads are counted as they are read.
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            return _too_large(max_bytes)
-        return await call_next(request)
-
-    @app.exception_handler(RequestTooLarge)
-    async def too_large(_request: Request, _exc: RequestTooLarge) -> JSONResponse:
-        return _too_large(max_bytes)
-
-    @app.exception_handler(FashionClfError)
-    async def bad_input(_request: Request, exc: FashionClfError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"error": str(exc)})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def upload_page() -> str:
@@ -51,32 +168,44 @@ def create_app(classifier: Classifier, max_bytes: int = DEFAULT_MAX_BYTES, k: in
     @app.post("/predict")
     async def predict(files: list[UploadFile], top_k: int = Query(k, ge=1, le=10)) -> dict:
         """Top-k classes for each uploaded picture, and the 28x28 image the model saw (base64 PNG)."""
-        inputs = []
-        received = 0
-        for upload in files:
-            content = await upload.read()
-            received += len(content)
-            if received > max_bytes:
-                raise RequestTooLarge
-            name = upload.filename or "upload"
-            inputs.append((name, to_dataset_domain(open_image(content, name))))
-        probabilities = classifier.probabilities(np.stack([array for _, array in inputs]))
+        if len(files) > limits.files:
+            raise RequestTooLarge(f"request holds {len(files)} files, over the limit of {limits.files}")
+        uploads = [(upload.filename or "upload", await upload.read()) for upload in files]
+        arrays = await asyncio.get_running_loop().run_in_executor(decoders, prepare, uploads, limits.pixels)
+        probabilities = await asyncio.wrap_future(batcher.classify(np.stack(arrays)))
         return {
             "model": classifier.description,
             "predictions": [
                 {"file": name, "top_k": top, "model_input_png": base64.b64encode(png_bytes(array)).decode("ascii")}
-                for (name, array), top in zip(inputs, ranked(probabilities, top_k), strict=True)
+                for (name, _), array, top in zip(uploads, arrays, ranked(probabilities, top_k), strict=True)
             ],
         }
 
     return app
 
 
-def _too_large(max_bytes: int) -> JSONResponse:
-    return JSONResponse(status_code=413, content={"error": f"request is larger than the limit of {max_bytes:,} bytes"})
+def _add_error_handlers(app: FastAPIOffline) -> None:
+    """Every error as {"error": "..."}: the user's own (400), a limit (413), FastAPI's validation (422), HTTP's."""
+
+    @app.exception_handler(FashionClfError)
+    async def bad_input(_request: Request, exc: FashionClfError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(part) for part in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()]
+        return _error(422, "; ".join(problems))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
 
 
-def serve(classifier: Classifier, host: str = "127.0.0.1", port: int = 8000, max_bytes: int = DEFAULT_MAX_BYTES):
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def serve(classifier: Classifier, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits()) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(classifier, max_bytes), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(classifier, limits), host=host, port=port, log_level="info")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,49 +19,70 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from fashionclf.data import CLASSES, IMAGE_SIZE, RESOURCES, FashionMNIST, Split, default_cache_dir, load_fashion_mnist
+from fashionclf.data import (
+    CLASSES,
+    IMAGE_SIZE,
+    RESOURCES,
+    FashionMNIST,
+    Split,
+    default_cache_dir,
+    hold_out,
+    load_fashion_mnist,
+)
 from fashionclf.errors import FashionClfError
-from fashionclf.inference import image_files, open_image, to_dataset_domain
-from fashionclf.rundir import atomic_write
+from fashionclf.files import atomic_write, file_sha256
+from fashionclf.preprocess import image_files, open_image, to_dataset_domain
 
 CSV_COLUMNS = 1 + IMAGE_SIZE * IMAGE_SIZE
 CSV_NAMES = ("fashion-mnist_train.csv", "fashion-mnist_test.csv")
-CHUNK_ROWS = 10_000
-PREPROCESSING_VERSION = 1  # part of the photo cache key: bump it when inference's preprocessing changes
+CHUNK_ROWS = 2_000  # parsed as text to name a bad cell: about 40 MB of Python strings a chunk
+MAX_HEADER_BYTES = 65_536  # the real header, label and pixel1 to pixel784, is 6,875 bytes
+PREPROCESSING_VERSION = 2  # part of the photo cache key: bump it when the picture preprocessing changes
+TEST_SEED = 0  # the test hold-out of a single source is the same for every run, so runs compare on one test set
 
 
 def load_dataset(path: Path | None) -> FashionMNIST:
-    """Any supported source. A single CSV file or photo folder serves as both splits: each command takes the one
-    it needs (train the training split, evaluate the test split)."""
+    """Any supported source. A single CSV file or photo folder is split by a seeded, stratified hold-out into a
+    training and a test split, so no image is both trained and tested on."""
     if path is None:
         return load_fashion_mnist()
     path = Path(path)
     if path.is_file():
-        split = read_csv(path)
-        return FashionMNIST(split, split, path, "csv", {path.name: _file_sha256(path)})
+        return _held_out(read_csv(path), path, "csv", {path.name: file_sha256(path)})
     if not path.is_dir():
         raise FashionClfError(f"{path}: no such file or folder")
     if all((path / name).is_file() for name in CSV_NAMES):
         train, test = (read_csv(path / name) for name in CSV_NAMES)
-        return FashionMNIST(train, test, path, "csv", {name: _file_sha256(path / name) for name in CSV_NAMES})
+        checksums = {name: file_sha256(path / name) for name in CSV_NAMES}
+        return FashionMNIST(train, test, path, "csv", checksums, dict(zip(("train", "test"), CSV_NAMES, strict=True)))
     if any((path / r.filename).exists() for r in RESOURCES):
         return load_fashion_mnist(path)
-    split = read_photo_folder(path)
-    return FashionMNIST(split, split, path, "photos", {})
+    split, key = read_photo_folder(path)
+    return _held_out(split, path, "photos", {"photos": key})
+
+
+def test_size(images: int) -> int:
+    """The test hold-out of a single source: a fifth, at most 10,000 images (Fashion-MNIST's own test size)."""
+    return min(10_000, images // 5)
+
+
+def _held_out(split: Split, path: Path, origin: str, checksums: dict[str, str]) -> FashionMNIST:
+    size = test_size(len(split))
+    train, test = hold_out(split, size, seed=TEST_SEED, purpose="test")
+    origins = {
+        "train": f"{path.name}, less the test hold-out ({len(train):,} images)",
+        "test": f"a seeded (seed {TEST_SEED}), stratified hold-out of {size:,} images of {path.name}",
+    }
+    return FashionMNIST(train, test, path, origin, checksums, origins)
 
 
 def read_csv(path: Path) -> Split:
-    """A Kaggle Fashion-MNIST CSV, read in chunks and checked row by row; errors name the file and line."""
-    if path.stat().st_size == 0:
-        raise FashionClfError(f"{path}: empty file")
+    """A Kaggle Fashion-MNIST CSV, read in chunks and checked row by row; errors name the file and line. The header
+    is checked before any row is parsed, so memory stays bounded by a chunk."""
+    _check_header(path)
     images, labels = [], []
     try:
-        reader = pd.read_csv(path, header=0, dtype=str, chunksize=CHUNK_ROWS, keep_default_na=False)
-        header_checked = False
-        for chunk in reader:
-            if not header_checked:
-                _check_columns(path, chunk.shape[1])
-                header_checked = True
+        for chunk in pd.read_csv(path, header=0, dtype=str, chunksize=CHUNK_ROWS, keep_default_na=False):
             if chunk.empty:
                 continue
             values = _checked_values(path, chunk)
@@ -73,6 +95,20 @@ def read_csv(path: Path) -> Split:
     if not labels:
         raise FashionClfError(f"{path}: a header but no rows")
     return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels).astype(np.int64)))
+
+
+def _check_header(path: Path) -> None:
+    """Read the first line alone, with a bound on its length, and count its columns."""
+    with path.open("rb") as stream:
+        header = stream.readline(MAX_HEADER_BYTES + 1)
+    if not header.strip():
+        raise FashionClfError(f"{path}: empty file")
+    if len(header) > MAX_HEADER_BYTES:
+        raise FashionClfError(
+            f"{path}: line 1: longer than {MAX_HEADER_BYTES:,} bytes, not a header of {CSV_COLUMNS} columns "
+            "(label and 784 pixels)"
+        )
+    _check_columns(path, header.count(b",") + 1)
 
 
 def _check_columns(path: Path, columns: int) -> None:
@@ -106,14 +142,6 @@ def _checked_values(path: Path, chunk: pd.DataFrame) -> np.ndarray:
     return numbers.astype(np.uint8)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def class_index(folder_name: str) -> int | None:
     """Forgiving class names: case, spaces, underscores, hyphens and slashes do not matter."""
     key = re.sub(r"[\s_\-/]+", "", folder_name.lower())
@@ -123,15 +151,17 @@ def class_index(folder_name: str) -> int | None:
     return None
 
 
-def read_photo_folder(folder: Path, cache_dir: Path | None = None) -> Split:
-    """Every picture of every class sub-folder, preprocessed into the 28x28 domain; cached by content hash."""
+def read_photo_folder(folder: Path, cache_dir: Path | None = None) -> tuple[Split, str]:
+    """Every picture of every class sub-folder, preprocessed into the 28x28 domain, and the cache key: the files'
+    content, their labels and the preprocessing version, so a picture moved to another class folder is read anew.
+    Progress and skipped files go to stderr."""
     labelled = _labelled_files(folder)
-    digests = [_file_sha256(path) for path, _ in labelled]
-    key = hashlib.sha256(f"v{PREPROCESSING_VERSION}".encode() + "".join(digests).encode()).hexdigest()[:32]
+    entries = "".join(f"{file_sha256(path)} {label}\n" for path, label in labelled)
+    key = hashlib.sha256(f"v{PREPROCESSING_VERSION}\n{entries}".encode()).hexdigest()[:32]
     cache = (cache_dir or default_cache_dir().parent / "photos") / f"{key}.npz"
     if cache.is_file():
         with np.load(cache) as stored:
-            return Split(torch.from_numpy(stored["images"]), torch.from_numpy(stored["labels"]))
+            return Split(torch.from_numpy(stored["images"]), torch.from_numpy(stored["labels"])), key
     images, labels, skipped = [], [], []
     for path, label in tqdm(labelled, desc=f"reading {folder}", unit="image", disable=None, leave=False):
         try:
@@ -140,12 +170,17 @@ def read_photo_folder(folder: Path, cache_dir: Path | None = None) -> Split:
         except FashionClfError as exc:
             skipped.append(str(exc))
     for problem in skipped:
-        tqdm.write(f"skipped {problem}")
+        tqdm.write(f"skipped {problem}", file=sys.stderr)
     if not images:
         raise FashionClfError(f"{folder}: no readable pictures in its class folders")
     split = Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
-    atomic_write(cache, lambda tmp: np.savez(tmp.open("wb"), images=split.images.numpy(), labels=split.labels.numpy()))
-    return split
+    atomic_write(cache, lambda tmp: _save_arrays(tmp, images=split.images.numpy(), labels=split.labels.numpy()))
+    return split, key
+
+
+def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    with path.open("wb") as stream:  # given a name, numpy would append .npz to it
+        np.savez(stream, **arrays)
 
 
 def _labelled_files(folder: Path) -> list[tuple[Path, int]]:

@@ -12,7 +12,7 @@ import math
 import platform
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from importlib import metadata
@@ -33,6 +33,7 @@ from fashionclf.rundir import (
     RunDir,
     load_checkpoint,
     load_model,
+    locked,
     open_run,
     read_json,
     save_checkpoint,
@@ -213,6 +214,7 @@ class TrainState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     network: nn.Module  # what the training step calls: `model`, or under torchrun its DistributedDataParallel wrapper
+    uncompiled: nn.Module | None = None  # with --compile: the network before torch.compile, for the fallback
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     ema: AveragedModel | None = None
     next_epoch: int = 1
@@ -228,50 +230,71 @@ class TrainState:
 def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
     """Train a new run into `out` (which must not hold a run yet) and return its run directory."""
     run = RunDir(Path(out))
-    if run.config.exists():
-        raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
-    data = data or load_dataset(config.data)
-    config = _resolved(config, len(data.train))
-    splits = _splits(config, data)
-    distributed.check_batches(len(splits[0]), config.batch_size)
-    with distributed.process_group(resolve_device(config.device)) as device:
-        if distributed.is_main():
-            write_json(
-                run.config,
-                {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
-            )
-        with _resume_hint_on_interrupt(run):
-            state = _new_state(config, device, _steps_per_epoch(config, splits))
-            parameters = count_parameters(state.model)
-            where = f"{device}{distributed.describe()}"
-            _log(run, f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs")
-            _fit(config, run, state, splits, device, progress)
-    if config.init and distributed.is_main():
-        write_json(run.finetune, finetune_summary(config, run, splits[1], device))
+    with _writing(run, "fashionclf train"):
+        if run.config.exists():
+            raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
+        data = data or load_dataset(config.data)
+        config = _resolved(config, len(data.train))
+        splits = _splits(config, data)
+        distributed.check_batches(len(splits[0]), config.batch_size)
+        with distributed.process_group(resolve_device(config.device)) as device:
+            if distributed.is_main():
+                write_json(
+                    run.config,
+                    {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
+                )
+            with _resume_hint_on_interrupt(run):
+                state = _new_state(config, device, _steps_per_epoch(config, splits))
+                parameters = count_parameters(state.model)
+                where = f"{device}{distributed.describe()}"
+                _log(run, f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs")
+                _fit(config, run, state, splits, device, progress)
+        if config.init and distributed.is_main():
+            write_json(run.finetune, finetune_summary(config, run, splits[1], device))
     return run
 
 
 def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
     """Continue a stopped run from its last checkpoint, with the settings it was started with."""
     run = open_run(Path(out))
-    config = TrainConfig.from_dict(read_json(run.config)["train"])
-    splits = _splits(config, data or load_dataset(config.data))
-    distributed.check_batches(len(splits[0]), config.batch_size)
-    with distributed.process_group(resolve_device(config.device)) as device:
-        state = _new_state(config, device, _steps_per_epoch(config, splits))
-        # Without last.pt the run was stopped inside its first epoch: starting over from the seed is the exact resume.
-        if run.last_checkpoint.exists():
-            # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
-            _restore(state, load_checkpoint(run.last_checkpoint))
-        if state.next_epoch > config.epochs:
-            _log(run, f"nothing to resume: all {config.epochs} epochs are done")
-            return run
-        with _resume_hint_on_interrupt(run):
-            _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {device}{distributed.describe()}")
-            _fit(config, run, state, splits, device, progress)
-    if config.init and distributed.is_main():
-        write_json(run.finetune, finetune_summary(config, run, splits[1], device))
+    with _writing(run, "fashionclf train --resume"):
+        _check_resumable(run)
+        config = TrainConfig.from_dict(read_json(run.config)["train"])
+        splits = _splits(config, data or load_dataset(config.data))
+        distributed.check_batches(len(splits[0]), config.batch_size)
+        with distributed.process_group(resolve_device(config.device)) as device:
+            state = _new_state(config, device, _steps_per_epoch(config, splits))
+            if run.last_checkpoint.exists():
+                # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
+                _restore(state, load_checkpoint(run.last_checkpoint))
+            if state.next_epoch > config.epochs:
+                _log(run, f"nothing to resume: all {config.epochs} epochs are done")
+                return run
+            with _resume_hint_on_interrupt(run):
+                where = f"{device}{distributed.describe()}"
+                _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {where}")
+                _fit(config, run, state, splits, device, progress)
+        if config.init and distributed.is_main():
+            write_json(run.finetune, finetune_summary(config, run, splits[1], device))
     return run
+
+
+def _writing(run: RunDir, holder: str):
+    """The run directory's lock, taken by the process that writes it (rank 0 under torchrun)."""
+    return locked(run.root, holder) if distributed.is_main() else nullcontext()
+
+
+def _check_resumable(run: RunDir) -> None:
+    """Without last.pt a run can resume only from its start, which is exact only if no epoch had finished."""
+    if run.last_checkpoint.exists():
+        return
+    evidence = {"history.json": run.history_json, "checkpoints/best.pt": run.best_checkpoint}
+    finished = [name for name, path in evidence.items() if path.exists()]
+    if finished:
+        raise FashionClfError(
+            f"{run.root}: checkpoints/last.pt is missing, but {' and '.join(finished)} show finished epochs; "
+            "resuming would start again from epoch 1. Restore last.pt, or train a new run with another --out"
+        )
 
 
 def _resolved(config: TrainConfig, train_size: int) -> TrainConfig:
@@ -304,18 +327,12 @@ def _new_state(config: TrainConfig, device: torch.device, steps_per_epoch: int) 
     optimizer = _optimizer(config, model)
     # Every process keeps the same global RNG (dropout), so rank 0's state in last.pt resumes all of them.
     network = distributed.parallel(model, device)
-    if config.compile:
-        network = _compiled(network)
     # Buffers too: BatchNorm's running statistics must belong to the averaged weights, not the last ones.
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True) if config.ema else None
-    return TrainState(model, optimizer, network, _scheduler(config, optimizer, steps_per_epoch), ema)
-
-
-def _compiled(network: nn.Module) -> nn.Module:
-    """torch.compile, with Dynamo told to run a graph eagerly when it fails to compile it (no C++ compiler, an
-    unsupported operation) rather than stop the run."""
-    torch._dynamo.config.suppress_errors = True
-    return torch.compile(network)
+    scheduler = _scheduler(config, optimizer, steps_per_epoch)
+    if config.compile:
+        return TrainState(model, optimizer, torch.compile(network), network, scheduler, ema)
+    return TrainState(model, optimizer, network, None, scheduler, ema)
 
 
 def ema_with_warmup(decay: float):
@@ -395,9 +412,7 @@ def _splits(config: TrainConfig, data: fmnist.FashionMNIST) -> tuple[fmnist.Spli
         extra = fmnist.load_fashion_mnist().train
         chosen = torch.randperm(len(extra), generator=torch.Generator().manual_seed(config.seed))
         chosen = chosen[: config.mix_fashion_mnist]
-        train_split = fmnist.Split(
-            torch.cat([train_split.images, extra.images[chosen]]), torch.cat([train_split.labels, extra.labels[chosen]])
-        )
+        train_split = fmnist.concatenate(train_split, fmnist.Split(extra.images[chosen], extra.labels[chosen]))
     return train_split, val_split
 
 
@@ -408,7 +423,7 @@ def _split(train_split: fmnist.Split, config: TrainConfig) -> tuple[fmnist.Split
         raise FashionClfError(
             f"--validation-size {config.validation_size} leaves no training images (train set: {len(train_split)})"
         )
-    return fmnist.split_validation(train_split, size=config.validation_size, seed=config.seed)
+    return fmnist.hold_out(train_split, size=config.validation_size, seed=config.seed)
 
 
 def train_epoch(
@@ -424,7 +439,6 @@ def train_epoch(
     """One pass over `split` in the generator's order; returns mean loss and accuracy over its images.
 
     Under torchrun every process draws the same order and augmentation and trains on its slice of each batch."""
-    optimizer = state.optimizer
     state.network.train()
     total_loss, correct, seen = 0.0, 0, 0
     steps = math.ceil(len(split) / config.batch_size)
@@ -446,23 +460,10 @@ def train_epoch(
             images = fmnist.augment(images, generator, config.crop_padding, config.flip, config.erase)
         images = distributed.local_part(images).to(device).contiguous(memory_format=memory_format)
         labels = distributed.local_part(labels).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            logits = state.network(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-        loss = loss * distributed.loss_weight(len(labels), batch)  # DDP's average of gradients: the batch's mean
-        value, batch_correct = distributed.batch_totals(loss, (logits.argmax(1) == labels).sum())
+        value, batch_correct = _gradients(state, images, labels, batch, config, run)
         if not math.isfinite(value):
-            kept = (
-                f"the last good checkpoint is kept in {run.last_checkpoint}"
-                if run.last_checkpoint.exists()
-                else "no epoch had finished, so there is no checkpoint"
-            )
-            message = f"training diverged: loss is {value} at {label}, batch {step}; {kept}"
-            _log(run, message)
-            raise FashionClfError(message)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            _diverged(run, value, f"{label}, batch {step}")
+        state.optimizer.step()
         if state.scheduler is not None:
             state.scheduler.step()
         if state.ema is not None:
@@ -472,6 +473,46 @@ def train_epoch(
         seen += batch
         bar.set_postfix(loss=f"{value:.4f}")
     return total_loss / seen, correct / seen
+
+
+def _gradients(
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, batch: int, config: TrainConfig, run: RunDir
+) -> tuple[float, int]:
+    """Forward and backward on this process's part of a batch: the batch's mean loss and its correct predictions.
+    A compiled network that cannot be built on this machine (no C++ compiler, say) falls back to the eager one,
+    once, with a line in the log."""
+    try:
+        return _forward_backward(state, images, labels, batch, config)
+    except torch._dynamo.exc.BackendCompilerFailed as exc:
+        if state.uncompiled is None:
+            raise
+        _log(run, f"torch.compile cannot build here ({str(exc).strip().splitlines()[0]}); training eagerly")
+        state.network, state.uncompiled = state.uncompiled, None
+        return _forward_backward(state, images, labels, batch, config)
+
+
+def _forward_backward(
+    state: TrainState, images: torch.Tensor, labels: torch.Tensor, batch: int, config: TrainConfig
+) -> tuple[float, int]:
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        logits = state.network(images)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+    loss = loss * distributed.loss_weight(len(labels), batch)  # DDP's average of gradients: the batch's mean
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return distributed.batch_totals(loss, (logits.argmax(1) == labels).sum())
+
+
+def _diverged(run: RunDir, value: float, where: str) -> None:
+    """Stop the run before a step on a non-finite loss; last.pt stays the last finished epoch's."""
+    kept = (
+        f"the last good checkpoint is kept in {run.last_checkpoint}"
+        if run.last_checkpoint.exists()
+        else "no epoch had finished, so there is no checkpoint"
+    )
+    message = f"training diverged: loss is {value} at {where}; {kept}"
+    _log(run, message)
+    raise FashionClfError(message)
 
 
 def evaluate_split(model: nn.Module, split: fmnist.Split, batch_size: int, device: torch.device) -> tuple[float, float]:
@@ -487,9 +528,11 @@ def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -
     state.history.append(row)
     state.next_epoch = epoch + 1
     base = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_args": config.model_args, "epoch": epoch}
-    score = row.get("val_accuracy", row["train_accuracy"])
-    improved = score > state.best_val_accuracy
-    state.best_val_accuracy = max(score, state.best_val_accuracy)
+    # Without a validation split nothing can choose an epoch: the last one is kept, as --validation-size 0 says.
+    validated = "val_accuracy" in row
+    improved = not validated or row["val_accuracy"] > state.best_val_accuracy
+    if improved and validated:
+        state.best_val_accuracy = row["val_accuracy"]
     if not distributed.is_main():  # the other processes hold the same weights: rank 0 writes the one copy
         return
     if improved:

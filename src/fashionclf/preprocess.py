@@ -1,0 +1,199 @@
+"""Pictures into a model's input: decoding with limits, and the conversion into Fashion-MNIST's domain.
+
+Time and memory are bounded by what a picture produces, not by the picture: its header is checked before any pixel
+is decoded (at most MAX_PIXELS pixels, sides at least MIN_SIDE, an aspect ratio of at most MAX_ASPECT), JPEGs are
+decoded at a reduced scale where that suffices, and the decoded picture is shrunk by block averages to at most
+WORK_SIDE pixels a side before anything else (float conversion, cropping, padding) touches it. The peak is the
+decoded picture itself: at most 4 bytes a pixel, 200 MB at the pixel limit.
+
+Fashion-MNIST images are a light garment centred on a black background, 28x28, the object's longest side filling
+the frame (measured on the test set: the longest side of every object's bounding box is 28 px; Zalando resized the
+longest edge to 28). A photo is none of that, so `to_dataset_domain` brings it there:
+1. grayscale in [0, 1] (8- or 16-bit, colour, CMYK, palette; transparency composited on white);
+2. a light background (the median of the border) is inverted to dark, and the background level is subtracted;
+3. crop to the object, pad to a square (keeping the aspect ratio), resize to 28x28; an object that already spans
+   the picture keeps its place in it.
+An input that is already 28x28 on a dark background is in the domain and passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fashionclf.errors import FashionClfError
+
+MAX_PIXELS = 50_000_000  # a 50-megapixel photo still opens; a decompression bomb does not
+MAX_ASPECT = 20  # a 20:1 panorama still opens; a 6,250,000x8 strip does not
+MIN_SIDE = 8
+WORK_SIDE = 512  # the longest side kept after decoding: more than any model's input needs
+FASHION_MNIST_SIDE = 28
+OBJECT_THRESHOLD = 0.02  # of full intensity, after background removal: what counts as the object when cropping
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def open_image(source: Path | bytes, name: str) -> Image.Image:
+    """Decode one picture (first frame, EXIF orientation applied, longest side at most WORK_SIDE); FashionClfError
+    naming `name` if it cannot be, or if it is outside the limits."""
+    with _decoding(source, name) as image:
+        check_size(image.size, name)
+        image.seek(0)
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        image.draft(None, (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale where that still suffices
+        image.load()
+        image = _shrunk(image)
+    image.getexif()[_ORIENTATION] = orientation  # shrinking made a new image; its orientation is the file's
+    return ImageOps.exif_transpose(image)
+
+
+def read_header(source: Path | bytes, name: str) -> int:
+    """The picture's pixel count, from its header alone, if it is within the limits."""
+    with _decoding(source, name) as image:
+        return check_size(image.size, name)
+
+
+@contextmanager
+def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
+    """The opened picture; every way decoding can fail becomes one FashionClfError naming `name`."""
+    if isinstance(source, bytes | bytearray) and len(source) == 0 or isinstance(source, Path) and _empty(source):
+        raise FashionClfError(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as image:
+            yield image
+    except FashionClfError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, for pictures far over our limit
+        raise FashionClfError(f"{name}: image is {_pixels_in(exc)} pixels, over the limit of {MAX_PIXELS:,}") from None
+    except MemoryError:
+        raise FashionClfError(f"{name}: not enough memory to decode the image") from None
+    except FileNotFoundError:
+        raise FashionClfError(f"{name}: file does not exist") from None
+    except IsADirectoryError:
+        raise FashionClfError(f"{name}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise FashionClfError(f"{name}: not an image (no format Pillow reads)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise FashionClfError(f"{name}: truncated or corrupt image ({exc})") from None
+
+
+def _empty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size == 0
+
+
+def _pixels_in(exc: Exception) -> str:
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(match.group(1)):,}" if match else "too many"
+
+
+def check_size(size: tuple[int, int], name: str) -> int:
+    """The picture's pixel count, if its header's size is within the limits (only the header is read by now, so the
+    pixels of a huge picture are never decoded)."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise FashionClfError(f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                              f"{MAX_PIXELS:,}")  # fmt: skip
+    if min(width, height) < MIN_SIDE:
+        raise FashionClfError(f"{name}: image is {width}x{height}, too small (at least {MIN_SIDE}x{MIN_SIDE})")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise FashionClfError(f"{name}: image is {width}x{height}, an aspect ratio over {MAX_ASPECT}:1")
+    return width * height
+
+
+def _shrunk(image: Image.Image) -> Image.Image:
+    """The picture in a mode Pillow can average, its longest side at most WORK_SIDE (block averages, so nothing
+    larger than the result is allocated)."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    factor = math.ceil(max(image.size) / WORK_SIDE)
+    return image.reduce(factor) if factor > 1 else image
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """float32 (H, W) in [0, 1]; transparency composited on white, as a product cut-out is shown on a page."""
+    if image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0, 1)
+    if image.mode in ("PA", "LA", "RGBA", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return np.asarray(image.convert("RGB").convert("L"), dtype=np.float32) / 255.0
+
+
+def to_dataset_domain(image: Image.Image) -> np.ndarray:
+    """The 28x28 uint8 image the model sees: light garment, black background, object filling the frame."""
+    gray = grayscale(image)
+    side = FASHION_MNIST_SIDE
+    if gray.shape == (side, side) and _border(gray).mean() < 0.5:
+        return np.round(gray * 255).astype(np.uint8)
+    background = float(np.median(_border(gray)))
+    if background > 0.5:
+        gray, background = 1.0 - gray, 1.0 - background
+    gray = np.clip((gray - background) / max(1e-6, 1.0 - background), 0, 1)
+    square = _square_around_object(gray)
+    # Shrinking averages each block (BOX): wider kernels blur across blocks, and the model is sensitive to blur.
+    resampling = Image.Resampling.BOX if len(square) >= side else Image.Resampling.LANCZOS
+    resized = Image.fromarray(np.round(square * 255).astype(np.uint8)).resize((side, side), resampling)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+
+
+def _square_around_object(gray: np.ndarray) -> np.ndarray:
+    """The smallest square holding the object's bounding box, kept inside the picture where it fits and padded with
+    background where it does not, so an object that already spans the frame keeps its place."""
+    mask = gray > OBJECT_THRESHOLD
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        rows, cols = np.arange(gray.shape[0]), np.arange(gray.shape[1])  # nothing stands out: keep it all
+    side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    top = _window_start(rows[0], rows[-1], side, gray.shape[0])
+    left = _window_start(cols[0], cols[-1], side, gray.shape[1])
+    square = np.zeros((side, side), dtype=gray.dtype)
+    inside = gray[max(top, 0) : top + side, max(left, 0) : left + side]
+    square[max(-top, 0) : max(-top, 0) + inside.shape[0], max(-left, 0) : max(-left, 0) + inside.shape[1]] = inside
+    return square
+
+
+def _window_start(first: int, last: int, side: int, length: int) -> int:
+    """Start of a window of `side` centred on [first, last], shifted to lie within [0, length) if it can."""
+    start = (first + last + 1 - side) // 2
+    if side <= length:
+        start = min(max(start, 0), length - side)
+    return start
+
+
+def image_files(inputs: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to classify (a folder's files, recursively, sorted) and the inputs that name nothing usable."""
+    files, problems = [], []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if not found:
+                problems.append((str(item), "folder holds no files"))
+            files.extend(found)
+        elif item.exists():
+            files.append(item)
+        else:
+            problems.append((str(item), "file does not exist"))
+    return files, problems
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

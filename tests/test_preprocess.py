@@ -1,0 +1,130 @@
+"""Pictures as users have them: formats, modes, orientation, bad files, limits, and what the model is shown."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashionclf.errors import FashionClfError
+from fashionclf.preprocess import image_files, open_image, read_header, to_dataset_domain
+
+from pictures import bad_inputs, encode, garment_on_white
+
+
+def test_a_light_background_is_inverted_and_the_object_fills_the_frame():
+    seen = to_dataset_domain(garment_on_white())
+    assert seen.shape == (28, 28) and seen.dtype == np.uint8
+    assert seen[0, 0] == 0 and seen[14, 14] > 200  # black background, light garment
+    rows = np.flatnonzero((seen > 30).any(axis=1))
+    assert rows[0] <= 1 and rows[-1] >= 26  # the tall side spans the frame, as in Fashion-MNIST
+    cols = np.flatnonzero((seen > 30).any(axis=0))
+    assert 8 <= cols[0] and cols[-1] <= 19  # the aspect ratio is kept: 100 wide, 280 tall
+
+
+def test_a_dataset_like_input_passes_unchanged():
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[3:25, 9:19] = np.arange(10, 230, 10, dtype=np.uint8)[:, None]
+    assert np.array_equal(to_dataset_domain(Image.fromarray(pixels)), pixels)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["png", "jpeg", "webp", "bmp", "gif", "rgb", "cmyk", "palette", "rgba", "gray16"],
+)
+def test_every_format_and_mode_gives_the_same_picture(variant):
+    base = garment_on_white()
+    reference = to_dataset_domain(base)
+    image, fmt = {
+        "png": (base, "PNG"),
+        "jpeg": (base, "JPEG"),
+        "webp": (base, "WEBP"),
+        "bmp": (base, "BMP"),
+        "gif": (base, "GIF"),
+        "rgb": (base.convert("RGB"), "PNG"),
+        "cmyk": (base.convert("CMYK"), "JPEG"),
+        "palette": (base.convert("P"), "PNG"),
+        "rgba": (base.convert("RGBA"), "PNG"),
+        "gray16": (Image.fromarray(np.asarray(base).astype(np.uint16) * 257), "PNG"),
+    }[variant]
+    decoded = to_dataset_domain(open_image(encode(image, fmt), f"x.{variant}"))
+    assert np.abs(decoded.astype(int) - reference.astype(int)).mean() < 6
+
+
+def test_transparency_counts_as_a_white_background():
+    pixels = np.zeros((200, 200, 4), dtype=np.uint8)
+    pixels[40:160, 70:130] = (30, 30, 30, 255)  # an opaque dark garment; the rest fully transparent
+    seen = to_dataset_domain(open_image(encode(Image.fromarray(pixels, "RGBA"), "PNG"), "cutout.png"))
+    assert seen[0, 0] == 0 and seen[14, 14] > 200
+
+
+def test_exif_orientation_is_applied():
+    upright = garment_on_white()
+    sideways = upright.rotate(90, expand=True)  # stored sideways, EXIF says rotate back
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    decoded = to_dataset_domain(open_image(encode(sideways, "JPEG", exif=exif), "photo.jpg"))
+    assert np.abs(decoded.astype(int) - to_dataset_domain(upright).astype(int)).mean() < 6
+
+
+def test_the_content_decides_the_format_not_the_extension(tmp_path):
+    path = tmp_path / "actually-a-jpeg.png"
+    path.write_bytes(encode(garment_on_white(), "JPEG"))
+    assert to_dataset_domain(open_image(path, str(path))).shape == (28, 28)
+
+
+@pytest.mark.parametrize("name", list(bad_inputs()))
+def test_bad_images_are_refused_with_their_name(name):
+    content, message = bad_inputs()[name]
+    with pytest.raises(FashionClfError, match=f"^{name}: .*{message}"):
+        open_image(content, name)
+
+
+def test_missing_paths_and_empty_folders_are_reported(tmp_path):
+    (tmp_path / "empty").mkdir()
+    files, problems = image_files([tmp_path / "nope.png", tmp_path / "empty"])
+    assert files == []
+    assert problems == [
+        (str(tmp_path / "nope.png"), "file does not exist"),
+        (str(tmp_path / "empty"), "folder holds no files"),
+    ]
+
+
+def test_a_header_is_read_without_decoding_the_pixels():
+    assert read_header(encode(garment_on_white(), "PNG"), "a.png") == 300 * 400
+    with pytest.raises(FashionClfError, match="strip.png: image is 6250000x8, an aspect ratio over 20:1"):
+        read_header(bad_inputs()["strip.png"][0], "strip.png")
+
+
+# VmHWM, not getrusage: ru_maxrss survives exec, so a child of pytest would report pytest's own size.
+PEAK_MEMORY = """
+import re, sys
+from pathlib import Path
+from fashionclf.preprocess import open_image, to_dataset_domain
+seen = to_dataset_domain(open_image(Path(sys.argv[1]), sys.argv[1]))
+status = Path("/proc/self/status").read_text()
+print(seen.shape, int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) // 1024)
+"""
+
+
+def test_a_large_picture_under_the_limit_is_read_in_bounded_memory(tmp_path):
+    """20000x2500 pixels, 50 megapixels in a PNG of a few dozen KB: the decoded picture is the peak, never a float
+    copy of it or a padded canvas around it (which took 4.4 GB)."""
+    pixels = np.full((2_500, 20_000), 235, dtype=np.uint8)
+    pixels[500:2_000, 9_000:11_000] = 30
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    del pixels
+    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], capture_output=True, text=True,
+                            timeout=120, check=True)  # fmt: skip
+    shape, peak_mb = result.stdout.rsplit(maxsplit=1)
+    assert shape == "(28, 28)"
+    assert int(peak_mb) < 250, f"peak resident memory {peak_mb} MB"
+
+
+def test_the_object_of_a_large_picture_is_found_as_in_a_small_one():
+    small = garment_on_white()
+    large = small.resize((small.width * 8, small.height * 8), Image.Resampling.NEAREST)
+    difference = to_dataset_domain(large).astype(int) - to_dataset_domain(small).astype(int)
+    assert np.abs(difference).mean() < 3
