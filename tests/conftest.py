@@ -1,9 +1,13 @@
 """Shared fixtures: the real dataset, one short real training run that several test modules read, and a run
-directory held by another process."""
+directory held by another process, and local HTTP mirrors."""
 
+import http.server
 import shutil
 import subprocess
 import sys
+import threading
+from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +27,7 @@ def real_data():
 def trained_run(real_data, tmp_path_factory):
     """Two epochs on 10,000 real training images (200 batches of 100), 1,000 held out for validation."""
     subset = fmnist.Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
-    data = fmnist.FashionMNIST(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
+    data = fmnist.Dataset(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
     config = TrainConfig(epochs=2, validation_size=1000, device="cpu")
     return train(config, tmp_path_factory.mktemp("runs") / "short", data=data, progress=False)
 
@@ -62,3 +66,36 @@ def held_run(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+class Mirror:
+    """A local HTTP server on 127.0.0.1 serving a folder; files absent there answer 404."""
+
+    def __init__(self, folder: Path):
+        handler = partial(_QuietHandler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        # A short poll interval: shutdown() waits up to one interval, 0.5 s by default, for every mirror.
+        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirrors(tmp_path):
+    started = []
+
+    def start(folder: Path) -> str:
+        started.append(Mirror(folder))
+        return started[-1].url
+
+    yield start
+    for mirror in started:
+        mirror.close()

@@ -6,22 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from fashionclf.data import FashionMNIST, Split
+from fashionclf.data import Dataset, Split
 
 
 def synthetic_split(n: int, seed: int) -> Split:
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 10
-    images = torch.randint(0, 60, (n, 28, 28), generator=generator, dtype=torch.uint8)
+    images = torch.randint(0, 60, (n, 1, 28, 28), generator=generator, dtype=torch.uint8)
     for k in range(10):
         rows = slice(2 + 2 * k, 4 + 2 * k)
-        images[labels == k, rows, 4:24] = 230
+        images[labels == k, :, rows, 4:24] = 230
     return Split(images=images, labels=labels.long())
 
 
-def synthetic_data(train: int = 600, test: int = 200) -> FashionMNIST:
-    return FashionMNIST(
+def synthetic_data(train: int = 600, test: int = 200) -> Dataset:
+    return Dataset(
         train=synthetic_split(train, seed=1),
         test=synthetic_split(test, seed=2),
         directory=Path("/synthetic"),
@@ -37,3 +38,14 @@ def write_csv(path: Path, split: Split) -> None:
     """A Kaggle-format CSV (a header, then label,pixel1,...,pixel784 per image), which --data reads."""
     rows = np.concatenate([split.labels.numpy()[:, None], split.images.numpy().reshape(len(split), -1)], axis=1)
     np.savetxt(path, rows, fmt="%d", delimiter=",", header=CSV_HEADER, comments="")
+
+
+def band_photos(root, names=("hat", "shoes", "skirt"), per_class=40) -> None:
+    """Folders of pictures with their own class names: class k is a bright band at a k-dependent height."""
+    for split, count in (("train", per_class), ("validation", per_class // 4)):
+        images = synthetic_data(train=10, test=count * 10).test
+        for k, name in enumerate(names):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in np.flatnonzero(images.labels.numpy() == k):
+                Image.fromarray(images.images[i, 0].numpy()).save(folder / f"{i}.png")

@@ -138,7 +138,7 @@ def test_a_layer_type_it_cannot_account_for_is_named():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_can_be_analysed(name):
-    result = analyze_model(create_model(name), model_entry(name).input_size, batch_sizes=(2,), repeats=1)
+    result = analyze_model(create_model(name), model_entry(name).spec().input_size, batch_sizes=(2,), repeats=1)
     assert result["total"]["params"] == sum(p.numel() for p in create_model(name).parameters())
     assert sum(row["flop_share"] for row in result["layers"]) == pytest.approx(1.0)
 
@@ -185,8 +185,8 @@ def test_a_function_it_cannot_account_for_is_named():
 def test_every_registered_models_flops_agree_with_pytorchs_counter(name):
     model = create_model(name)
     with FlopCounterMode(display=False) as counter:
-        model(example_input(name))
-    result = analyze_model(model, model_entry(name).input_size, batch_sizes=(1,), repeats=1)
+        model(example_input(model_entry(name).spec()))
+    result = analyze_model(model, model_entry(name).spec().input_size, batch_sizes=(1,), repeats=1)
     assert result["total"]["flops"] == counter.get_total_flops()
 
 

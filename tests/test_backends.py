@@ -10,6 +10,7 @@ from torch import nn
 from fashionclf import backends
 from fashionclf.backends import METADATA_MODEL, Runner, dispatch, fastest, open_runner
 from fashionclf.errors import FashionClfError
+from fashionclf.models import ModelSpec
 from fashionclf.quantize import export_onnx
 
 
@@ -36,7 +37,7 @@ def test_an_onnx_model_of_another_program_is_refused(tmp_path):
 
 def test_an_onnx_model_of_another_architecture_is_refused(tmp_path):
     other = nn.Sequential(nn.Flatten(), nn.Linear(784, 5))  # five classes, under our model's name
-    path = export_onnx(other, "fashion_cnn", "fp32", tmp_path / "five.onnx")
+    path = export_onnx(other, "fashion_cnn", ModelSpec(), "fp32", tmp_path / "five.onnx")
     with pytest.raises(FashionClfError, match=r"five.onnx: gives outputs of shape \(2, 5\)"):
         open_runner(path)
 
@@ -66,5 +67,5 @@ def test_the_fastest_runner_is_chosen_per_batch_regime(monkeypatch):
 def test_a_run_directory_dispatches_between_its_files(quantized_run, real_data):
     chosen = dispatch([quantized_run.quantized / "static.pt2", quantized_run.quantized / "static.onnx"])
     assert {chosen.small.backend, chosen.large.backend} <= {"inductor", "onnxruntime"}
-    images = real_data.test.images[:40].unsqueeze(1).float() / 255
+    images = real_data.test.images[:40].float() / 255
     assert chosen(images[:1]).shape == (1, 10) and chosen(images).shape == (40, 10)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import json
-import threading
 import tracemalloc
 import zlib
 from dataclasses import replace
@@ -60,8 +58,8 @@ def test_parser_round_trips_the_values(isolated):
     data = fmnist.load_fashion_mnist(isolated / "d", resources=resources)
     rng = np.random.default_rng(3)
     expected_train = rng.integers(0, 256, (TRAIN, 28, 28)).astype(np.uint8)
-    assert data.train.images.dtype == torch.uint8 and data.train.images.shape == (TRAIN, 28, 28)
-    assert np.array_equal(data.train.images.numpy(), expected_train)
+    assert data.train.images.dtype == torch.uint8 and data.train.images.shape == (TRAIN, 1, 28, 28)
+    assert np.array_equal(data.train.images.numpy()[:, 0], expected_train)
     assert data.train.labels.dtype == torch.int64
     assert data.test.labels.tolist() == [i % 10 for i in range(TEST)]
     assert data.origin == "--data-dir" and data.checksums["t10k-labels-idx1-ubyte.gz"] == resources[3].raw_sha256
@@ -185,43 +183,12 @@ def test_describe_is_json_ready(isolated):
     info = fmnist.describe(fmnist.load_fashion_mnist(isolated / "d", resources=resources))
     assert json.loads(json.dumps(info)) == info
     assert info["origin"] == "--data-dir" and info["directory"] == str(isolated / "d")
-    assert [(f["filename"], f["items"], f["raw_sha256"], f["verified"]) for f in info["files"]] == [
-        (r.filename, r.items, r.raw_sha256, True) for r in resources
+    assert [(f["filename"], f["raw_sha256"], f["verified"]) for f in info["files"]] == [
+        (r.filename, r.raw_sha256, True) for r in resources
     ]
     assert (info["train_size"], info["test_size"], len(info["classes"])) == (TRAIN, TEST, 10)
-
-
-class Mirror:
-    """A local HTTP server on 127.0.0.1 serving a folder; files absent there answer 404."""
-
-    def __init__(self, folder: Path):
-        handler = partial(_QuietHandler, directory=str(folder))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        # A short poll interval: shutdown() waits up to one interval, 0.5 s by default, for every mirror.
-        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def mirrors(tmp_path):
-    started = []
-
-    def start(folder: Path) -> str:
-        started.append(Mirror(folder))
-        return started[-1].url
-
-    yield start
-    for mirror in started:
-        mirror.close()
+    assert info["splits"]["train"] == {"images": TRAIN, "from": resources[0].filename}
+    assert info["input"] == {"preprocessing": "fashion-mnist", "channels": 1, "size": 28}
 
 
 def test_download_from_a_local_mirror(isolated, mirrors):
@@ -316,7 +283,7 @@ def test_batches_cover_every_image_once_and_keep_the_last_partial_batch():
 
 
 def test_to_float_scales_to_the_unit_interval():
-    images = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
+    images = torch.tensor([[[[0, 255], [51, 102]]]], dtype=torch.uint8)
     scaled = fmnist.to_float(images)
     assert scaled.dtype == torch.float32 and scaled.shape == (1, 1, 2, 2)
     assert scaled.flatten().tolist() == pytest.approx([0.0, 1.0, 0.2, 0.4])
@@ -327,41 +294,12 @@ def test_the_real_dataset():
     if not all((fmnist.DEBIAN_DIR / r.filename).is_file() for r in fmnist.RESOURCES):
         pytest.skip(f"Fashion-MNIST is not installed in {fmnist.DEBIAN_DIR} (make test installs it)")
     data = fmnist.load_fashion_mnist(fmnist.DEBIAN_DIR, download_missing=False)
-    assert data.train.images.shape == (60_000, 28, 28) and data.test.images.shape == (10_000, 28, 28)
+    assert data.train.images.shape == (60_000, 1, 28, 28) and data.test.images.shape == (10_000, 1, 28, 28)
     assert data.train.images.dtype == data.test.images.dtype == torch.uint8
     assert data.train.labels.dtype == data.test.labels.dtype == torch.int64
     assert torch.bincount(data.train.labels).tolist() == [6000] * 10
     assert torch.bincount(data.test.labels).tolist() == [1000] * 10
     assert 0 < data.train.images.float().mean() / 255 < 1
-    assert [f["items"] for f in fmnist.describe(data)["files"]] == [60_000, 60_000, 10_000, 10_000]
-
-
-def test_augment_crop_shifts_content_within_the_padding():
-    image = torch.zeros(1, 1, 28, 28)
-    image[0, 0, 14, 14] = 1.0
-    for seed in range(10):
-        cropped = fmnist.augment(image, torch.Generator().manual_seed(seed), crop_padding=3)
-        (row, col) = torch.nonzero(cropped[0, 0])[0].tolist()
-        assert abs(row - 14) <= 3 and abs(col - 14) <= 3 and cropped.sum() == 1.0
-
-
-def test_augment_flips_about_half_and_erases_a_rectangle():
-    images = torch.arange(28, dtype=torch.float32).repeat(200, 1, 28, 1) + 1  # column index + 1, never 0
-    flipped = fmnist.augment(images, torch.Generator().manual_seed(0), flip=True)
-    is_flipped = flipped[:, 0, 0, 0] == 28
-    assert 70 < is_flipped.sum() < 130
-    assert torch.equal(flipped[is_flipped], images[is_flipped].flip(-1))
-    erased = fmnist.augment(images, torch.Generator().manual_seed(0), erase=1.0)
-    zero = erased[:, 0] == 0
-    areas = zero.sum(dim=(1, 2)).float() / (28 * 28)
-    assert ((areas >= 0.01) & (areas <= 0.4)).all()
-    rows, cols = zero.any(dim=2), zero.any(dim=1)
-    assert torch.equal(zero.sum(dim=(1, 2)), rows.sum(1) * cols.sum(1))  # a rectangle: rows x columns
-
-
-def test_augment_is_reproducible_for_a_seed():
-    images = torch.rand(16, 1, 28, 28)
-    a = fmnist.augment(images, torch.Generator().manual_seed(5), 2, True, 0.5)
-    b = fmnist.augment(images, torch.Generator().manual_seed(5), 2, True, 0.5)
-    c = fmnist.augment(images, torch.Generator().manual_seed(6), 2, True, 0.5)
-    assert torch.equal(a, b) and not torch.equal(a, c)
+    described = fmnist.describe(data)
+    assert [f["filename"] for f in described["files"]] == [r.filename for r in fmnist.RESOURCES]
+    assert described["splits"]["test"] == {"images": 10_000, "from": "t10k-images-idx3-ubyte.gz"}

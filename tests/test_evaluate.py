@@ -2,9 +2,11 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fashionclf.data import CLASSES
-from fashionclf.evaluate import compute_metrics, evaluate_run
+from fashionclf.errors import FashionClfError
+from fashionclf.evaluate import compute_metrics, evaluate_run, mapped_metrics, read_class_map
 from fashionclf.train import TrainConfig, train
 
 from synthetic import synthetic_data
@@ -59,3 +61,58 @@ def test_evaluating_synthetic_data_still_counts_every_image(tmp_path):
     data = synthetic_data(train=300, test=123)
     run = train(TrainConfig(epochs=1, batch_size=50, validation_size=0), tmp_path / "r", data=data, progress=False)
     assert evaluate_run(run.root, data=data, batch_size=50)["images"] == 123
+
+
+def test_metrics_through_a_class_map():
+    """Data classes ('top', 'shoes', 'hat') judged against a model's ('T-shirt/top', ..., 'Ankle boot')."""
+    mapping = {"top": ["T-shirt/top", "Shirt"], "shoes": ["Sandal", "Sneaker", "Ankle boot"], "hat": []}
+    labels = np.array([0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 6, 3, 9, 2, 0, 1])  # top: right, right, wrong; shoes: right, wrong; hats left out
+    metrics = mapped_metrics(labels, one_hot(predicted), ("top", "shoes", "hat"), CLASSES, mapping)
+    assert metrics["images"] == 5 and metrics["left_out"] == {"hat": 2}
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    assert [(r["class"], r["accuracy"], r["support"]) for r in metrics["per_class"]] == [
+        ("top", pytest.approx(2 / 3), 3),
+        ("shoes", pytest.approx(1 / 2), 2),
+    ]
+    assert len(metrics["confusion_matrix"]) == 3 and len(metrics["confusion_matrix"][0]) == 10
+    json.dumps(metrics)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    data = synthetic_data(train=300, test=100)
+    return train(TrainConfig(epochs=1, batch_size=50, validation_size=0), tmp_path_factory.mktemp("r") / "run",
+                 data=data, progress=False)  # fmt: skip
+
+
+def write_band_folder(root, names: dict[str, list[int]]) -> None:
+    """Synthetic pictures (bands of a model's classes) in folders of other names: folder -> bands it holds."""
+    split = synthetic_data(train=10, test=200).test
+    for folder, bands in names.items():
+        (root / folder).mkdir(parents=True)
+        for i in np.flatnonzero(np.isin(split.labels.numpy(), bands)):
+            Image.fromarray(split.images[i, 0].numpy()).save(root / folder / f"{i}.png")
+
+
+def test_evaluate_through_a_class_map_file(synthetic_run, tmp_path):
+    write_band_folder(tmp_path / "photos", {"tops": [0, 6], "footwear": [5, 7, 9], "socks": [8]})
+    (tmp_path / "map.json").write_text(json.dumps({"tops": ["T-shirt/top", "Shirt"],
+                                                   "footwear": ["Sandal", "Sneaker", "Ankle boot"]}))  # fmt: skip
+    metrics = evaluate_run(
+        synthetic_run.root, data_path=tmp_path / "photos", split="all", class_map=tmp_path / "map.json"
+    )
+    assert metrics["left_out"] == {"socks": 20} and metrics["images"] == 100
+    assert (synthetic_run.root / "evaluations" / "photos" / "figures" / "confusion_matrix.png").is_file()
+    with pytest.raises(FashionClfError, match="names 'Socks', a class the model lacks"):
+        (tmp_path / "bad.json").write_text(json.dumps({"socks": ["Socks"]}))
+        evaluate_run(synthetic_run.root, data_path=tmp_path / "photos", class_map=tmp_path / "bad.json")
+    with pytest.raises(FashionClfError, match="are not the model's .* give --class-map"):
+        evaluate_run(synthetic_run.root, data_path=tmp_path / "photos")
+
+
+def test_the_shipped_clothing_small_map_names_only_fashion_mnist_classes():
+    data_classes = ("dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt")
+    mapping = read_class_map("clothing-small", data_classes, CLASSES)
+    assert mapping["shoes"] == ["Sandal", "Sneaker", "Ankle boot"] and mapping["longsleeve"] == ["Pullover", "Shirt"]
+    assert [name for name, targets in mapping.items() if not targets] == ["hat", "shorts", "skirt"]

@@ -17,8 +17,10 @@ from fashionclf.inference import Prediction, load_classifier, predict_files
 from fashionclf.models import create_model
 from fashionclf.preprocess import image_files
 from fashionclf.rundir import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from fashionclf.train import TrainConfig, train
 
 from pictures import bad_inputs, encode, garment_on_white
+from synthetic import band_photos
 
 
 @pytest.fixture
@@ -74,7 +76,7 @@ def test_pictures_written_from_the_test_set_get_the_models_label(trained_run, re
     as_is.mkdir()
     photo_like.mkdir()
     for i, pixels in enumerate(images):
-        image = Image.fromarray(pixels)
+        image = Image.fromarray(pixels[0])
         image.save(as_is / f"{i:04d}.png")
         Image.fromarray(255 - np.asarray(image.resize((280, 280), Image.Resampling.NEAREST))).save(
             photo_like / f"{i:04d}.png"
@@ -118,3 +120,14 @@ def test_int8_models_of_an_earlier_best_pt_are_not_served(quantized_run, tmp_pat
         load_classifier(run, precision="int8")
     with pytest.raises(FashionClfError, match="earlier checkpoints/best.pt; run fashionclf quantize .* again"):
         bench_run(run)
+
+
+def test_predict_answers_in_the_class_names_of_the_run(tmp_path):
+    band_photos(tmp_path / "photos")
+    run = train(TrainConfig(epochs=2, batch_size=50, device="cpu", data=str(tmp_path / "photos")), tmp_path / "run",
+                progress=False)  # fmt: skip
+    picture = next((tmp_path / "photos" / "validation" / "shoes").iterdir())
+    result = fashionclf("predict", str(run.root), str(picture), "--json", "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    top = json.loads(result.stdout)["top_k"]
+    assert sorted(t["class"] for t in top) == ["hat", "shoes", "skirt"]

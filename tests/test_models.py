@@ -1,8 +1,18 @@
 import pytest
 import torch
 
+from fashionclf.data import CLASSES
 from fashionclf.errors import FashionClfError
-from fashionclf.models import count_parameters, create_model, example_input, layer_table, list_models, model_entry
+from fashionclf.models import (
+    ModelSpec,
+    count_parameters,
+    create_model,
+    example_input,
+    layer_table,
+    list_models,
+    model_entry,
+)
+from fashionclf.preprocess import InputFormat
 
 
 def test_fashion_cnn_has_the_reports_parameter_count():
@@ -36,20 +46,23 @@ def test_the_relu_variant_has_the_same_weights_and_a_non_linear_head():
         features, linear, relu = torch.randn(8, 2304), torch.nn.Identity(), torch.nn.ReLU()
         torch.testing.assert_close(head(2 * features, linear), 2 * head(features, linear), rtol=1e-4, atol=1e-4)
         assert not torch.allclose(head(2 * features, relu), 2 * head(features, relu), atol=1e-2)
-        images = example_input("fashion_cnn", batch_size=8)
+        images = example_input(ModelSpec(), batch_size=8)
         assert not torch.allclose(report(images), variant(images), atol=1e-3)
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_maps_a_batch_to_ten_logits(name):
-    model = create_model(name).eval()
-    assert model(example_input(name, batch_size=3)).shape == (3, 10)
+@pytest.mark.parametrize("classes", [CLASSES, ("hat", "shoes", "skirt")])
+def test_every_model_maps_a_batch_to_a_logit_per_class(name, classes):
+    spec = model_entry(name).spec(classes)
+    model = create_model(name, spec).eval()
+    assert model(example_input(spec, batch_size=3)).shape == (3, len(classes))
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_trains_one_step(name):
-    model = create_model(name).train()
-    loss = torch.nn.functional.cross_entropy(model(example_input(name, 4)), torch.tensor([0, 1, 2, 3]))
+    spec = model_entry(name).spec()
+    model = create_model(name, spec).train()
+    loss = torch.nn.functional.cross_entropy(model(example_input(spec, 4)), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
 
@@ -57,3 +70,15 @@ def test_every_model_trains_one_step(name):
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(FashionClfError, match="unknown model 'nope'.*fashion_cnn"):
         model_entry("nope")
+
+
+def test_a_spec_round_trips_through_its_record():
+    spec = ModelSpec(("hat", "shoes"), InputFormat("photo", 3, 96))
+    assert ModelSpec.from_dict(spec.as_dict()) == spec
+    assert spec.as_dict() == {"classes": ["hat", "shoes"], "preprocessing": "photo", "channels": 3, "size": 96}
+    assert ModelSpec.from_dict(None) == ModelSpec() and ModelSpec().input_size == (1, 28, 28)
+
+
+def test_a_model_refuses_an_input_it_is_not_made_for():
+    with pytest.raises(FashionClfError, match="model 'fashion_cnn' takes fashion-mnist input, not photo"):
+        create_model("fashion_cnn", ModelSpec(("a", "b"), InputFormat("photo", 3, 64)))

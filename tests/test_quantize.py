@@ -8,6 +8,7 @@ import torch
 from fashionclf import data as fmnist
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
 from fashionclf.errors import FashionClfError
+from fashionclf.models import ModelSpec
 from fashionclf.quantize import export_onnx, quantization_aware, quantize_run, runner_logits, static_int8
 from fashionclf.rundir import load_model, read_json
 
@@ -52,7 +53,7 @@ def test_dynamic_quantization_converts_only_the_linear_layers(quantized_run):
 @pytest.fixture(scope="module")
 def static_graph(trained_run, real_data):
     model, _ = load_model(trained_run.best_checkpoint)
-    return static_int8(model, "fashion_cnn", fmnist.to_float(real_data.train.images[:200]))
+    return static_int8(model, fmnist.to_float(real_data.train.images[:200]))
 
 
 def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear(static_graph):
@@ -66,7 +67,7 @@ def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear(stat
 def test_the_int8_graph_exports_to_onnx_as_an_inference_model(static_graph, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        export_onnx(static_graph, "fashion_cnn", "static", tmp_path / "static.onnx")
+        export_onnx(static_graph, "fashion_cnn", ModelSpec(), "static", tmp_path / "static.onnx")
     assert not [w for w in caught if "training mode" in str(w.message)]
 
 
@@ -76,7 +77,7 @@ def test_quantization_aware_fine_tuning_converts_to_a_working_int8_model(trained
     monkeypatch.setattr(quantize, "QAT_STEPS", 10)
     model, _ = load_model(trained_run.best_checkpoint)
     calibration = fmnist.to_float(real_data.train.images[:200])
-    qat = quantization_aware(model, "fashion_cnn", real_data.train, calibration, seed=0)
+    qat = quantization_aware(model, real_data.train, calibration, seed=0)
     images, labels = fmnist.to_float(real_data.test.images[:1000]), real_data.test.labels[:1000]
     with torch.no_grad():
         int8, fp32 = ((m(images).argmax(1) == labels).float().mean().item() for m in (qat, model))

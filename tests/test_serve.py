@@ -55,8 +55,10 @@ def client(classifier):
     return TestClient(create_app(classifier, LIMITS))
 
 
-def test_health(client):
-    assert client.get("/health").json() == {"status": "ok", "model": "untrained fashion_cnn"}
+def test_health_names_the_model_its_classes_and_input(client):
+    health = client.get("/health").json()
+    assert (health["status"], health["model"], health["classes"]) == ("ok", "untrained fashion_cnn", list(CLASSES))
+    assert health["input"] == {"preprocessing": "fashion-mnist", "channels": 1, "size": 28}
 
 
 def test_predict_one_and_several_pictures(client):
@@ -149,9 +151,9 @@ def test_the_batcher_gathers_waiting_pictures_into_one_model_call():
     gate = Gate()
     batcher = Batcher(Classifier(backend=gate, description="gate"))
     try:
-        first = batcher.classify(np.zeros((1, 28, 28), dtype=np.uint8))
+        first = batcher.classify(np.zeros((1, 1, 28, 28), dtype=np.uint8))
         assert gate.entered.wait(timeout=30)
-        waiting = [batcher.classify(np.zeros((n, 28, 28), dtype=np.uint8)) for n in (1, 2, 1)]
+        waiting = [batcher.classify(np.zeros((n, 1, 28, 28), dtype=np.uint8)) for n in (1, 2, 1)]
         gate.release.set()
         assert first.result(timeout=30).shape == (1, 10)
         assert [future.result(timeout=30).shape for future in waiting] == [(1, 10), (2, 10), (1, 10)]
@@ -282,7 +284,7 @@ def test_the_page_in_a_browser_shows_the_prediction(classifier, tmp_path):
 
     picture = tmp_path / "shirt.jpg"
     picture.write_bytes(jpeg_of_a_garment())
-    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))])).argmax()
+    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))[None]])).argmax()
     with live_server(classifier) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

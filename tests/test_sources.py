@@ -1,29 +1,25 @@
-"""Kaggle CSV files and folders of labelled photos, read into the same tensors as the IDX files."""
+"""Where data comes from: Kaggle CSV files read into the same tensors as the IDX files, and the look-up of a --data
+path or name."""
 
-import json
 import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fashionclf import sources
-from fashionclf.data import CLASSES, Split
+from fashionclf.data import Split
 from fashionclf.errors import FashionClfError
-from fashionclf.evaluate import evaluate_run
-from fashionclf.inference import load_classifier
-from fashionclf.sources import class_index, load_dataset, read_csv, read_photo_folder
-from fashionclf.train import TrainConfig, train
+from fashionclf.preprocess import InputFormat
+from fashionclf.sources import load_dataset, read_csv
 
 from synthetic import CSV_HEADER, write_csv
 
 
 def small_split(n=25, seed=0) -> Split:
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 28, 28), generator=generator, dtype=torch.uint8)
+    images = torch.randint(0, 256, (n, 1, 28, 28), generator=generator, dtype=torch.uint8)
     return Split(images, torch.arange(n) % 10)
 
 
@@ -36,8 +32,8 @@ def test_a_csv_round_trips_to_the_same_tensors(tmp_path):
 
 
 def test_a_single_csv_is_split_so_no_image_is_trained_and_tested_on(tmp_path):
-    images = torch.arange(500 * 784, dtype=torch.int64).reshape(500, 28, 28).remainder(251).to(torch.uint8)
-    images[:, 0, 0], images[:, 0, 1] = torch.arange(500) % 256, torch.arange(500) // 256  # every image unique
+    images = torch.arange(500 * 784, dtype=torch.int64).reshape(500, 1, 28, 28).remainder(251).to(torch.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = torch.arange(500) % 256, torch.arange(500) // 256  # every image unique
     write_csv(tmp_path / "all.csv", Split(images, torch.arange(500) % 10))
     data = load_dataset(tmp_path / "all.csv")
     assert (len(data.train), len(data.test)) == (400, 100)
@@ -105,82 +101,12 @@ def test_the_header_is_checked_before_any_row_is_parsed(tmp_path, monkeypatch):
         read_csv(path)
 
 
-@pytest.mark.parametrize("name", ["t-shirt_top", "T-shirt/top", "Ankle boot", "ankle-boot", "ANKLE_BOOT", "bag"])
-def test_class_folder_names_are_forgiving(name):
-    assert CLASSES[class_index(name)].replace("/", "").replace(" ", "").replace("-", "").lower() == (
-        name.replace("/", "").replace(" ", "").replace("-", "").replace("_", "").lower()
-    )
+def test_fashion_mnist_files_cannot_feed_a_photo_model(tmp_path):
+    write_csv(tmp_path / "all.csv", small_split(50))
+    with pytest.raises(FashionClfError, match="holds 28x28 grayscale Fashion-MNIST images; this model takes 64x64 RGB"):
+        load_dataset(tmp_path / "all.csv", InputFormat("photo", 3, 64))
 
 
-def write_photo_folder(root, images: np.ndarray, labels: np.ndarray, transform=lambda image: image) -> None:
-    for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-        folder = root / CLASSES[label].replace("/", "_").replace(" ", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        transform(Image.fromarray(pixels)).save(folder / f"{i:04d}.png")
-
-
-def test_a_photo_folder_is_read_once_then_cached(tmp_path, monkeypatch):
-    split = small_split(20)
-    write_photo_folder(tmp_path / "photos", split.images.numpy(), split.labels.numpy())
-    (tmp_path / "photos" / "Bag" / "notes.png").write_text("not a picture")
-    first, key = read_photo_folder(tmp_path / "photos", cache_dir=tmp_path / "cache")
-    assert len(first) == 20  # the unreadable file is skipped
-    assert sorted(first.labels.tolist()) == sorted(split.labels.tolist())
-
-    def no_decoding(*_args):
-        raise AssertionError("decoded again")
-
-    monkeypatch.setattr(sources, "open_image", no_decoding)
-    second, same_key = read_photo_folder(tmp_path / "photos", cache_dir=tmp_path / "cache")
-    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
-    assert same_key == key
-
-
-def test_a_picture_moved_to_another_class_folder_gets_its_new_label(tmp_path):
-    split = small_split(20)
-    write_photo_folder(tmp_path / "photos", split.images.numpy(), split.labels.numpy())
-    before, _ = read_photo_folder(tmp_path / "photos", cache_dir=tmp_path / "cache")
-    (tmp_path / "photos" / "Bag" / "0008.png").rename(tmp_path / "photos" / "Trouser" / "0008.png")
-    after, _ = read_photo_folder(tmp_path / "photos", cache_dir=tmp_path / "cache")
-    assert torch.bincount(after.labels, minlength=10).tolist()[1] == torch.bincount(before.labels)[1] + 1
-    assert torch.bincount(after.labels, minlength=10).tolist()[8] == torch.bincount(before.labels)[8] - 1
-
-
-def test_a_sub_folder_that_names_no_class_lists_the_classes(tmp_path):
-    (tmp_path / "photos" / "Socks").mkdir(parents=True)
-    with pytest.raises(FashionClfError, match="sub-folder 'Socks' names no class; the classes are T-shirt/top, "):
-        read_photo_folder(tmp_path / "photos")
-
-
-@pytest.mark.real_data
-def test_evaluate_on_a_photo_folder_agrees_with_the_tensors(trained_run, real_data, tmp_path):
-    images, labels = real_data.test.images[:1000].numpy(), real_data.test.labels[:1000].numpy()
-    write_photo_folder(tmp_path / "photos", images, labels)
-    (tmp_path / "photos" / "Bag" / "notes.png").write_text("not a picture")
-    on_tensors = evaluate_run(trained_run.root, data=real_data)  # the run's own test set: the same 1,000 first
-    expected = (load_classifier(trained_run.root).probabilities(images).argmax(1) == labels).mean()
-    result = subprocess.run(
-        [sys.executable, "-m", "fashionclf", "evaluate", str(trained_run.root), "--data", str(tmp_path / "photos"),
-         "--split", "all", "--json"],
-        capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
-    metrics = json.loads(result.stdout)  # pure JSON: the skipped file is reported on stderr
-    assert "skipped" in result.stderr and "notes.png" in result.stderr
-    assert metrics["images"] == 1000 and metrics["data"]["split"] == "all"
-    assert abs(metrics["accuracy"] - expected) <= 0.01
-    assert (trained_run.root / "evaluations" / "photos" / "metrics.json").is_file()
-    assert json.loads(trained_run.metrics.read_text())["accuracy"] == on_tensors["accuracy"]  # not overwritten
-
-
-@pytest.mark.real_data
-def test_fine_tuning_on_a_photo_folder_raises_held_out_accuracy(trained_run, real_data, tmp_path):
-    """Garments photographed sideways: the model has never seen them, a little fine-tuning teaches it."""
-    images, labels = real_data.test.images[:600].numpy(), real_data.test.labels[:600].numpy()
-    write_photo_folder(tmp_path / "sideways", images, labels, transform=lambda image: image.rotate(90))
-    config = TrainConfig(epochs=3, batch_size=50, device="cpu", data=str(tmp_path / "sideways"),
-                         init=str(trained_run.root), mix_fashion_mnist=600)  # fmt: skip
-    run = train(config, tmp_path / "tuned", progress=False)
-    summary = json.loads(run.finetune.read_text())
-    assert summary["held_out"]["images"] == 96  # a fifth of the 480 pictures left after the test hold-out
-    assert summary["held_out"]["after"] > summary["held_out"]["before"] + 0.1
-    assert {"before", "after"} <= summary["fashion_mnist_test"].keys()
+def test_a_path_that_is_nothing_names_the_known_sets(tmp_path):
+    with pytest.raises(FashionClfError, match="no such file or folder \\(nor a named data set: clothing-small\\)"):
+        load_dataset(tmp_path / "nope")

@@ -14,7 +14,7 @@ from fashionclf.errors import FashionClfError
 from fashionclf.rundir import load_checkpoint
 from fashionclf.train import TrainConfig, bf16_supported, ema_with_warmup, resume, train
 
-from synthetic import synthetic_data
+from synthetic import band_photos, synthetic_data
 
 SMALL = dict(epochs=3, batch_size=50, validation_size=100, device="cpu")
 
@@ -106,7 +106,7 @@ def test_resume_after_kill_9_inside_an_epoch_gives_identical_weights(tmp_path):
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import fashionclf.train as training
-        from synthetic import synthetic_data
+        from synthetic import band_photos, synthetic_data
         real, steps = training._gradients, []
         def stop_inside_epoch_2(state, *args):
             steps.append(1)
@@ -280,3 +280,28 @@ def test_the_moving_average_forgets_the_initial_weights_early():
         averaged.update_parameters(model)
     # With warm-up the initial weights keep next to nothing of the average; a constant 0.999 would leave them 37%.
     assert 0 <= averaged.module.weight.item() < 1e-3
+
+
+def test_a_photo_folder_of_its_own_classes_trains_a_model_of_those_classes(tmp_path):
+    band_photos(tmp_path / "photos")
+    config = TrainConfig(**{**SMALL, "validation_size": None}, data=str(tmp_path / "photos"))
+    run = train(config, tmp_path / "run", progress=False)
+    recorded = json.loads(run.config.read_text())
+    assert recorded["spec"]["classes"] == ["hat", "shoes", "skirt"] and recorded["train"]["validation_size"] == 30
+    assert recorded["data"]["splits"]["validation"]["from"] == "validation/ of photos (30 photos)"
+    best = load_checkpoint(run.best_checkpoint)
+    assert best["spec"] == recorded["spec"] and best["state_dict"]["fc3.weight"].shape[0] == 3
+    assert json.loads(run.history_json.read_text())[-1]["val_accuracy"] > 0.6
+
+
+def test_init_from_a_run_of_other_classes_replaces_the_head(tmp_path):
+    base = train(TrainConfig(**SMALL), tmp_path / "base", data=synthetic_data(), progress=False)
+    band_photos(tmp_path / "photos")
+    config = TrainConfig(epochs=1, batch_size=50, device="cpu", data=str(tmp_path / "photos"), init=str(base.root))
+    tuned = train(config, tmp_path / "tuned", progress=False)
+    assert "fresh: fc3.weight, fc3.bias" in tuned.log.read_text()
+    weights = load_checkpoint(tuned.best_checkpoint)["state_dict"]
+    assert weights["fc3.weight"].shape == (3, 120)
+    summary = json.loads(tuned.finetune.read_text())
+    assert summary["held_out"]["before"] is None and 0 <= summary["held_out"]["after"] <= 1
+    assert "fashion_mnist_test" not in summary  # the model no longer answers in Fashion-MNIST's classes

@@ -9,9 +9,12 @@ from fashionclf.models import register_model
 
 
 @register_model("tiny_conv")
-def tiny_conv() -> nn.Module:
+def tiny_conv(num_classes: int, channels: int, size: int) -> nn.Module:
     """One strided convolution and a linear layer: no BatchNorm, no dropout."""
-    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 13 * 13, 10))
+    side = (size - 3) // 2 + 1
+    return nn.Sequential(
+        nn.Conv2d(channels, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * side**2, num_classes)
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
-from fashionclf.models import create_model, model_entry
-from fashionclf.rundir import RunDir, load_model, locked, open_run, write_json
+from fashionclf.models import ModelSpec, create_model, model_entry
+from fashionclf.rundir import RunDir, load_model, locked, open_run, spec_of, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import resolve_device, run_data
 
@@ -400,14 +400,14 @@ def analyze(
     if run_dir is not None:
         run = open_run(run_dir)
         model, checkpoint = load_model(run.best_checkpoint)
-        model_name = checkpoint["model"]
+        model_name, spec = checkpoint["model"], spec_of(checkpoint)
     else:
-        run, model = None, create_model(model_name)
-    input_size = model_entry(model_name).input_size
+        run, model, spec = None, create_model(model_name), model_entry(model_name).spec()
+    input_size = spec.input_size
     result = {"model": model_name, **analyze_model(model, input_size, (1, batch_size), repeats, torch_device)}
     result["model_forward_us"] = _time_model(model, input_size, (1, batch_size), repeats, torch_device)
     if run is not None:
-        _save_to_run(run, model.cpu(), result)
+        _save_to_run(run, model.cpu(), spec, result)
     return result
 
 
@@ -424,8 +424,8 @@ def _time_model(
     return timings
 
 
-def _save_to_run(run: RunDir, model: nn.Module, result: dict) -> None:
-    images = fmnist.to_float(load_dataset(run_data(run)).test.images[:200])
+def _save_to_run(run: RunDir, model: nn.Module, spec: ModelSpec, result: dict) -> None:
+    images = fmnist.to_float(load_dataset(run_data(run), spec.input).evaluation_split[1].images[:200])
     layer = result["receptive_field"]["layer"]
     erf, unit = effective_receptive_field(model, layer, images)
     figure = run.figures / "effective_receptive_field.png"

@@ -1,4 +1,4 @@
-"""Backends that run a model file this project wrote, each a function float32 (N, 1, 28, 28) -> logits (N, 10):
+"""Backends that run a model file this project wrote, each a function float32 (N, C, H, W) -> logits (N, classes):
 
 - eager: PyTorch, from a checkpoint (.pt): the fp32 weights, or the dynamic int8 of the Linear layers;
 - inductor: an ahead-of-time compiled Inductor package (.pt2), built by `fashionclf quantize` for this CPU;
@@ -11,6 +11,7 @@ ONNX Runtime's lower per-call overhead wins.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +20,12 @@ from pathlib import Path
 import torch
 
 from fashionclf.errors import FashionClfError
-from fashionclf.models import NUM_CLASSES, model_entry
-from fashionclf.rundir import load_model
+from fashionclf.models import ModelSpec, example_input, model_entry
+from fashionclf.rundir import load_model, spec_of
 
 BACKENDS = ("eager", "inductor", "onnxruntime")
 METADATA_MODEL = "fashionclf.model"  # key of the model's registry name in ONNX and .pt2 metadata
+METADATA_SPEC = "fashionclf.spec"  # the model's classes and input format, as JSON
 METADATA_METHOD = "fashionclf.method"
 METADATA_CPU = "fashionclf.cpu_capability"
 METADATA_BATCH = "fashionclf.batch"
@@ -39,6 +41,7 @@ class Runner:
     model: str
     method: str
     run: Callable[[torch.Tensor], torch.Tensor]
+    spec: ModelSpec = ModelSpec()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.run(images)
@@ -65,7 +68,8 @@ def open_runner(path: Path) -> Runner:
 
 def _eager(path: Path) -> Runner:
     model, checkpoint = load_model(path)
-    return Runner("eager", path, checkpoint["model"], checkpoint.get("quantization", "fp32"), model)
+    method = checkpoint.get("quantization", "fp32")
+    return Runner("eager", path, checkpoint["model"], method, model, spec_of(checkpoint))
 
 
 def _onnxruntime(path: Path) -> Runner:
@@ -85,7 +89,7 @@ def _onnxruntime(path: Path) -> Runner:
     def run(images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {input_name: images.numpy()})[0])
 
-    return Runner("onnxruntime", path, model, metadata.get(METADATA_METHOD, "fp32"), run)
+    return Runner("onnxruntime", path, model, metadata.get(METADATA_METHOD, "fp32"), run, _spec_in(metadata, path))
 
 
 def _inductor(path: Path) -> Runner:
@@ -105,7 +109,7 @@ def _inductor(path: Path) -> Runner:
     def run(images: torch.Tensor) -> torch.Tensor:
         return torch.cat([compiled(chunk)[: len(part)] for part, chunk in _padded_chunks(images, batch)])
 
-    return Runner("inductor", path, model, metadata.get(METADATA_METHOD, "fp32"), run)
+    return Runner("inductor", path, model, metadata.get(METADATA_METHOD, "fp32"), run, _spec_in(metadata, path))
 
 
 def _padded_chunks(images: torch.Tensor, batch: int):
@@ -123,16 +127,25 @@ def _model_named_in(metadata: dict, path: Path) -> str:
     return name
 
 
+def _spec_in(metadata: dict, path: Path) -> ModelSpec:
+    """The spec a file records (Fashion-MNIST's for files of earlier versions, which record none)."""
+    try:
+        return ModelSpec.from_dict(json.loads(metadata[METADATA_SPEC]) if METADATA_SPEC in metadata else None)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FashionClfError(f"{path}: its {METADATA_SPEC!r} metadata is not a model spec ({exc})") from None
+
+
 def _check_output(runner: Runner) -> None:
     """Run two example images; a file of another architecture fails here with its own reason."""
-    images = torch.rand(2, *model_entry(runner.model).input_size)
+    images = example_input(runner.spec, 2)
     try:
         with torch.inference_mode():
             shape = tuple(runner(images).shape)
     except Exception as exc:  # noqa: BLE001 - each backend reports shape errors its own way
         raise FashionClfError(f"{runner.path}: does not run on {runner.model} input ({_first_line(exc)})") from None
-    if shape != (2, NUM_CLASSES):
-        raise FashionClfError(f"{runner.path}: gives outputs of shape {shape}, expected (N, {NUM_CLASSES})")
+    classes = len(runner.spec.classes)
+    if shape != (2, classes):
+        raise FashionClfError(f"{runner.path}: gives outputs of shape {shape}, expected (N, {classes})")
 
 
 def _first_line(exc: Exception) -> str:
@@ -156,7 +169,7 @@ def latencies(runner: Runner, images: torch.Tensor, calls: int, warmup: int = 3)
 def fastest(runners: list[Runner], batch_size: int, calls: int) -> Runner:
     if len(runners) == 1:
         return runners[0]
-    images = torch.rand(batch_size, *model_entry(runners[0].model).input_size)
+    images = example_input(runners[0].spec, batch_size)
     return min(runners, key=lambda runner: sorted(latencies(runner, images, calls))[calls // 2])
 
 

@@ -16,7 +16,7 @@ from fashionclf import plots
 from fashionclf.analysis import forward_flops
 from fashionclf.backends import latencies, open_runner
 from fashionclf.errors import FashionClfError
-from fashionclf.models import create_model, model_entry
+from fashionclf.models import create_model, example_input
 from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, write_json
 
 LARGE_BATCH = 256
@@ -33,13 +33,13 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
     quantization = _current_quantization(run)
     model = quantization["model"]
     rows = _rows(run.root, quantization)
-    single = torch.rand(1, *model_entry(model).input_size)
-    batch = torch.rand(LARGE_BATCH, *model_entry(model).input_size)
+    spec = rows[0]["_runner"].spec
+    single, batch = example_input(spec, 1), example_input(spec, LARGE_BATCH)
     for _ in range(rounds):
         for row in rows:
             row["_single"] += latencies(row["_runner"], single, single_calls)
             row["_batch"] += latencies(row["_runner"], batch, batch_calls)
-    flops = forward_flops(create_model(model), model_entry(model).input_size)
+    flops = forward_flops(create_model(model, spec), spec.input_size)
     for row in rows:
         _summarise(row, flops)
     _add_ratios(rows)

@@ -29,8 +29,9 @@ DataPath = Annotated[
     typer.Option(
         "--data",
         "--data-dir",
-        help="The four IDX .gz files' folder, a Kaggle CSV file, a folder of the train and test CSVs, or a folder "
-        "of class sub-folders of pictures [default: look up the IDX files].",
+        help="The four IDX .gz files' folder, a Kaggle CSV file, a folder of the train and test CSVs, a folder of "
+        "class folders of photos (or of train/, validation/ and test/ folders of them), or a public photo set by "
+        "name (clothing-small) [default: look up Fashion-MNIST's IDX files].",
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -83,10 +84,12 @@ def data(data: DataPath = None, as_json: Annotated[bool, typer.Option("--json")]
     console.print(f"data from [bold]{info['directory']}[/] (found via {info['origin']})")
     for file in info["files"]:
         console.print(f"  {file['filename']}: sha256 {file['raw_sha256'][:16]}...")
-    checked = {"csv": "every row checked", "photos": "pictures read into the 28x28 domain"}.get(
+    checked = {"csv": "every row checked", "photos": "photos decoded and cached"}.get(
         info["origin"], "IDX headers and checksums verified"
     )
-    console.print(f"train {info['train_size']:,} images, test {info['test_size']:,} images: {checked}")
+    console.print(f"{len(info['classes'])} classes: {', '.join(info['classes'])}; {checked}")
+    for name, split in info["splits"].items():
+        console.print(f"  {name}: {split['images']:,} images ({split['from']})")
 
 
 def _config(**options):
@@ -135,7 +138,13 @@ def train(
     ] = None,
     device: Device = "auto",
     data: DataPath = None,
-    init: Annotated[Path | None, typer.Option(help="Fine-tune: start from this run's best weights.")] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Fine-tune: start from this run's best weights (a new head where the classes differ)."),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Side of a photo model's square input [default: the recipe's or model's].")
+    ] = None,
     mix_fashion_mnist: Annotated[
         int, typer.Option(help="Fine-tune: mix this many Fashion-MNIST training images in, against forgetting.")
     ] = 0,
@@ -170,6 +179,7 @@ def train(
             device=device,
             data=data,
             init=init,
+            image_size=image_size,
             mix_fashion_mnist=mix_fashion_mnist,
             crop_padding=crop_padding,
             flip=flip,
@@ -186,14 +196,26 @@ def evaluate(
     device: Device = "auto",
     data: DataPath = None,
     split: Annotated[
-        str, typer.Option(help="With --data: test (its test split) or all (every image, for data never trained on).")
-    ] = "test",
+        str,
+        typer.Option(
+            help="auto (the test split, or the validation split where there is none), test, validation, train, or "
+            "all (every image: for data the model never trained on)."
+        ),
+    ] = "auto",
+    class_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge data of other classes through a JSON map from its class names to lists of the model's (a "
+            "file, or a shipped map by name: clothing-small)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Evaluate a run's best checkpoint on its test set, or on --data: metrics.json and figures."""
+    """Evaluate a run's best checkpoint on its own data, or on --data: metrics.json and figures."""
     from fashionclf.evaluate import evaluate_run, metrics_table
 
-    _show(evaluate_run(run_dir, device=device, data_path=data, split=split), as_json, metrics_table)
+    metrics = evaluate_run(run_dir, device=device, data_path=data, split=split, class_map=class_map)
+    _show(metrics, as_json, metrics_table)
 
 
 @app.command()

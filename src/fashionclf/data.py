@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import os
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from fashionclf.download import BadDownload, fetch, from_mirrors
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write
+from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -94,7 +93,7 @@ _MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # 0x08 = unsigned byte, t
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # (N, 28, 28) uint8
+    images: torch.Tensor  # (N, C, H, W) uint8: Fashion-MNIST's are (N, 1, 28, 28)
     labels: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -102,13 +101,29 @@ class Split:
 
 
 @dataclass(frozen=True)
-class FashionMNIST:
+class Dataset:
+    """Every source ends as this: splits of uint8 images, the class names, and where each split came from. A source
+    without a test split (a photo folder of train/ and validation/ only) is evaluated on its validation split; one
+    without a validation split has one held out of its training split by `train`."""
+
     train: Split
-    test: Split
+    test: Split | None
     directory: Path  # where the files were read from
-    origin: str  # "--data-dir", "FASHIONCLF_DATA", "cache", "debian" or "download"
-    checksums: dict[str, str]  # filename -> verified SHA-256 of the decompressed bytes
+    origin: str  # "--data-dir", "FASHIONCLF_DATA", "cache", "debian", "download", "csv" or "photos"
+    checksums: dict[str, str]  # file or split -> verified SHA-256 (of the decompressed bytes for IDX files)
     split_origins: dict[str, str] = field(default_factory=dict)  # split name -> where its images came from
+    classes: tuple[str, ...] = CLASSES
+    validation: Split | None = None
+    input: InputFormat = FASHION_MNIST_INPUT  # what the images are: how pictures were brought into them
+
+    @property
+    def evaluation_split(self) -> tuple[str, Split]:
+        """The split that results are reported on: the test split, or the validation split where there is none."""
+        if self.test is not None:
+            return "test", self.test
+        if self.validation is None:
+            raise FashionClfError(f"{self.directory}: neither a test nor a validation split to evaluate on")
+        return "validation", self.validation
 
 
 class _BadIdx(ValueError):
@@ -150,7 +165,7 @@ def load_fashion_mnist(
     download_missing: bool = True,
     resources: Sequence[Resource] = RESOURCES,
     mirrors: Sequence[str] = MIRRORS,
-) -> FashionMNIST:
+) -> Dataset:
     """Find (or download into the cache), verify and parse the dataset."""
     found = find_data_dir(data_dir, resources)
     if found is None:
@@ -163,7 +178,7 @@ def load_fashion_mnist(
         found = (default_cache_dir(), "download")
     directory, origin = found
     train_images, train_labels, test_images, test_labels = (read_idx(directory / r.filename, r) for r in resources)
-    return FashionMNIST(
+    return Dataset(
         train=Split(train_images, train_labels),
         test=Split(test_images, test_labels),
         directory=directory,
@@ -210,7 +225,7 @@ def _parse(raw: bytes, resource: Resource) -> torch.Tensor:
     body = np.frombuffer(raw, dtype=np.uint8, offset=resource.header_size)
     if resource.kind == "images":
         # The copy makes the array writable (bytes are not), which torch.from_numpy needs; it costs ~10 ms.
-        return torch.from_numpy(body.reshape(resource.items, IMAGE_SIZE, IMAGE_SIZE).copy())
+        return torch.from_numpy(body.reshape(resource.items, 1, IMAGE_SIZE, IMAGE_SIZE).copy())
     if body.size and body.max() >= len(CLASSES):
         raise _BadIdx(f"label {int(body.max())} is out of range 0-{len(CLASSES) - 1}")
     return torch.from_numpy(body.astype(np.int64))
@@ -243,52 +258,24 @@ def download(
     dest.mkdir(parents=True, exist_ok=True)
     for resource in resources:
         target = dest / resource.filename
-        if target.is_file():
-            continue
-        failures = []
-        for mirror in mirrors:
-            try:
-                _fetch_verified(mirror + resource.filename, target, resource, timeout)
-                break
-            except (OSError, http.client.HTTPException, _BadIdx) as exc:
-                failures.append(f"{mirror}: {_reason(exc)}")
-        else:
-            raise FashionClfError(f"{target}: download failed from every mirror ({'; '.join(failures)})")
+        if not target.is_file():
+            attempt = partial(_fetch_verified, target=target, resource=resource, timeout=timeout)
+            from_mirrors(mirrors, attempt, target)
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code}"
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    return " ".join(str(reason).split()) or type(exc).__name__  # one line, whatever the library wrote
-
-
-def _fetch_verified(url: str, target: Path, resource: Resource, timeout: float) -> None:
-    """Stream to a temporary file beside `target` (so the rename is atomic), verify it, then rename it into place."""
-
-    def fetch(tmp: Path) -> None:
-        with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            _copy_bounded(response, out, resource)
-        _parse(_decompress(tmp, resource), resource)
-
-    atomic_write(target, fetch)
-
-
-def _copy_bounded(response, out, resource: Resource) -> None:
-    # gzip grows incompressible data by a few bytes per block at most, so a longer answer cannot be the file;
-    # stopping there keeps a misbehaving mirror from filling the disk.
+def _fetch_verified(mirror: str, *, target: Path, resource: Resource, timeout: float) -> None:
+    """Stream to a temporary file beside `target` (so the rename is atomic), verify it, then rename it into place.
+    gzip grows incompressible data by a few bytes per block at most, so a longer answer cannot be the file."""
     limit = resource.raw_size + resource.raw_size // 1000 + 4096
-    length = response.headers.get("Content-Length")
-    total = int(length) if length else None
-    received = 0
-    # disable=None: a bar on a terminal only, so logs and tests stay clean
-    with tqdm(total=total, unit="B", unit_scale=True, desc=resource.filename, leave=False, disable=None) as bar:
-        while chunk := response.read(1 << 16):
-            received += len(chunk)
-            if received > limit:
-                raise _BadIdx(f"answer is larger than {limit:,} bytes, too large for {resource.filename}")
-            out.write(chunk)
-            bar.update(len(chunk))
+
+    def fetch_and_check(tmp: Path) -> None:
+        fetch(mirror + resource.filename, tmp, limit, timeout, resource.filename)
+        try:
+            _parse(_decompress(tmp, resource), resource)
+        except _BadIdx as exc:
+            raise BadDownload(str(exc)) from None
+
+    atomic_write(target, fetch_and_check)
 
 
 def hold_out(split: Split, size: int, seed: int = 0, purpose: str = "validation") -> tuple[Split, Split]:
@@ -304,13 +291,28 @@ def hold_out(split: Split, size: int, seed: int = 0, purpose: str = "validation"
     return Split(split.images[kept], split.labels[kept]), Split(split.images[held], split.labels[held])
 
 
+TEST_SEED = 0  # the test hold-out of a source without a test split is the same for every run: runs compare on it
+
+
+def split_off_test(split: Split, name: str, unit: str = "images") -> tuple[Split, Split, dict[str, str]]:
+    """For a source without a test split: a fifth of its images, at most 10,000 (Fashion-MNIST's test size), held
+    out by a seeded, stratified split; returns (train, test, where each came from)."""
+    size = min(10_000, len(split) // 5)
+    train, test = hold_out(split, size, seed=TEST_SEED, purpose="test")
+    origins = {
+        "train": f"{name}, less the test hold-out ({len(train):,} {unit})",
+        "test": f"a seeded (seed {TEST_SEED}), stratified hold-out of {size:,} {unit} of {name}",
+    }
+    return train, test, origins
+
+
 def concatenate(*splits: Split) -> Split:
     return Split(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1]; applied per batch, not to the whole dataset."""
-    return images.unsqueeze(1).float().div_(255)
+    """uint8 (N, C, H, W) -> float32 in [0, 1]; applied per batch, not to the whole dataset."""
+    return images.float().div_(255)
 
 
 def batches(
@@ -326,58 +328,20 @@ def batches(
         yield split.images[index], split.labels[index]
 
 
-def describe(data: FashionMNIST) -> dict:
-    """JSON-ready provenance: where the files came from and what was verified."""
+def describe(data: Dataset) -> dict:
+    """JSON-ready provenance: where the data came from, what was verified, its splits and classes."""
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
     return {
         "origin": data.origin,
         "directory": str(data.directory),
-        "files": [
-            {
-                "filename": name,
-                "items": len(data.train if name.startswith("train") else data.test),
-                "raw_sha256": digest,
-                "verified": True,
-            }
-            for name, digest in data.checksums.items()
-        ],
-        "splits": data.split_origins,
+        "files": [{"filename": name, "raw_sha256": sha, "verified": True} for name, sha in data.checksums.items()],
+        "splits": {
+            name: {"images": len(split), "from": data.split_origins.get(name, "")}
+            for name, split in splits.items()
+            if split is not None
+        },
         "train_size": len(data.train),
-        "test_size": len(data.test),
-        "classes": list(CLASSES),
+        "test_size": len(data.test) if data.test is not None else None,
+        "classes": list(data.classes),
+        "input": vars(data.input),
     }
-
-
-def augment(
-    images: torch.Tensor, generator: torch.Generator, crop_padding: int = 0, flip: bool = False, erase: float = 0.0
-) -> torch.Tensor:
-    """Augment a float batch (B, 1, H, W) as a whole, with no per-image Python: a random crop after zero padding,
-    a horizontal flip of half the images, and random erasing of a rectangle (2-33% of the area) with probability
-    `erase`. Every draw comes from `generator`, so a seeded run stays reproducible."""
-    batch, _, height, width = images.shape
-    if crop_padding:
-        padded = torch.nn.functional.pad(images, (crop_padding,) * 4)
-        top = torch.randint(0, 2 * crop_padding + 1, (batch,), generator=generator)
-        left = torch.randint(0, 2 * crop_padding + 1, (batch,), generator=generator)
-        rows = (top[:, None] + torch.arange(height))[:, :, None]
-        cols = (left[:, None] + torch.arange(width))[:, None, :]
-        images = padded[torch.arange(batch)[:, None, None], 0, rows, cols].unsqueeze(1)
-    if flip:
-        flipped = torch.rand(batch, generator=generator) < 0.5
-        images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
-    if erase:
-        images = images * ~_erase_masks(batch, height, width, erase, generator)[:, None]
-    return images
-
-
-def _erase_masks(batch: int, height: int, width: int, probability: float, generator: torch.Generator) -> torch.Tensor:
-    area = torch.empty(batch).uniform_(0.02, 0.33, generator=generator) * height * width
-    log_ratio = torch.empty(batch).uniform_(np.log(0.3), np.log(3.3), generator=generator)
-    box_h = (area * log_ratio.exp()).sqrt().round().clamp(1, height).long()
-    box_w = (area / log_ratio.exp()).sqrt().round().clamp(1, width).long()
-    top = (torch.rand(batch, generator=generator) * (height - box_h + 1)).long()
-    left = (torch.rand(batch, generator=generator) * (width - box_w + 1)).long()
-    rows, cols = torch.arange(height)[None, :], torch.arange(width)[None, :]
-    inside_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
-    inside_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
-    chosen = torch.rand(batch, generator=generator) < probability
-    return inside_rows[:, :, None] & inside_cols[:, None, :] & chosen[:, None, None]

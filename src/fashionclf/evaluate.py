@@ -1,8 +1,10 @@
-"""Evaluation on the whole test set (never shuffled, no batch dropped), with scikit-learn's metrics."""
+"""Evaluation on a whole split (never shuffled, no batch dropped), with scikit-learn's metrics, or through a class
+map for data whose classes are not the model's."""
 
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
 from fashionclf.models import predict_logits
-from fashionclf.rundir import load_model, locked, open_run, write_json
+from fashionclf.rundir import load_model, locked, open_run, read_json, spec_of, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import read_history, resolve_device, run_data
 
@@ -62,41 +64,127 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tupl
 SPLITS = ("test", "all")
 
 
+SPLITS = ("auto", "test", "validation", "train", "all")
+CLASS_MAPS = resources.files("fashionclf") / "class_maps"
+
+
 def evaluate_run(
     run_dir: Path,
     device: str = "auto",
     batch_size: int = 1000,
-    data: fmnist.FashionMNIST | None = None,
-    data_path: Path | None = None,
-    split: str = "test",
+    data: fmnist.Dataset | None = None,
+    data_path: Path | str | None = None,
+    split: str = "auto",
+    class_map: str | None = None,
 ) -> dict:
-    """Evaluate the run's best checkpoint on a test set; write metrics.json and the figures.
+    """Evaluate the run's best checkpoint; write metrics.json and the figures.
 
-    Without `data_path`: the run's own test set, into the run directory. With it: that data's test split, or with
-    split "all" every image of it (for data the model never trained on), into RUN_DIR/evaluations/<its name>/, so
-    the run's own results stay."""
+    Without `data_path`: the run's own data, into the run directory. With it: that data, into
+    RUN_DIR/evaluations/<its name>/, so the run's own results stay. The split: "auto" (the test split, or the
+    validation split where the data has no test split), one by name, or "all" (every image, for data the model never
+    trained on). With `class_map` (a file, or a map shipped with the project by name), the data's classes are judged
+    through it: a prediction is right when it is one of the model's classes its class maps to."""
     if split not in SPLITS:
         raise FashionClfError(f"--split: unknown {split!r}; known: {', '.join(SPLITS)}")
     run = open_run(run_dir)
-    if data_path is not None:
-        data = load_dataset(Path(data_path))
-        out = run.root / "evaluations" / _slug(Path(data_path))
-        metrics_path, figures = out / "metrics.json", out / "figures"
-    else:
-        data = data or load_dataset(run_data(run))
-        metrics_path, figures = run.metrics, run.figures
-    test = data.test if split == "test" else fmnist.concatenate(data.train, data.test)
     model, checkpoint = load_model(run.best_checkpoint)
+    spec = spec_of(checkpoint)
+    if data_path is not None or data is None:
+        data = load_dataset(data_path if data_path is not None else run_data(run), spec.input)
+    split_name, images = _chosen_split(data, split)
     torch_device = resolve_device(device)
-    logits = predict_logits(model.to(torch_device), test.images, batch_size, torch_device)
+    logits = predict_logits(model.to(torch_device), images.images, batch_size, torch_device)
     probabilities = F.softmax(logits, dim=1).numpy()
-    metrics = compute_metrics(test.labels.numpy(), probabilities, fmnist.CLASSES)
+    if class_map is None:
+        _check_classes(data, spec.classes)
+        metrics = compute_metrics(images.labels.numpy(), probabilities, spec.classes)
+    else:
+        mapping = read_class_map(class_map, data.classes, spec.classes)
+        metrics = mapped_metrics(images.labels.numpy(), probabilities, data.classes, spec.classes, mapping)
     metrics["checkpoint"] = {"path": str(run.best_checkpoint.relative_to(run.root)), "epoch": checkpoint["epoch"]}
-    metrics["data"] = {"path": str(data.directory), "origin": data.origin, "split": split}
+    metrics["data"] = {"path": str(data.directory), "origin": data.origin, "split": split_name,
+                       "from": data.split_origins.get(split_name, "every split")}  # fmt: skip
+    out = run.root / "evaluations" / _slug(Path(data_path)) if data_path is not None else run.root
     with locked(run.root, "fashionclf evaluate"):
-        write_json(metrics_path, metrics)
-        write_figures(figures, test, probabilities, metrics, history=read_history(run) if data_path is None else [])
+        write_json(out / "metrics.json", metrics)
+        history = read_history(run) if data_path is None else []
+        write_figures(out / "figures", images, probabilities, metrics, data.classes, spec.classes, history)
     return metrics
+
+
+def _chosen_split(data: fmnist.Dataset, split: str) -> tuple[str, fmnist.Split]:
+    if split == "auto":
+        return data.evaluation_split
+    if split == "all":
+        present = [s for s in (data.train, data.validation, data.test) if s is not None]
+        return "all", fmnist.concatenate(*present)
+    chosen = {"train": data.train, "validation": data.validation, "test": data.test}[split]
+    if chosen is None:
+        raise FashionClfError(f"{data.directory}: has no {split} split")
+    return split, chosen
+
+
+def _check_classes(data: fmnist.Dataset, classes: tuple[str, ...]) -> None:
+    if tuple(data.classes) != tuple(classes):
+        raise FashionClfError(
+            f"{data.directory}: its classes ({', '.join(data.classes)}) are not the model's ({', '.join(classes)}); "
+            "give --class-map to judge it through a map between them"
+        )
+
+
+def read_class_map(name_or_path: str, data_classes: tuple[str, ...], model_classes: tuple[str, ...]) -> dict:
+    """The map from the data's class names to lists of the model's: a JSON file, or one shipped with the project
+    by name. Every class it names must exist; the data's classes it leaves out map to nothing."""
+    shipped = CLASS_MAPS / f"{name_or_path}.json"
+    path = Path(str(shipped)) if shipped.is_file() else Path(name_or_path)
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".json") for p in CLASS_MAPS.iterdir() if p.name.endswith(".json"))
+        raise FashionClfError(f"--class-map {name_or_path}: no such file, nor a shipped map ({', '.join(known)})")
+    mapping = read_json(path)
+    if not isinstance(mapping, dict) or not all(isinstance(v, list) for v in mapping.values()):
+        raise FashionClfError(f"{path}: a class map is a JSON object from class names to lists of class names")
+    for data_class, targets in mapping.items():
+        if data_class not in data_classes:
+            raise FashionClfError(f"{path}: maps {data_class!r}, which is not a class of the data")
+        if lacking := [t for t in targets if t not in model_classes]:
+            raise FashionClfError(f"{path}: names {lacking[0]!r}, a class the model lacks ({', '.join(model_classes)})")
+    return {name: mapping.get(name, []) for name in data_classes}
+
+
+def mapped_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    data_classes: tuple[str, ...],
+    model_classes: tuple[str, ...],
+    mapping: dict[str, list[str]],
+) -> dict:
+    """Accuracy through a class map over the images whose class maps to something; the others are counted apart.
+    The confusion matrix has a row per data class and a column per model class."""
+    right = np.zeros((len(data_classes), len(model_classes)), dtype=bool)
+    for row, name in enumerate(data_classes):
+        right[row, [model_classes.index(target) for target in mapping[name]]] = True
+    mapped = right[labels].any(axis=1)
+    predicted = probabilities.argmax(axis=1)
+    correct = right[labels, predicted]
+    confusion = np.zeros((len(data_classes), len(model_classes)), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized = np.nan_to_num(confusion / confusion.sum(axis=1, keepdims=True))
+    per_class = [
+        {"class": name, "maps_to": mapping[name], "accuracy": float(correct[labels == i].mean()),
+         "support": int((labels == i).sum())}
+        for i, name in enumerate(data_classes) if mapping[name] and (labels == i).any()
+    ]  # fmt: skip
+    left_out = {name: int((labels == i).sum()) for i, name in enumerate(data_classes) if not mapping[name]}
+    return {
+        "images": int(mapped.sum()),
+        "accuracy": float(correct[mapped].mean()) if mapped.any() else 0.0,
+        "class_map": mapping,
+        "per_class": per_class,
+        "left_out": {name: count for name, count in left_out.items() if count},
+        "confusion_matrix": confusion.tolist(),
+        "confusion_matrix_normalized": normalized.round(6).tolist(),
+    }
 
 
 def _slug(path: Path) -> str:
@@ -104,27 +192,46 @@ def _slug(path: Path) -> str:
 
 
 def write_figures(
-    figures: Path, test: fmnist.Split, probabilities: np.ndarray, metrics: dict, history: list[dict]
+    figures: Path,
+    test: fmnist.Split,
+    probabilities: np.ndarray,
+    metrics: dict,
+    data_classes: tuple[str, ...],
+    model_classes: tuple[str, ...],
+    history: list[dict],
 ) -> None:
-    classes = fmnist.CLASSES
     images, labels = test.images.numpy(), test.labels.numpy()
     predicted, confidence = probabilities.argmax(1), probabilities.max(1)
+    right = _right_answers(labels, predicted, metrics, data_classes, model_classes)
     if history:
         plots.training_curves(history, figures / "training_curves.png")
-    plots.confusion_heatmap(np.array(metrics["confusion_matrix_normalized"]), classes, figures / "confusion_matrix.png")
+    plots.confusion_heatmap(np.array(metrics["confusion_matrix_normalized"]), data_classes, model_classes,
+                            figures / "confusion_matrix.png")  # fmt: skip
     plots.per_class_bars(metrics["per_class"], figures / "per_class.png")
-    plots.image_grid(images[:32], labels[:32], predicted[:32], classes, figures / "test_samples.png",
-                     title="Test images: predicted (true)")  # fmt: skip
-    wrong = np.flatnonzero(predicted != labels)
+    captions = [f"{model_classes[p]}\n({data_classes[t]})" for p, t in zip(predicted, labels, strict=True)]
+    first = np.arange(min(32, len(labels)))
+    plots.image_grid(images[first], [captions[i] for i in first], right[first], figures / "test_samples.png",
+                     title="Images: predicted (true)")  # fmt: skip
+    wrong = np.flatnonzero(~right)
     worst = wrong[np.argsort(-confidence[wrong])][:32]
-    plots.image_grid(images[worst], labels[worst], predicted[worst], classes, figures / "confident_mistakes.png",
-                     title="Most confident mistakes: predicted (true)", confidence=confidence[worst])  # fmt: skip
+    worst_captions = [f"{captions[i]} {confidence[i]:.0%}" for i in worst]
+    plots.image_grid(images[worst], worst_captions, right[worst], figures / "confident_mistakes.png",
+                     title="Most confident mistakes: predicted (true)")  # fmt: skip
+
+
+def _right_answers(labels, predicted, metrics: dict, data_classes, model_classes) -> np.ndarray:
+    if "class_map" not in metrics:
+        return predicted == labels
+    allowed = [set(metrics["class_map"][name]) for name in data_classes]
+    return np.array([model_classes[p] in allowed[t] for p, t in zip(predicted, labels, strict=True)])
 
 
 def metrics_table(metrics: dict) -> Table:
+    if "class_map" in metrics:
+        return _mapped_table(metrics)
     table = Table(
-        title=f"Test set: {metrics['images']:,} images, accuracy {metrics['accuracy']:.2%}, "
-        f"loss {metrics['loss']:.4f}, top-2 {metrics['top2_accuracy']:.2%}"
+        title=f"{metrics['data']['split'].capitalize()} split: {metrics['images']:,} images, accuracy "
+        f"{metrics['accuracy']:.2%}, loss {metrics['loss']:.4f}, top-2 {metrics['top2_accuracy']:.2%}"
     )
     for column in ("class", "accuracy", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
@@ -147,4 +254,17 @@ def metrics_table(metrics: dict) -> Table:
             f"{m['f1']:.4f}",
             str(metrics["images"]),
         )
+    return table
+
+
+def _mapped_table(metrics: dict) -> Table:
+    left_out = ", ".join(f"{name} {count}" for name, count in metrics["left_out"].items()) or "none"
+    table = Table(
+        title=f"{metrics['data']['split'].capitalize()} split through the class map: {metrics['images']:,} images, "
+        f"accuracy {metrics['accuracy']:.2%} (left out: {left_out})"
+    )
+    for column in ("class", "counts as right", "accuracy", "images"):
+        table.add_column(column, justify="right" if column in ("accuracy", "images") else "left")
+    for row in metrics["per_class"]:
+        table.add_row(row["class"], " or ".join(row["maps_to"]), f"{row['accuracy']:.2%}", str(row["support"]))
     return table

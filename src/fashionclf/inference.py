@@ -13,27 +13,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fashionclf.backends import AGREEMENT_GOAL, dispatch, open_runner
-from fashionclf.data import CLASSES, to_float
+from fashionclf.data import to_float
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import atomic_write
-from fashionclf.preprocess import open_image, to_dataset_domain
+from fashionclf.models import ModelSpec
+from fashionclf.preprocess import open_image, to_picture
 from fashionclf.rundir import RunDir, quantization_is_current, read_json
 
-Backend = Callable[[torch.Tensor], torch.Tensor]  # float32 (N, 1, 28, 28) in [0, 1] -> logits (N, 10)
+Backend = Callable[[torch.Tensor], torch.Tensor]  # float32 (N, C, H, W) in [0, 1] -> logits (N, classes)
 
 
 @dataclass(frozen=True)
 class Classifier:
-    """A model behind a backend function; `description` names the model file and backend."""
+    """A model behind a backend function; `description` names the model file and backend, `spec` its classes and
+    input."""
 
     backend: Backend
     description: str
+    spec: ModelSpec = ModelSpec()
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 10) for uint8 images (N, 28, 28) already in the dataset's domain."""
+        """Class probabilities (N, classes) for uint8 model inputs (N, C, H, W), as `spec.input.prepare` makes them."""
         with torch.inference_mode():
             logits = self.backend(to_float(torch.from_numpy(np.ascontiguousarray(images))))
         return torch.softmax(logits.float(), dim=1).numpy()
@@ -53,9 +55,9 @@ def load_classifier(path: Path, precision: str = "auto") -> Classifier:
         raise FashionClfError(f"{path}: model does not exist (give a run directory or a model file)")
     if path.is_file():
         runner = open_runner(path)
-        return Classifier(backend=runner, description=f"{runner.model} {runner.label} ({path})")
+        return Classifier(backend=runner, description=f"{runner.model} {runner.label} ({path})", spec=runner.spec)
     chosen = dispatch(run_model_files(RunDir(path), precision))
-    return Classifier(backend=chosen, description=chosen.description)
+    return Classifier(backend=chosen, description=chosen.description, spec=chosen.small.spec)
 
 
 def run_model_files(run: RunDir, precision: str) -> list[Path]:
@@ -81,10 +83,10 @@ def run_model_files(run: RunDir, precision: str) -> list[Path]:
     return [run.root / entry["path"] for entry in quantization["methods"][method]["files"].values()]
 
 
-def top_k(probabilities: np.ndarray, k: int) -> list[list[dict]]:
+def top_k(probabilities: np.ndarray, k: int, classes: tuple[str, ...]) -> list[list[dict]]:
     order = np.argsort(-probabilities, axis=1)[:, :k]
     return [
-        [{"class": CLASSES[i], "index": int(i), "probability": float(row[i])} for i in indices]
+        [{"class": classes[i], "index": int(i), "probability": float(row[i])} for i in indices]
         for row, indices in zip(probabilities, order, strict=True)
     ]
 
@@ -93,7 +95,7 @@ def top_k(probabilities: np.ndarray, k: int) -> list[list[dict]]:
 class Prediction:
     name: str
     top: list[dict]
-    model_input: np.ndarray  # the 28x28 uint8 image the model saw
+    model_input: np.ndarray  # the uint8 image (C, H, W) the model saw
 
 
 def predict_files(
@@ -104,18 +106,19 @@ def predict_files(
         batch: list[tuple[str, np.ndarray]] = []
         for path in files[start : start + batch_size]:
             try:
-                batch.append((str(path), to_dataset_domain(open_image(path, str(path)))))
+                batch.append((str(path), classifier.spec.input.prepare(open_image(path, str(path)))))
             except FashionClfError as exc:
                 yield str(path), str(exc).removeprefix(f"{path}: ")
         if batch:
             inputs = np.stack([array for _, array in batch])
-            for (name, array), top in zip(batch, top_k(classifier.probabilities(inputs), k), strict=True):
+            ranked = top_k(classifier.probabilities(inputs), k, classifier.spec.classes)
+            for (name, array), top in zip(batch, ranked, strict=True):
                 yield Prediction(name, top, array)
 
 
 def save_model_input(prediction: Prediction, folder: Path) -> Path:
-    """Write the 28x28 image the model saw, named after the input file."""
+    """Write the image the model saw, named after the input file."""
     target = Path(folder) / f"{Path(prediction.name).stem}.png"
-    image = Image.fromarray(prediction.model_input)
+    image = to_picture(prediction.model_input)
     atomic_write(target, lambda tmp: image.save(tmp, format="PNG"))
     return target

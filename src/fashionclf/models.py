@@ -1,7 +1,10 @@
 """Models, registered by name: adding one is a decorated function, and nothing else imports model classes.
 
-Every entry states the input it expects, so analysis, export and inference can build an example input
-without knowing the model.
+What a model expects and answers travels with it as a ModelSpec: its class names and its input format (the
+preprocessing, channels and size). `train` writes it into config.json and every checkpoint, `quantize` into every
+exported file, and every stage builds its example inputs and names its classes from it, so a stage never asks which
+dataset a model came from. A builder takes the class count and the input's channels and size; every entry states
+the input format it is made for.
 """
 
 from __future__ import annotations
@@ -13,32 +16,59 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fashionclf.data import to_float
+from fashionclf.data import CLASSES, to_float
 from fashionclf.errors import FashionClfError
+from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
 
-INPUT_SIZE = (1, 28, 28)
-NUM_CLASSES = 10
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's class names, in the order of its outputs, and the input it takes."""
+
+    classes: tuple[str, ...] = CLASSES
+    input: InputFormat = FASHION_MNIST_INPUT
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (self.input.channels, self.input.size, self.input.size)
+
+    def as_dict(self) -> dict:
+        return {"classes": list(self.classes), **vars(self.input)}
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> ModelSpec:
+        """A recorded spec; None (a run or file of an earlier version) is Fashion-MNIST's."""
+        if values is None:
+            return cls()
+        known = {"preprocessing", "channels", "size"}
+        return cls(tuple(values["classes"]), InputFormat(**{k: v for k, v in values.items() if k in known}))
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     build: Callable[..., nn.Module]
-    input_size: tuple[int, int, int]
+    input: InputFormat
     description: str
+
+    def spec(self, classes: tuple[str, ...] = CLASSES, size: int | None = None) -> ModelSpec:
+        """The entry's spec for a class set, at another input size where the model takes one."""
+        if size is None or size == self.input.size:
+            return ModelSpec(tuple(classes), self.input)
+        return ModelSpec(tuple(classes), InputFormat(self.input.preprocessing, self.input.channels, size))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, input_size: tuple[int, int, int] = INPUT_SIZE):
+def register_model(name: str, *, input: InputFormat = FASHION_MNIST_INPUT):
     """Register a builder under `name`; its docstring's first line becomes the description."""
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         description = (build.__doc__ or name).strip().splitlines()[0]
-        _REGISTRY[name] = ModelEntry(name, build, input_size, description)
+        _REGISTRY[name] = ModelEntry(name, build, input, description)
         return build
 
     return decorate
@@ -55,20 +85,24 @@ def model_entry(name: str) -> ModelEntry:
         raise FashionClfError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, **model_args) -> nn.Module:
-    """Build a registered model; arguments it does not take, or values it cannot be built with, are refused with
-    the model's name (they come from files: a config or a checkpoint)."""
-    build = model_entry(name).build
+def create_model(name: str, spec: ModelSpec | None = None, **model_args) -> nn.Module:
+    """Build a registered model for a spec (the entry's own by default); arguments it does not take, or values it
+    cannot be built with, are refused with the model's name (they come from files: a config or a checkpoint)."""
+    entry = model_entry(name)
+    spec = spec or entry.spec()
+    if spec.input.preprocessing != entry.input.preprocessing:
+        raise FashionClfError(f"model {name!r} takes {entry.input.preprocessing} input, not {spec.input.preprocessing}")
+    shape = {"num_classes": len(spec.classes), "channels": spec.input.channels, "size": spec.input.size}
     try:
-        inspect.signature(build).bind(**model_args)
-        return build(**model_args)
+        inspect.signature(entry.build).bind(**shape, **model_args)
+        return entry.build(**shape, **model_args)
     except (TypeError, ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FashionClfError(f"model {name!r} cannot be built with arguments {model_args} ({reason})") from None
 
 
-def example_input(name: str, batch_size: int = 1) -> torch.Tensor:
-    return torch.rand(batch_size, *model_entry(name).input_size)
+def example_input(spec: ModelSpec, batch_size: int = 1) -> torch.Tensor:
+    return torch.rand(batch_size, *spec.input_size)
 
 
 def conv_block(
@@ -89,12 +123,13 @@ class FashionCNN(nn.Module):
     The head has no activation between its linear layers: the report's network has none, and we reproduce it.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.25):
+    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = 28, dropout: float = 0.25):
         super().__init__()
-        self.layer1 = conv_block(1, 32, padding=1)  # 28x28 -> 14x14
+        self.layer1 = conv_block(channels, 32, padding=1)  # 28x28 -> 14x14
         self.layer2 = conv_block(32, 64, padding=0)  # 14x14 -> 12x12 -> 6x6
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(64 * 6 * 6, 600)
+        side = (size // 2 - 2) // 2
+        self.fc1 = nn.Linear(64 * side * side, 600)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(600, 120)
         self.fc3 = nn.Linear(120, num_classes)
@@ -105,9 +140,9 @@ class FashionCNN(nn.Module):
 
 
 @register_model("fashion_cnn")
-def fashion_cnn(num_classes: int = NUM_CLASSES, dropout: float = 0.25) -> nn.Module:
+def fashion_cnn(num_classes: int, channels: int, size: int, dropout: float = 0.25) -> nn.Module:
     """FashionCNN from the seed report: two conv blocks (BatchNorm, ReLU, max-pool) and three linear layers."""
-    return FashionCNN(num_classes=num_classes, dropout=dropout)
+    return FashionCNN(num_classes, channels, size, dropout)
 
 
 class FashionCNNReLU(FashionCNN):
@@ -117,8 +152,8 @@ class FashionCNNReLU(FashionCNN):
     effect, a linear classifier on the conv features; measured, that caps its accuracy (see the README).
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.25):
-        super().__init__(num_classes=num_classes, dropout=dropout)
+    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = 28, dropout: float = 0.25):
+        super().__init__(num_classes, channels, size, dropout)
         self.relu1 = nn.ReLU()
         self.relu2 = nn.ReLU()
 
@@ -128,9 +163,9 @@ class FashionCNNReLU(FashionCNN):
 
 
 @register_model("fashion_cnn_relu")
-def fashion_cnn_relu(num_classes: int = NUM_CLASSES, dropout: float = 0.25) -> nn.Module:
+def fashion_cnn_relu(num_classes: int, channels: int, size: int, dropout: float = 0.25) -> nn.Module:
     """FashionCNN with ReLU between its linear layers: the same parameters, a non-linear head."""
-    return FashionCNNReLU(num_classes=num_classes, dropout=dropout)
+    return FashionCNNReLU(num_classes, channels, size, dropout)
 
 
 class Residual(nn.Module):
@@ -152,13 +187,13 @@ class ResNet9(nn.Module):
     carry a residual block. No global average pooling module is needed: the last map is pooled by a fixed window.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 32):
+    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = 28, width: int = 32):
         super().__init__()
-        self.prep = conv_block(1, width, bias=False, pool=False)
+        self.prep = conv_block(channels, width, bias=False, pool=False)
         self.layer1 = nn.Sequential(conv_block(width, 2 * width, bias=False), Residual(2 * width))
         self.layer2 = conv_block(2 * width, 4 * width, bias=False)
         self.layer3 = nn.Sequential(conv_block(4 * width, 8 * width, bias=False), Residual(8 * width))
-        self.pool = nn.MaxPool2d(3)
+        self.pool = nn.MaxPool2d(size // 8)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(8 * width, num_classes)
 
@@ -168,9 +203,9 @@ class ResNet9(nn.Module):
 
 
 @register_model("resnet9")
-def resnet9(num_classes: int = NUM_CLASSES, width: int = 32) -> nn.Module:
+def resnet9(num_classes: int, channels: int, size: int, width: int = 32) -> nn.Module:
     """ResNet-9 (DAWNBench style): four conv stages, two residual blocks, for the best accuracy."""
-    return ResNet9(num_classes=num_classes, width=width)
+    return ResNet9(num_classes, channels, size, width)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -211,7 +246,7 @@ def _record_output(rows: list[dict], name: str):
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits of `model` in eval mode for uint8 images (N, 28, 28), in order, on the CPU."""
+    """Logits of `model` in eval mode for uint8 images (N, C, H, W), in order, on the CPU."""
     was_training = model.training
     model.eval()
     outputs = []
@@ -220,4 +255,4 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, devi
             batch = to_float(images[start : start + batch_size]).to(device)
             outputs.append(model(batch).float().cpu())
     model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0, NUM_CLASSES)
+    return torch.cat(outputs) if outputs else torch.empty(0, 0)

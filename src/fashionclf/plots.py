@@ -35,16 +35,18 @@ def training_curves(history: list[dict], path: Path) -> None:
     save(figure, path)
 
 
-def confusion_heatmap(normalized: np.ndarray, classes: tuple[str, ...], path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(7.5, 6.5))
+def confusion_heatmap(
+    normalized: np.ndarray, true_classes: tuple[str, ...], predicted_classes: tuple[str, ...], path: Path
+) -> None:
+    """Rows are the data's classes, columns the model's (the same classes unless judged through a class map)."""
+    figure, axis = plt.subplots(figsize=(1.5 + 0.6 * len(predicted_classes), 1.5 + 0.5 * len(true_classes)))
     image = axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axis, fraction=0.046)
-    ticks = np.arange(len(classes))
-    axis.set_xticks(ticks, classes, rotation=45, ha="right")
-    axis.set_yticks(ticks, classes)
+    axis.set_xticks(np.arange(len(predicted_classes)), predicted_classes, rotation=45, ha="right")
+    axis.set_yticks(np.arange(len(true_classes)), true_classes)
     axis.set(xlabel="predicted", ylabel="true", title="Normalized confusion matrix (rows sum to 1)")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
+    for i in range(len(true_classes)):
+        for j in range(len(predicted_classes)):
             value = normalized[i, j]
             axis.text(
                 j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "black"
@@ -53,44 +55,39 @@ def confusion_heatmap(normalized: np.ndarray, classes: tuple[str, ...], path: Pa
 
 
 def per_class_bars(per_class: list[dict], path: Path) -> None:
+    """Per-class accuracy, and precision, recall and F1 beside it where they were measured."""
     names = [row["class"] for row in per_class]
     positions = np.arange(len(names))
-    figure, (accuracy_axis, prf_axis) = plt.subplots(1, 2, figsize=(13, 4))
+    with_prf = all("f1" in row for row in per_class)
+    figure, axes = plt.subplots(1, 2 if with_prf else 1, figsize=(13 if with_prf else 6.5, 4), squeeze=False)
+    accuracy_axis = axes[0, 0]
     accuracy_axis.bar(positions, [100 * row["accuracy"] for row in per_class], color="tab:blue")
     accuracy_axis.set(title="Per-class accuracy", ylabel="%", ylim=(0, 100))
-    width = 0.27
-    for offset, metric in zip((-width, 0, width), ("precision", "recall", "f1"), strict=True):
-        prf_axis.bar(positions + offset, [row[metric] for row in per_class], width, label=metric)
-    prf_axis.set(title="Precision, recall and F1", ylim=(0, 1))
-    prf_axis.legend(loc="lower right")
-    for axis in (accuracy_axis, prf_axis):
+    if with_prf:
+        width, prf_axis = 0.27, axes[0, 1]
+        for offset, metric in zip((-width, 0, width), ("precision", "recall", "f1"), strict=True):
+            prf_axis.bar(positions + offset, [row[metric] for row in per_class], width, label=metric)
+        prf_axis.set(title="Precision, recall and F1", ylim=(0, 1))
+        prf_axis.legend(loc="lower right")
+    for axis in axes[0]:
         axis.set_xticks(positions, names, rotation=45, ha="right")
         axis.grid(axis="y", alpha=0.3)
     save(figure, path)
 
 
 def image_grid(
-    images: np.ndarray,
-    labels: np.ndarray,
-    predicted: np.ndarray,
-    classes: tuple[str, ...],
-    path: Path,
-    title: str,
-    confidence: np.ndarray | None = None,
-    columns: int = 8,
+    images: np.ndarray, captions: list[str], right: np.ndarray, path: Path, title: str, columns: int = 8
 ) -> None:
-    """Images with 'predicted (true)' captions; wrong predictions in red."""
+    """uint8 images (N, C, H, W), grayscale or RGB, with their captions; those of wrong predictions in red."""
     rows = max(1, int(np.ceil(len(images) / columns)))
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.45, rows * 1.7))
     for index, axis in enumerate(np.atleast_1d(axes).ravel()):
         axis.axis("off")
         if index >= len(images):
             continue
-        axis.imshow(images[index], cmap="gray", vmin=0, vmax=255)
-        caption = f"{classes[predicted[index]]}\n({classes[labels[index]]})"
-        if confidence is not None:
-            caption += f" {confidence[index]:.0%}"
-        axis.set_title(caption, fontsize=6.5, color="black" if predicted[index] == labels[index] else "red")
+        image = images[index]
+        axis.imshow(image[0] if len(image) == 1 else image.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+        axis.set_title(captions[index], fontsize=6.5, color="black" if right[index] else "red")
     figure.suptitle(title)
     save(figure, path)
 

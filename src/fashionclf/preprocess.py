@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,59 @@ def _window_start(first: int, last: int, side: int, length: int) -> int:
     return start
 
 
+PREPROCESSINGS = ("fashion-mnist", "photo")
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How a picture becomes a model's input: the preprocessing, and the uint8 array (channels, size, size) it
+    yields. Fashion-MNIST's 28x28 grayscale is the default."""
+
+    preprocessing: str = "fashion-mnist"
+    channels: int = 1
+    size: int = FASHION_MNIST_SIDE
+
+    def __post_init__(self) -> None:
+        expected = {"fashion-mnist": (1, FASHION_MNIST_SIDE), "photo": (3, self.size)}.get(self.preprocessing)
+        if expected is None:
+            raise FashionClfError(f"unknown preprocessing {self.preprocessing!r}; known: {', '.join(PREPROCESSINGS)}")
+        if (self.channels, self.size) != expected or not MIN_SIDE <= self.size <= WORK_SIDE:
+            raise FashionClfError(f"{self.preprocessing} preprocessing cannot give {self.describe()} input")
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        if self.preprocessing == "photo":
+            return photo_square(image, self.size)
+        return to_dataset_domain(image)[None]
+
+    def describe(self) -> str:
+        kind = "grayscale" if self.channels == 1 else "RGB"
+        return f"{self.size}x{self.size} {kind}"
+
+
+FASHION_MNIST_INPUT = InputFormat()
+
+
+def photo_square(image: Image.Image, size: int) -> np.ndarray:
+    """The picture as it is, in colour, fitted into a size x size square: the longer side scaled to `size`, the
+    shorter padded equally on both sides by repeating its edge pixels (never distorted, and with no frame a model
+    could learn from); transparency composited on white. uint8 (3, size, size)."""
+    if image.mode in ("PA", "LA", "RGBA", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    rgb = image.convert("RGB")
+    scale = size / max(rgb.size)
+    fitted = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    pixels = np.asarray(rgb.resize(fitted, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC))
+    top, left = (size - fitted[1]) // 2, (size - fitted[0]) // 2
+    padding = ((top, size - fitted[1] - top), (left, size - fitted[0] - left), (0, 0))
+    return np.ascontiguousarray(np.pad(pixels, padding, mode="edge").transpose(2, 0, 1))
+
+
+def to_picture(array: np.ndarray) -> Image.Image:
+    """A model input (channels, height, width) as a picture, to show what the model saw."""
+    return Image.fromarray(array[0] if len(array) == 1 else array.transpose(1, 2, 0))
+
+
 def image_files(inputs: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files to classify (a folder's files, recursively, sorted) and the inputs that name nothing usable."""
     files, problems = [], []
@@ -195,5 +249,5 @@ def image_files(inputs: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str
 
 def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    to_picture(array).save(buffer, format="PNG")
     return buffer.getvalue()

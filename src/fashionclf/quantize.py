@@ -17,6 +17,7 @@ The static model is exported twice from one quantized graph, so both backends ru
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -33,13 +34,14 @@ from fashionclf.backends import (
     METADATA_CPU,
     METADATA_METHOD,
     METADATA_MODEL,
+    METADATA_SPEC,
     Runner,
     open_runner,
 )
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
-from fashionclf.models import model_entry
-from fashionclf.rundir import RunDir, import_torchao, load_model, locked, open_run, save_checkpoint, write_json
+from fashionclf.models import ModelSpec, example_input
+from fashionclf.rundir import RunDir, import_torchao, load_model, locked, open_run, save_checkpoint, spec_of, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import run_data
 
@@ -66,34 +68,37 @@ def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static")
 def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
     checkpoint_sha256 = file_sha256(run.best_checkpoint)
     model, checkpoint = load_model(run.best_checkpoint)
-    data = load_dataset(run_data(run))
+    spec = spec_of(checkpoint)
+    data = load_dataset(run_data(run), spec.input)
+    evaluated_on, test = data.evaluation_split
     calibration = _calibration_images(data.train, seed)
     out = run.quantized
     out.mkdir(parents=True, exist_ok=True)
 
     fp32_onnx = out / "fp32.onnx"
-    export_onnx(model, checkpoint["model"], "fp32", fp32_onnx)
+    export_onnx(model, checkpoint["model"], spec, "fp32", fp32_onnx)
     skipped: dict[str, str] = {}
     files = {"fp32": [run.best_checkpoint, *_compiled(model, checkpoint, "fp32", out, skipped), fp32_onnx]}
     if "dynamic" in methods:
         files["dynamic"] = [_quantize_dynamic(model, checkpoint, out / "dynamic.pt")]
     if "static" in methods or "qat" in methods:
-        static = static_int8(model, checkpoint["model"], calibration)
+        static = static_int8(model, calibration)
         files["static"] = _export_int8(static, checkpoint, "static", out, skipped)
     files["ort-static"] = [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")]
 
-    reference = runner_logits(open_runner(run.best_checkpoint), data.test.images).argmax(1)
-    results = {method: _measure(paths, run, data.test, reference) for method, paths in files.items()}
+    reference = runner_logits(open_runner(run.best_checkpoint), test.images).argmax(1)
+    results = {method: _measure(paths, run, test, reference) for method, paths in files.items()}
     loss = results["fp32"]["accuracy"] - results["static"]["accuracy"] if "static" in results else 0.0
     if "qat" in methods or loss > QAT_THRESHOLD:
-        qat = quantization_aware(model, checkpoint["model"], data.train, calibration, seed)
-        results["qat"] = _measure(_export_int8(qat, checkpoint, "qat", out, skipped), run, data.test, reference)
+        qat = quantization_aware(model, data.train, calibration, seed)
+        results["qat"] = _measure(_export_int8(qat, checkpoint, "qat", out, skipped), run, test, reference)
     return {
         "model": checkpoint["model"],
         "checkpoint": str(run.best_checkpoint.relative_to(run.root)),
         "checkpoint_sha256": checkpoint_sha256,
         "calibration_images": len(calibration),
-        "test_images": len(data.test),
+        "evaluated_on": evaluated_on,
+        "test_images": len(test),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "methods": results,
         "skipped": skipped,
@@ -111,16 +116,21 @@ def _dynamic_batch() -> tuple[dict, ...]:
     return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
 
 
-def export_onnx(model: nn.Module, name: str, method: str, target: Path) -> Path:
-    """ONNX with a dynamic batch axis and the model's name and method in its metadata, in one self-contained file."""
-    example = torch.rand(2, *model_entry(name).input_size)
+def _metadata(name: str, spec: ModelSpec, method: str) -> dict[str, str]:
+    """What every exported file says of itself: the model, its classes and input, and how it was made."""
+    return {METADATA_MODEL: name, METADATA_SPEC: json.dumps(spec.as_dict()), METADATA_METHOD: method}
+
+
+def export_onnx(model: nn.Module, name: str, spec: ModelSpec, method: str, target: Path) -> Path:
+    """ONNX with a dynamic batch axis and the model's name, spec and method in its metadata, in one self-contained
+    file."""
     with torch.no_grad():
         program = torch.onnx.export(
-            model, (example,), dynamo=True, dynamic_shapes=_dynamic_batch(),
+            model, (example_input(spec, 2),), dynamo=True, dynamic_shapes=_dynamic_batch(),
             input_names=["images"], output_names=["logits"], verbose=False,
         )  # fmt: skip
     proto = program.model_proto
-    for key, value in {METADATA_MODEL: name, METADATA_METHOD: method}.items():
+    for key, value in _metadata(name, spec, method).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     atomic_write(target, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
@@ -138,6 +148,7 @@ def _quantize_dynamic(model: nn.Module, checkpoint: dict, target: Path) -> Path:
             "format": checkpoint["format"],
             "model": checkpoint["model"],
             "model_args": checkpoint["model_args"],
+            "spec": checkpoint.get("spec"),
             "state_dict": quantized.state_dict(),
             "quantization": "dynamic",
         },
@@ -152,7 +163,7 @@ def _x86_quantizer():
     return quantizer, x86
 
 
-def static_int8(model: nn.Module, name: str, calibration: torch.Tensor) -> nn.Module:
+def static_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
     """PT2E post-training quantization: export, insert observers, run the calibration images, convert."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
@@ -167,9 +178,7 @@ def static_int8(model: nn.Module, name: str, calibration: torch.Tensor) -> nn.Mo
         return _converted(prepared)
 
 
-def quantization_aware(
-    model: nn.Module, name: str, train: fmnist.Split, calibration: torch.Tensor, seed: int
-) -> nn.Module:
+def quantization_aware(model: nn.Module, train: fmnist.Split, calibration: torch.Tensor, seed: int) -> nn.Module:
     """Fine-tune with fake quantization in the graph (PT2E QAT) at a low learning rate, then convert to int8."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
@@ -208,7 +217,7 @@ def _converted(prepared: torch.fx.GraphModule) -> nn.Module:
 
 
 def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
-    onnx_path = export_onnx(quantized, checkpoint["model"], method, out / f"{method}.onnx")
+    onnx_path = export_onnx(quantized, checkpoint["model"], spec_of(checkpoint), method, out / f"{method}.onnx")
     return [*_compiled(quantized, checkpoint, method, out, skipped), onnx_path]
 
 
@@ -217,26 +226,24 @@ def _compiled(model: nn.Module, checkpoint: dict, method: str, out: Path, skippe
     still serve, and quantization.json says why this one is missing."""
     target = out / f"{method}.pt2"
     try:
-        return [compile_package(model, checkpoint["model"], method, target)]
+        return [compile_package(model, checkpoint["model"], spec_of(checkpoint), method, target)]
     except Exception as exc:  # noqa: BLE001 - a failed C++ build surfaces as any of Inductor's many exceptions
         skipped[target.name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return []
 
 
-def compile_package(model: nn.Module, name: str, method: str, target: Path) -> Path:
+def compile_package(model: nn.Module, name: str, spec: ModelSpec, method: str, target: Path) -> Path:
     """Compile ahead of time with Inductor (weights frozen and prepacked for oneDNN) into one .pt2 package.
 
     The batch size is fixed at COMPILED_BATCH: in PyTorch 2.13, freezing with a dynamic batch axis compiles the
     int8 graph into wrong results (about 10% accuracy), so the runner splits and pads batches to this size."""
-    example = torch.rand(COMPILED_BATCH, *model_entry(name).input_size)
     metadata = {
-        METADATA_MODEL: name,
-        METADATA_METHOD: method,
+        **_metadata(name, spec, method),
         METADATA_CPU: torch.backends.cpu.get_cpu_capability(),
         METADATA_BATCH: str(COMPILED_BATCH),
     }
     with torch.no_grad():
-        program = torch.export.export(model, (example,))
+        program = torch.export.export(model, (example_input(spec, COMPILED_BATCH),))
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = torch._inductor.aoti_compile_and_package(
                 program,

@@ -17,7 +17,7 @@ import markdown
 from fashionclf.errors import FashionClfError
 from fashionclf.models import count_parameters, create_model, layer_table, model_entry
 from fashionclf.rundir import RunDir, locked, open_run, read_json, write_text
-from fashionclf.train import OPTIMIZERS, SCHEDULES, read_history
+from fashionclf.train import OPTIMIZERS, SCHEDULES, read_history, run_spec
 
 
 def build_report(run_dir: Path) -> Path:
@@ -35,72 +35,70 @@ def build_report(run_dir: Path) -> Path:
 
 def title(run: RunDir) -> str:
     config, metrics = read_json(run.config), read_json(run.metrics)
-    env = config["environment"]
+    env, split = config["environment"], metrics.get("data", {}).get("split", "test")
     return (
-        f"# Clothing classifier on Fashion-MNIST: run `{run.root.name}`\n\n"
-        f"Test accuracy **{metrics['accuracy']:.2%}** (loss {metrics['loss']:.4f}) on all {metrics['images']:,} "
-        f"test images, model `{config['train']['model']}` trained on {env['device']} ({env['device_name']}), "
-        f"PyTorch {env['versions']['torch']}. Every number below was measured in this run."
+        f"# Clothing classifier: run `{run.root.name}`\n\n"
+        f"{split.capitalize()} accuracy **{metrics['accuracy']:.2%}** (loss {metrics['loss']:.4f}) on all "
+        f"{metrics['images']:,} images of the {split} split, model `{config['train']['model']}` trained on "
+        f"{env['device']} ({env['device_name']}), PyTorch {env['versions']['torch']}. Every number below was "
+        "measured in this run."
     )
 
 
 def dataset(run: RunDir) -> str:
-    data = read_json(run.config)["data"]
-    if data["origin"] in ("csv", "photos"):
-        kind = "Kaggle CSV files" if data["origin"] == "csv" else "a folder of pictures sorted by class"
-        return (
-            "## Dataset used\n\n"
-            f"{data['train_size']:,} training and {data['test_size']:,} test images read from {kind} at "
-            f"`{data['directory']}`, in the 10 Fashion-MNIST classes."
-        )
-    rows = "\n".join(
-        f"| `{f['filename']}` | {f['items']:,} | `{f['raw_sha256'][:16]}...` | yes |" for f in data["files"]
+    data, spec = read_json(run.config)["data"], run_spec(run)
+    kind = {"csv": "Kaggle CSV files", "photos": "a folder of photos sorted by class"}.get(data["origin"])
+    source = f"Read from {kind} at `{data['directory']}`" if kind else (
+        f"Zalando's article images, read from `{data['directory']}` (found via: {data['origin']}); every file's IDX "
+        "header and the SHA-256 of its decompressed bytes were verified before use"
+    )  # fmt: skip
+    splits = "\n".join(
+        f"| {name} | {split['images']:,} | {split['from']} |" for name, split in data.get("splits", {}).items()
     )
-    classes = ", ".join(f"{i} {name}" for i, name in enumerate(data["classes"]))
+    files = "\n".join(f"| `{f['filename']}` | `{f['raw_sha256'][:16]}...` |" for f in data["files"])
+    classes = ", ".join(f"{i} {name}" for i, name in enumerate(spec.classes))
     return (
-        "## Dataset used: Fashion-MNIST\n\n"
-        f"Zalando's article images: {data['train_size']:,} training and {data['test_size']:,} test images, "
-        f"28x28 grayscale, 10 classes ({classes}).\n\n"
-        f"Read from `{data['directory']}` (found via: {data['origin']}). Every file's IDX header and the SHA-256 of "
-        "its decompressed bytes were verified before use.\n\n"
-        "| file | items | SHA-256 (decompressed) | verified |\n|---|---:|---|---|\n" + rows
+        "## Dataset used\n\n"
+        f"{source}. {len(spec.classes)} classes ({classes}), as {spec.input.describe()} images.\n\n"
+        "No image is in more than one split; each came from:\n\n"
+        f"| split | images | from |\n|---|---:|---|\n{splits}\n\n"
+        f"| file | SHA-256 |\n|---|---|\n{files}"
     )
 
 
 def data_handling(run: RunDir) -> str:
-    train = read_json(run.config)["train"]
-    data = read_json(run.config)["data"]
-    held_out = train["validation_size"]
+    train, data, spec = read_json(run.config)["train"], read_json(run.config)["data"], run_spec(run)
+    validation = data.get("splits", {}).get("validation")
     split = (
-        f"A seeded, stratified {held_out:,} images of the training set are held out for validation (choosing the best "
-        f"epoch), leaving {data['train_size'] - held_out:,} to train on."
-        if held_out
+        f"The {validation['images']:,} validation images ({validation['from']}) choose the best epoch."
+        if train["validation_size"] and validation
         else "No validation split: the last epoch's weights are evaluated."
     )
     source = {
         "csv": "The CSV files are read with pandas in chunks, checked row by row, and turned into uint8 tensors",
-        "photos": "Each picture is brought into the dataset's 28x28 domain (as `fashionclf predict` does) and "
-        "held as uint8 tensors",
-    }.get(data["origin"], "The four IDX files are parsed with NumPy into uint8 tensors")
+        "photos": f"Each photo is decoded once, brought into the model's {spec.input.describe()} input "
+        f"({spec.input.preprocessing} preprocessing, as `fashionclf predict` does) and cached as a memory-mapped "
+        "uint8 array",
+    }.get(data["origin"], "The four IDX files are parsed with NumPy into uint8 tensors held in memory")
     return (
         "## Data handling and loading\n\n"
-        f"{source} held in memory. Batches of "
-        f"{train['batch_size']} are drawn by index from a seeded permutation and scaled from [0, 255] to [0, 1] "
-        f"as float32 on the batch. {split} The test set is only ever evaluated, never used for a choice."
+        f"{source}. Batches of {train['batch_size']} are drawn by index from a seeded permutation and scaled from "
+        f"[0, 255] to [0, 1] as float32 on the batch. {split} The test split is only ever evaluated, never used for "
+        "a choice."
     )
 
 
 def model_section(run: RunDir) -> str:
-    train = read_json(run.config)["train"]
+    train, spec = read_json(run.config)["train"], run_spec(run)
     entry = model_entry(train["model"])
-    model = create_model(train["model"], **train["model_args"])
+    model = create_model(train["model"], spec, **train["model_args"])
     rows = "\n".join(
         f"| `{r['name']}` | {r['type']} | {' x '.join(map(str, r['output_shape']))} | {r['params']:,} |"
-        for r in layer_table(model, entry.input_size)
+        for r in layer_table(model, spec.input_size)
     )
     return (
         f"## The model: `{entry.name}`\n\n{entry.description}\n\n"
-        f"Input {' x '.join(map(str, entry.input_size))} (channels x height x width), "
+        f"Input {' x '.join(map(str, spec.input_size))} (channels x height x width), "
         f"{count_parameters(model):,} parameters.\n\n"
         "| layer | type | output shape | parameters |\n|---|---|---|---:|\n" + rows
     )
@@ -172,18 +170,26 @@ def test_results(run: RunDir) -> str:
         for name in ("macro", "weighted")
     )
     per_class = sorted(metrics["per_class"], key=lambda r: r["accuracy"])
+    split = metrics.get("data", {}).get("split", "test")
+    caveat = (
+        " The data has no test split, so these results are on the validation split, which also chose the best "
+        "epoch: they are not an unbiased estimate."
+        if split == "validation"
+        else ""
+    )
     return (
-        "## Test results\n\n"
-        f"Checkpoint `{metrics['checkpoint']['path']}` (epoch {metrics['checkpoint']['epoch']}): test accuracy "
+        f"## {split.capitalize()} results\n\n"
+        f"Checkpoint `{metrics['checkpoint']['path']}` (epoch {metrics['checkpoint']['epoch']}): {split} accuracy "
         f"**{metrics['accuracy']:.2%}**, loss {metrics['loss']:.4f}, top-2 accuracy {metrics['top2_accuracy']:.2%}, "
-        f"over all {metrics['images']:,} test images. The hardest class is {per_class[0]['class']} "
-        f"({per_class[0]['accuracy']:.2%}), the easiest {per_class[-1]['class']} ({per_class[-1]['accuracy']:.2%}).\n\n"
+        f"over all {metrics['images']:,} images of the {split} split.{caveat} The hardest class is "
+        f"{per_class[0]['class']} ({per_class[0]['accuracy']:.2%}), the easiest {per_class[-1]['class']} "
+        f"({per_class[-1]['accuracy']:.2%}).\n\n"
         "### Per-class accuracy, precision, recall and F1\n\n"
         "| class | accuracy | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|---:|\n"
         f"{rows}\n{averages}\n\n"
         "![Per-class accuracy, precision, recall and F1](figures/per_class.png)\n\n"
         "### Normalized confusion matrix\n\n![Normalized confusion matrix](figures/confusion_matrix.png)\n\n"
-        "### Examples\n\n![Test images](figures/test_samples.png)\n\n"
+        "### Examples\n\n![Images of the split](figures/test_samples.png)\n\n"
         "![Most confident mistakes](figures/confident_mistakes.png)"
     )
 
@@ -344,7 +350,8 @@ def optimization(run: RunDir) -> str | None:
     parts = [
         "## Optimization\n\n"
         f"Quantized on {quantization['calibration_images']:,} training images for calibration; accuracy measured on "
-        f"all {quantization['test_images']:,} test images for every file (fp32: {fp32:.2%}). Inference uses "
+        f"all {quantization['test_images']:,} images of the {quantization.get('evaluated_on', 'test')} split for every "
+        f"file (fp32: {fp32:.2%}). Inference uses "
         f"**{quantization['best_int8'] or 'fp32'}**."
         + (
             f" Timed on a {bench['cpu_capability']} CPU with {bench['threads']} threads, in "

@@ -38,7 +38,7 @@ from torch import nn
 
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
-from fashionclf.models import create_model
+from fashionclf.models import ModelSpec, create_model
 
 CHECKPOINT_FORMAT = "fashionclf-checkpoint"
 CHECKPOINT_KEYS = ("format", "model", "model_args", "state_dict")
@@ -229,9 +229,14 @@ def import_torchao() -> None:
             logger.setLevel(level)
 
 
+def spec_of(checkpoint: dict) -> ModelSpec:
+    """What the checkpoint's model expects and answers (Fashion-MNIST's for checkpoints of earlier versions)."""
+    return ModelSpec.from_dict(checkpoint.get("spec"))
+
+
 def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> nn.Module:
     """Rebuild the model the checkpoint describes and load its weights (in eval mode)."""
-    model = create_model(checkpoint["model"], **checkpoint["model_args"])
+    model = create_model(checkpoint["model"], spec_of(checkpoint), **checkpoint["model_args"])
     try:
         # A quantized checkpoint's weights are tensor subclasses that replace the float parameters.
         model.load_state_dict(checkpoint["state_dict"], assign="quantization" in checkpoint)

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from fashionclf.errors import FashionClfError
 from fashionclf.inference import Classifier
 from fashionclf.inference import top_k as ranked
-from fashionclf.preprocess import MAX_PIXELS, open_image, png_bytes, read_header, to_dataset_domain
+from fashionclf.preprocess import MAX_PIXELS, InputFormat, open_image, png_bytes, read_header
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Batcher:
         self._thread.start()
 
     def classify(self, images: np.ndarray) -> Future:
-        """A future of the class probabilities (N, C) of uint8 images (N, 28, 28)."""
+        """A future of the class probabilities (N, classes) of uint8 model inputs (N, C, H, W)."""
         future: Future = Future()
         self._waiting.put((images, future))
         return future
@@ -129,13 +129,13 @@ class Batcher:
             start += len(images)
 
 
-def prepare(uploads: list[tuple[str, bytes]], max_pixels: int) -> list[np.ndarray]:
+def prepare(uploads: list[tuple[str, bytes]], input: InputFormat, max_pixels: int) -> list[np.ndarray]:
     """The model inputs of a request's pictures; every header is checked against the limits before any picture is
     decoded."""
     pixels = sum(read_header(content, name) for name, content in uploads)
     if pixels > max_pixels:
         raise RequestTooLarge(f"the pictures hold {pixels:,} pixels in all, over the limit of {max_pixels:,} a request")
-    return [to_dataset_domain(open_image(content, name)) for name, content in uploads]
+    return [input.prepare(open_image(content, name)) for name, content in uploads]
 
 
 def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) -> FastAPIOffline:
@@ -148,11 +148,9 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
         batcher.close()
         decoders.shutdown()
 
-    app = FastAPIOffline(
-        title="fashionclf",
-        description="Classify clothing pictures into the 10 Fashion-MNIST classes.",
-        lifespan=lifespan,
-    )
+    classes = classifier.spec.classes
+    description = f"Classify clothing pictures into {len(classes)} classes: {', '.join(classes)}."
+    app = FastAPIOffline(title="fashionclf", description=description, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.bytes)
     _add_error_handlers(app)
     page = resources.files("fashionclf").joinpath("page.html").read_text(encoding="utf-8")
@@ -163,21 +161,24 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": classifier.description}
+        spec = classifier.spec
+        return {"status": "ok", "model": classifier.description, "classes": list(spec.classes),
+                "input": vars(spec.input)}  # fmt: skip
 
     @app.post("/predict")
     async def predict(files: list[UploadFile], top_k: int = Query(k, ge=1, le=10)) -> dict:
-        """Top-k classes for each uploaded picture, and the 28x28 image the model saw (base64 PNG)."""
+        """Top-k classes for each uploaded picture, and the image the model saw (base64 PNG)."""
         if len(files) > limits.files:
             raise RequestTooLarge(f"request holds {len(files)} files, over the limit of {limits.files}")
         uploads = [(upload.filename or "upload", await upload.read()) for upload in files]
-        arrays = await asyncio.get_running_loop().run_in_executor(decoders, prepare, uploads, limits.pixels)
+        loop, input = asyncio.get_running_loop(), classifier.spec.input
+        arrays = await loop.run_in_executor(decoders, prepare, uploads, input, limits.pixels)
         probabilities = await asyncio.wrap_future(batcher.classify(np.stack(arrays)))
         return {
             "model": classifier.description,
             "predictions": [
                 {"file": name, "top_k": top, "model_input_png": base64.b64encode(png_bytes(array)).decode("ascii")}
-                for (name, _), array, top in zip(uploads, arrays, ranked(probabilities, top_k), strict=True)
+                for (name, _), array, top in zip(uploads, arrays, ranked(probabilities, top_k, classes), strict=True)
             ],
         }
 

@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -26,8 +26,10 @@ from tqdm import tqdm
 
 from fashionclf import data as fmnist
 from fashionclf import distributed
+from fashionclf.augment import augment
 from fashionclf.errors import FashionClfError
-from fashionclf.models import count_parameters, create_model, model_entry, predict_logits
+from fashionclf.models import ModelSpec, count_parameters, create_model, model_entry, predict_logits
+from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.rundir import (
     CHECKPOINT_FORMAT,
     RunDir,
@@ -37,6 +39,7 @@ from fashionclf.rundir import (
     open_run,
     read_json,
     save_checkpoint,
+    spec_of,
     write_json,
     write_text,
 )
@@ -123,10 +126,12 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
-    validation_size: int | None = None  # None: 5,000, or a fifth of a training set under 25,000 images; 0: none
+    # None: the data's own validation split, else 5,000 held out, or a fifth of a training set under 25,000; 0: none
+    validation_size: int | None = None
     device: str = "auto"
     data: str | None = None  # any source fashionclf.sources reads; None: Fashion-MNIST's IDX files
-    init: str | None = None  # fine-tune: start from this run's best weights
+    init: str | None = None  # fine-tune: start from this run's best weights (a new head for another class set)
+    image_size: int | None = None  # the side of a photo model's square input; None: the model's own
     mix_fashion_mnist: int = 0  # fine-tune: Fashion-MNIST training images mixed in, so the model does not forget
     recipe: str = "seed"
     channels_last: bool = False  # NHWC activations: oneDNN's convolutions and pooling run faster on them
@@ -211,6 +216,7 @@ def environment(device: torch.device) -> dict:
 class TrainState:
     """What an epoch boundary needs to carry on: the resume point of a run."""
 
+    spec: ModelSpec
     model: nn.Module
     optimizer: torch.optim.Optimizer
     network: nn.Module  # what the training step calls: `model`, or under torchrun its DistributedDataParallel wrapper
@@ -227,24 +233,22 @@ class TrainState:
         return self.ema.module if self.ema is not None else self.model
 
 
-def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
+def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, progress: bool = True) -> RunDir:
     """Train a new run into `out` (which must not hold a run yet) and return its run directory."""
     run = RunDir(Path(out))
     with _writing(run, "fashionclf train"):
         if run.config.exists():
             raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
-        data = data or load_dataset(config.data)
-        config = _resolved(config, len(data.train))
+        config = _with_model(config)
+        data = data or load_dataset(config.data, model_entry(config.model).spec(size=config.image_size).input)
+        config, spec = _resolved(config, data), ModelSpec(data.classes, data.input)
         splits = _splits(config, data)
         distributed.check_batches(len(splits[0]), config.batch_size)
         with distributed.process_group(resolve_device(config.device)) as device:
             if distributed.is_main():
-                write_json(
-                    run.config,
-                    {"train": asdict(config), "environment": environment(device), "data": fmnist.describe(data)},
-                )
+                write_json(run.config, _run_record(config, spec, device, data))
             with _resume_hint_on_interrupt(run):
-                state = _new_state(config, device, _steps_per_epoch(config, splits))
+                state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
                 parameters = count_parameters(state.model)
                 where = f"{device}{distributed.describe()}"
                 _log(run, f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs")
@@ -254,16 +258,16 @@ def train(config: TrainConfig, out: Path, data: fmnist.FashionMNIST | None = Non
     return run
 
 
-def resume(out: Path, data: fmnist.FashionMNIST | None = None, progress: bool = True) -> RunDir:
+def resume(out: Path, data: fmnist.Dataset | None = None, progress: bool = True) -> RunDir:
     """Continue a stopped run from its last checkpoint, with the settings it was started with."""
     run = open_run(Path(out))
     with _writing(run, "fashionclf train --resume"):
         _check_resumable(run)
-        config = TrainConfig.from_dict(read_json(run.config)["train"])
-        splits = _splits(config, data or load_dataset(config.data))
+        config, spec = TrainConfig.from_dict(read_json(run.config)["train"]), run_spec(run)
+        splits = _splits(config, data or load_dataset(config.data, spec.input))
         distributed.check_batches(len(splits[0]), config.batch_size)
         with distributed.process_group(resolve_device(config.device)) as device:
-            state = _new_state(config, device, _steps_per_epoch(config, splits))
+            state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
             if run.last_checkpoint.exists():
                 # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
                 _restore(state, load_checkpoint(run.last_checkpoint))
@@ -297,29 +301,65 @@ def _check_resumable(run: RunDir) -> None:
         )
 
 
-def _resolved(config: TrainConfig, train_size: int) -> TrainConfig:
-    """The settings with what they depend on filled in: bf16 where the device has it, the validation size for a
-    training set of `train_size` images, and the model of a fine-tuned run."""
+def _with_model(config: TrainConfig) -> TrainConfig:
+    """A fine-tuned run takes the model, its arguments and its input size from the run it starts from."""
+    if not config.init:
+        return config
+    checkpoint = load_checkpoint(open_run(Path(config.init)).best_checkpoint)
+    size = spec_of(checkpoint).input.size
+    return replace(config, model=checkpoint["model"], model_args=checkpoint["model_args"], image_size=size)
+
+
+def _resolved(config: TrainConfig, data: fmnist.Dataset) -> TrainConfig:
+    """The settings with what they depend on filled in: bf16 where the device has it, the input size, and the
+    validation size (the data's own validation split, or a hold-out sized for its training split)."""
     values = asdict(config)
     if config.bf16 and not bf16_supported(resolve_device(config.device)):
         values["bf16"] = False  # emulated bfloat16 is slower than float32: not worth it on this machine
-    if config.validation_size is None:
-        values["validation_size"] = 5000 if train_size >= 25_000 else train_size // 5
-    if config.init:
-        checkpoint = load_checkpoint(open_run(Path(config.init)).best_checkpoint)
-        values["model"], values["model_args"] = checkpoint["model"], checkpoint["model_args"]
+    values["image_size"] = data.input.size
+    if config.validation_size is None and data.validation is not None:
+        values["validation_size"] = len(data.validation)
+    elif config.validation_size is None:
+        values["validation_size"] = 5000 if len(data.train) >= 25_000 else len(data.train) // 5
+    if config.mix_fashion_mnist and (data.classes, data.input) != (fmnist.CLASSES, FASHION_MNIST_INPUT):
+        raise FashionClfError("--mix-fashion-mnist needs data in Fashion-MNIST's classes and 28x28 grayscale")
     return TrainConfig(**values)
+
+
+def run_spec(run: RunDir) -> ModelSpec:
+    """What the run's model expects and answers, as config.json records it (Fashion-MNIST's for older runs)."""
+    return ModelSpec.from_dict(read_json(run.config).get("spec"))
+
+
+def _run_record(config: TrainConfig, spec: ModelSpec, device: torch.device, data: fmnist.Dataset) -> dict:
+    """config.json: every setting, the model's spec, the environment, and where the data came from."""
+    return {"train": asdict(config), "spec": spec.as_dict(), "environment": environment(device),
+            "data": _described(config, data)}  # fmt: skip
+
+
+def _described(config: TrainConfig, data: fmnist.Dataset) -> dict:
+    """The data's provenance, with where the validation split came from."""
+    described = fmnist.describe(data)
+    if data.validation is None and config.validation_size:
+        described["splits"]["validation"] = {
+            "images": config.validation_size,
+            "from": f"a seeded (seed {config.seed}), stratified hold-out of the training split",
+        }
+        described["splits"]["train"]["images"] -= config.validation_size
+    return described
 
 
 def _steps_per_epoch(config: TrainConfig, splits: tuple[fmnist.Split, fmnist.Split | None]) -> int:
     return math.ceil(len(splits[0]) / config.batch_size)
 
 
-def _new_state(config: TrainConfig, device: torch.device, steps_per_epoch: int) -> TrainState:
+def _new_state(
+    config: TrainConfig, spec: ModelSpec, device: torch.device, steps_per_epoch: int, run: RunDir
+) -> TrainState:
     torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.model_args)
+    model = create_model(config.model, spec, **config.model_args)
     if config.init:
-        model.load_state_dict(load_checkpoint(RunDir(Path(config.init)).best_checkpoint)["state_dict"])
+        _start_from(model, load_checkpoint(RunDir(Path(config.init)).best_checkpoint), run)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -331,8 +371,18 @@ def _new_state(config: TrainConfig, device: torch.device, steps_per_epoch: int) 
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True) if config.ema else None
     scheduler = _scheduler(config, optimizer, steps_per_epoch)
     if config.compile:
-        return TrainState(model, optimizer, torch.compile(network), network, scheduler, ema)
-    return TrainState(model, optimizer, network, None, scheduler, ema)
+        return TrainState(spec, model, optimizer, torch.compile(network), network, scheduler, ema)
+    return TrainState(spec, model, optimizer, network, None, scheduler, ema)
+
+
+def _start_from(model: nn.Module, checkpoint: dict, run: RunDir) -> None:
+    """Load every tensor of another run's weights whose name and shape fit; the rest (the head, for another class
+    set; the first layer, for other channels) keeps its fresh initialisation, and the log names it."""
+    own = model.state_dict()
+    fitting = {k: v for k, v in checkpoint["state_dict"].items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    fresh = ", ".join(key for key in own if key not in fitting) or "none"
+    _log(run, f"started from {len(fitting)} of {len(own)} tensors of the --init run; fresh: {fresh}")
 
 
 def ema_with_warmup(decay: float):
@@ -405,9 +455,13 @@ def _resume_hint_on_interrupt(run: RunDir):
         raise
 
 
-def _splits(config: TrainConfig, data: fmnist.FashionMNIST) -> tuple[fmnist.Split, fmnist.Split | None]:
-    """(what to train on, what to validate on): the hold-out comes from the given data only, before any mixing."""
-    train_split, val_split = _split(data.train, config)
+def _splits(config: TrainConfig, data: fmnist.Dataset) -> tuple[fmnist.Split, fmnist.Split | None]:
+    """(what to train on, what to validate on): the data's own validation split, or a hold-out of its training split
+    (from the given data only, before any mixing)."""
+    if data.validation is not None and config.validation_size:
+        train_split, val_split = data.train, data.validation
+    else:
+        train_split, val_split = _split(data.train, config)
     if config.mix_fashion_mnist:
         extra = fmnist.load_fashion_mnist().train
         chosen = torch.randperm(len(extra), generator=torch.Generator().manual_seed(config.seed))
@@ -457,7 +511,7 @@ def train_epoch(
         if config.crop_padding or config.flip or config.erase:
             # Drawn from the epoch's generator, after its permutation, for the whole batch: a resumed epoch augments
             # identically, and so does every process before it takes its slice.
-            images = fmnist.augment(images, generator, config.crop_padding, config.flip, config.erase)
+            images = augment(images, generator, config.crop_padding, config.flip, config.erase)
         images = distributed.local_part(images).to(device).contiguous(memory_format=memory_format)
         labels = distributed.local_part(labels).to(device)
         value, batch_correct = _gradients(state, images, labels, batch, config, run)
@@ -527,7 +581,8 @@ def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -
     epoch = row["epoch"]
     state.history.append(row)
     state.next_epoch = epoch + 1
-    base = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_args": config.model_args, "epoch": epoch}
+    base = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_args": config.model_args,
+            "spec": state.spec.as_dict(), "epoch": epoch}  # fmt: skip
     # Without a validation split nothing can choose an epoch: the last one is kept, as --validation-size 0 says.
     validated = "val_accuracy" in row
     improved = not validated or row["val_accuracy"] > state.best_val_accuracy
@@ -593,20 +648,23 @@ def run_data(run: RunDir) -> Path | None:
 
 
 def finetune_summary(config: TrainConfig, run: RunDir, validation: fmnist.Split | None, device: torch.device) -> dict:
-    """Accuracy of the starting model and of the fine-tuned one, on the held-out part of the new data and on
-    Fashion-MNIST's test set."""
-    before = load_model(RunDir(Path(config.init)).best_checkpoint)[0].to(device)
-    after = load_model(run.best_checkpoint)[0].to(device)
+    """Accuracy of the fine-tuned model, and of the model it started from where that answers in the same classes,
+    on the validation split of the new data and, for a model of Fashion-MNIST's classes, on its test set."""
+    before, before_checkpoint = load_model(RunDir(Path(config.init)).best_checkpoint)
+    after, after_checkpoint = load_model(run.best_checkpoint)
+    same_classes = spec_of(before_checkpoint) == spec_of(after_checkpoint)
     summary = {"init": config.init, "data": config.data}
-    sets = {"held_out": validation, "fashion_mnist_test": _fashion_mnist_test()}
+    fashion_mnist = spec_of(after_checkpoint) == ModelSpec()
+    sets = {"held_out": validation, "fashion_mnist_test": _fashion_mnist_test() if fashion_mnist else None}
     for name, split in sets.items():
-        if split is not None and len(split):
-            summary[name] = {
-                "images": len(split),
-                "before": evaluate_split(before, split, config.batch_size, device)[1],
-                "after": evaluate_split(after, split, config.batch_size, device)[1],
-            }
-            _log(run, f"fine-tuning, {name}: accuracy {summary[name]['before']:.2%} -> {summary[name]['after']:.2%}")
+        if split is None or not len(split):
+            continue
+        compared = {"before": before, "after": after} if same_classes else {"after": after}
+        accuracy = {key: evaluate_split(model.to(device), split, config.batch_size, device)[1]
+                    for key, model in compared.items()}  # fmt: skip
+        summary[name] = {"images": len(split), "before": None, **accuracy}
+        before_text = f"{accuracy['before']:.2%} -> " if same_classes else ""
+        _log(run, f"fine-tuning, {name}: accuracy {before_text}{accuracy['after']:.2%}")
     return summary
 
 
