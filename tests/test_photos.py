@@ -5,19 +5,23 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashionclf import photos
 from fashionclf.data import CLASSES
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
-from fashionclf.inference import load_classifier
+from fashionclf.inference import load_classifier, predict_files
 from fashionclf.photos import read_photo_dataset
 from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
+from fashionclf.report import build_report
+from fashionclf.serve import create_app
 from fashionclf.train import TrainConfig, train
 
 SMALL_RGB = InputFormat("photo", 3, 32)
@@ -214,3 +218,37 @@ def test_fine_tuning_on_a_photo_folder_raises_held_out_accuracy(trained_run, rea
     assert summary["held_out"]["images"] == 96  # a fifth of the 480 pictures left after the test hold-out
     assert summary["held_out"]["after"] > summary["held_out"]["before"] + 0.1
     assert {"before", "after"} <= summary["fashion_mnist_test"].keys()
+
+
+SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
+
+
+@pytest.fixture(scope="module")
+def photo_run(tmp_path_factory):
+    """The photo model, small and briefly trained on the committed sample of clothing-dataset-small."""
+    config = TrainConfig(model="photo_resnet9", model_args={"width": 8}, image_size=32, epochs=2, batch_size=8,
+                         optimizer="sgd", lr=0.05, schedule="onecycle", crop_scale=0.35, jitter=0.3, flip=True,
+                         device="cpu", data=str(SAMPLE))  # fmt: skip
+    return train(config, tmp_path_factory.mktemp("runs") / "photos", progress=False)
+
+
+def test_a_photo_run_records_its_classes_and_input_and_reports_on_validation(photo_run):
+    spec = json.loads(photo_run.config.read_text())["spec"]
+    assert spec["classes"][:3] == ["dress", "hat", "longsleeve"] and len(spec["classes"]) == 10
+    assert (spec["preprocessing"], spec["channels"], spec["size"]) == ("photo", 3, 32)
+    metrics = evaluate_run(photo_run.root)
+    assert metrics["images"] == 20 and metrics["data"]["split"] == "validation"  # the sample has no test/
+    build_report(photo_run.root)
+    assert "## Validation results" in photo_run.report_md.read_text()
+
+
+def test_a_photo_run_predicts_and_serves_in_its_own_class_names(photo_run):
+    classifier = load_classifier(photo_run.root)
+    photo = next((SAMPLE / "validation" / "hat").iterdir())
+    (prediction,) = predict_files(classifier, [photo], k=10)
+    assert sorted(t["class"] for t in prediction.top) == sorted(classifier.spec.classes)
+    assert prediction.model_input.shape == (3, 32, 32)
+    client = TestClient(create_app(classifier))
+    answer = client.post("/predict", files=[("files", (photo.name, photo.read_bytes()))]).json()
+    assert answer["predictions"][0]["top_k"][0]["class"] in classifier.spec.classes
+    assert client.get("/health").json()["input"] == {"preprocessing": "photo", "channels": 3, "size": 32}

@@ -26,7 +26,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, create_model, model_entry
+from fashionclf.models import ModelSpec, Scale, create_model, model_entry
 from fashionclf.rundir import RunDir, load_model, locked, open_run, spec_of, write_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import resolve_device, run_data
@@ -37,7 +37,7 @@ CONVENTION = (
     "for conv/linear, less the input gradient of the first layer)."
 )
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-POINTWISE = (nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Identity)
+POINTWISE = (nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Identity, Scale)
 DENSE = (nn.Linear, nn.Flatten)
 
 
@@ -96,9 +96,16 @@ def _traced_layers(model: nn.Module, input_size: tuple[int, ...]) -> tuple[fx.Gr
     return graph, layers
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with the project's own layers (Scale) kept whole like torch.nn's."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, Scale) or super().is_leaf_module(module, qualified_name)
+
+
 def _trace(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        return fx.GraphModule(model, _Tracer().trace(model))
     except Exception as error:  # fx raises many types for code it cannot follow
         raise FashionClfError(f"model {type(model).__name__} cannot be analysed: torch.fx cannot trace it "
                               f"({type(error).__name__}: {error})") from None  # fmt: skip
@@ -196,7 +203,7 @@ def layer_costs(layer: Layer, first: bool) -> dict:
     elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
         kh, kw = _pair(module.kernel_size)
         elementwise = (kh * kw - 1) * out_elements
-    elif isinstance(module, nn.ReLU):
+    elif isinstance(module, nn.ReLU | Scale):
         elementwise = out_elements
     else:
         elementwise = 0

@@ -42,3 +42,40 @@ def _erase_masks(batch: int, height: int, width: int, probability: float, genera
     inside_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
     chosen = torch.rand(batch, generator=generator) < probability
     return inside_rows[:, :, None] & inside_cols[:, None, :] & chosen[:, None, None]
+
+
+def photo_augment(
+    images: torch.Tensor, generator: torch.Generator, crop_scale: float = 0.0, rotate: float = 0.0, jitter: float = 0.0
+) -> torch.Tensor:
+    """Augment a float batch (B, C, S, S) of photos as a whole: a random resized crop (area from `crop_scale` to all
+    of the picture, aspect ratio 3:4 to 4:3) turned by up to `rotate` degrees, in one affine resampling (borders
+    reflected); then brightness, contrast and saturation each scaled by up to +-`jitter`. Every draw comes from
+    `generator`."""
+    batch, channels, height, width = images.shape
+    if crop_scale or rotate:
+        area = torch.empty(batch).uniform_(crop_scale or 1.0, 1.0, generator=generator)
+        ratio = torch.empty(batch).uniform_(np.log(3 / 4), np.log(4 / 3), generator=generator).exp()
+        scale_x, scale_y = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+        shift_x = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - scale_x)
+        shift_y = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - scale_y)
+        angle = (torch.rand(batch, generator=generator) * 2 - 1) * np.deg2rad(rotate)
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack(
+            [
+                torch.stack([scale_x * cos, -scale_y * sin, shift_x], 1),
+                torch.stack([scale_x * sin, scale_y * cos, shift_y], 1),
+            ],
+            1,
+        )
+        grid = torch.nn.functional.affine_grid(theta, (batch, channels, height, width), align_corners=False)
+        images = torch.nn.functional.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
+    if jitter:
+        brightness, contrast, saturation = 1 + (torch.rand(3, batch, 1, 1, 1, generator=generator) * 2 - 1) * jitter
+        images = images * brightness
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * contrast + mean
+        if channels == 3:
+            gray = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            images = (images - gray) * saturation + gray
+        images = images.clamp(0, 1)
+    return images

@@ -151,40 +151,24 @@ def train(
     crop_padding: Annotated[int | None, typer.Option(help="Augment: random crop after padding by N pixels.")] = None,
     flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Augment: flip half the images.")] = None,
     erase: Annotated[float | None, typer.Option(help="Augment: probability of erasing a rectangle.")] = None,
+    crop_scale: Annotated[
+        float | None, typer.Option(help="Augment photos: random resized crops down to this share of the area.")
+    ] = None,
+    rotate: Annotated[float | None, typer.Option(help="Augment photos: rotate by up to this many degrees.")] = None,
+    jitter: Annotated[
+        float | None, typer.Option(help="Augment photos: brightness, contrast, saturation scaled by up to +-this.")
+    ] = None,
 ) -> None:
     """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch.
     Started by torchrun, it trains data-parallel across the processes."""
+    options = {key: value for key, value in locals().items() if key not in ("out", "resume")}  # the settings
     from fashionclf import distributed
     from fashionclf import train as training
 
     if resume is not None:
         run = training.resume(resume)
     else:
-        config = _config(
-            recipe=recipe,
-            model=model,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer,
-            schedule=schedule,
-            weight_decay=weight_decay,
-            label_smoothing=label_smoothing,
-            ema=ema,
-            compile=compile,
-            channels_last=channels_last,
-            bf16=bf16,
-            seed=seed,
-            validation_size=validation_size,
-            device=device,
-            data=data,
-            init=init,
-            image_size=image_size,
-            mix_fashion_mnist=mix_fashion_mnist,
-            crop_padding=crop_padding,
-            flip=flip,
-            erase=erase,
-        )
+        config = _config(**options)
         run = training.train(config, out or Path("runs") / f"{config.model}-seed{seed}")
     if distributed.is_main():
         console.print(f"run directory: {run.root}")

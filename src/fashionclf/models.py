@@ -208,6 +208,48 @@ def resnet9(num_classes: int, channels: int, size: int, width: int = 32) -> nn.M
     return ResNet9(num_classes, channels, size, width)
 
 
+class Scale(nn.Module):
+    """Multiplies by a constant: a logit scale that keeps a head's effective learning rate low (Page's ResNet-9)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class PhotoResNet9(nn.Module):
+    """ResNet-9 for RGB photos: a stride-2 stem halves the photo first, then Page's three stages (channels doubled,
+    map halved by max-pooling, a residual block in the first and last); the last map is max-pooled whole, and the
+    logits of a bias-free head are scaled by 1/8 as in Page's network."""
+
+    def __init__(self, num_classes: int = 10, channels: int = 3, size: int = 64, width: int = 64):
+        super().__init__()
+        self.prep = nn.Sequential(
+            nn.Conv2d(channels, width, kernel_size=3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        self.layer1 = nn.Sequential(conv_block(width, 2 * width, bias=False), Residual(2 * width))
+        self.layer2 = conv_block(2 * width, 4 * width, bias=False)
+        self.layer3 = nn.Sequential(conv_block(4 * width, 8 * width, bias=False), Residual(8 * width))
+        self.pool = nn.MaxPool2d(size // 16)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8 * width, num_classes, bias=False)
+        self.scale = Scale(0.125)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.prep(x))))
+        return self.scale(self.fc(self.flatten(self.pool(x))))
+
+
+@register_model("photo_resnet9", input=InputFormat("photo", 3, 64))
+def photo_resnet9(num_classes: int, channels: int, size: int, width: int = 64) -> nn.Module:
+    """ResNet-9 for RGB photos (64 to 128 px): a stride-2 stem, three stages, two residual blocks."""
+    if size % 16:
+        raise ValueError(f"input size {size} is not a multiple of 16")
+    return PhotoResNet9(num_classes, channels, size, width)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

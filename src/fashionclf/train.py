@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from fashionclf import data as fmnist
 from fashionclf import distributed
-from fashionclf.augment import augment
+from fashionclf.augment import augment, photo_augment
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, count_parameters, create_model, model_entry, predict_logits
 from fashionclf.preprocess import FASHION_MNIST_INPUT
@@ -145,6 +145,9 @@ class TrainConfig:
     crop_padding: int = 0  # augmentation: random crop after padding by this many pixels
     flip: bool = False  # augmentation: horizontal flip of half the images
     erase: float = 0.0  # augmentation: probability of erasing a random rectangle
+    crop_scale: float = 0.0  # augmentation: random resized crops down to this share of the area; 0: off
+    rotate: float = 0.0  # augmentation: random rotation by up to this many degrees
+    jitter: float = 0.0  # augmentation: brightness, contrast and saturation scaled by up to +-this
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -164,6 +167,8 @@ class TrainConfig:
             raise FashionClfError(f"--ema must be a decay in [0, 1), got {self.ema}")
         if not 0 <= self.erase <= 1 or self.crop_padding < 0:
             raise FashionClfError("--erase must be a probability in [0, 1] and --crop-padding 0 or more")
+        if not 0 <= self.crop_scale <= 1 or not 0 <= self.jitter <= 1 or self.rotate < 0:
+            raise FashionClfError("--crop-scale and --jitter must be in [0, 1], --rotate 0 or more")
         if self.mix_fashion_mnist and not self.init:
             raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
 
@@ -508,6 +513,8 @@ def train_epoch(
     for step, (images, labels) in enumerate(bar, start=1):
         batch = len(labels)  # the global batch: under torchrun this process trains on its slice of it
         images = fmnist.to_float(images)
+        if config.crop_scale or config.rotate or config.jitter:
+            images = photo_augment(images, generator, config.crop_scale, config.rotate, config.jitter)
         if config.crop_padding or config.flip or config.erase:
             # Drawn from the epoch's generator, after its permutation, for the whole batch: a resumed epoch augments
             # identically, and so does every process before it takes its slice.
