@@ -112,6 +112,25 @@ RECIPES: dict[str, dict] = {
         "batch_size": 256,
         "epochs": 20,
     },
+    # Photos (a folder of class folders of RGB photos, e.g. --data clothing-small), trained from scratch: ResNet-9
+    # for photos at 64x64 (96 px measured no better), SGD with Nesterov momentum, one-cycle to 0.2, weight decay,
+    # label smoothing, random resized crops down to 35% of the area, flips and colour jitter, batch 64, 30 epochs.
+    "photos": {
+        "model": "photo_resnet9",
+        "image_size": 64,
+        "channels_last": True,
+        "bf16": True,
+        "optimizer": "sgd",
+        "lr": 0.2,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "crop_scale": 0.35,
+        "jitter": 0.3,
+        "flip": True,
+        "batch_size": 64,
+        "epochs": 30,
+    },
 }
 
 

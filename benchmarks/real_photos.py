@@ -1,0 +1,88 @@
+"""Real photos: how right each way of classifying them is, on the validation split of clothing-dataset-small.
+
+    .venv/bin/python benchmarks/real_photos.py [--photos ../shared/photos/clothing-dataset-small] [--out runs/photos]
+
+Every model that learns from photos trains on the train split and is judged on the validation split (the test split
+is withheld). The rows, each with its training time:
+  (a) the Fashion-MNIST seed model (`runs/seed`, `make run`), through the shipped class map (7 of the 10 classes
+      exist in Fashion-MNIST; hat, shorts and skirt are left out);
+  (b) the 28x28 grayscale FashionCNN fine-tuned on the photos with `--init runs/seed` (a new head for the 10
+      classes), beside (b') the same network trained on the photos from scratch, which says whether starting from
+      Fashion-MNIST helps;
+  (c) the `photos` recipe (photo_resnet9 on 64x64 RGB photos), and its int8 model (`fashionclf quantize`): accuracy,
+      size and speed (`fashionclf bench`) beside fp32.
+Runs that already exist under --out are reused, so the table can be printed again without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from fashionclf.bench import bench_run
+from fashionclf.evaluate import evaluate_run
+from fashionclf.quantize import quantize_run
+from fashionclf.train import TrainConfig, train
+
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos" / "clothing-dataset-small"
+
+
+def trained(out: Path, config: TrainConfig) -> tuple[Path, float]:
+    """The run at `out`, trained now unless it exists; its training time in seconds (from its history)."""
+    if not (out / "history.json").is_file():
+        train(config, out)
+    seconds = sum(row["seconds"] for row in json.loads((out / "history.json").read_text()))
+    return out, seconds
+
+
+def row(name: str, metrics: dict, seconds: float | None) -> dict:
+    per_class = {r["class"]: r["accuracy"] for r in metrics["per_class"]}
+    return {"name": name, "images": metrics["images"], "accuracy": metrics["accuracy"], "per_class": per_class,
+            "train_s": seconds}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, default=PHOTOS)
+    parser.add_argument("--seed-run", type=Path, default=Path("runs/seed"))
+    parser.add_argument("--out", type=Path, default=Path("runs/photos-bench"))
+    args = parser.parse_args()
+    photos = str(args.photos)
+    rows = [row("(a) Fashion-MNIST seed model, class map", evaluate_run(args.seed_run, data_path=photos,
+                split="validation", class_map="clothing-small"), None)]  # fmt: skip
+    fine_tuned = {"(b) FashionCNN 28x28, --init runs/seed": str(args.seed_run), "(b') FashionCNN 28x28, scratch": None}
+    for name, init in fine_tuned.items():
+        config = TrainConfig.from_recipe("best", data=photos, init=init, epochs=30, batch_size=64)
+        run, seconds = trained(args.out / ("finetuned" if init else "scratch"), config)
+        rows.append(row(name, evaluate_run(run), seconds))
+    run, seconds = trained(args.out / "photos", TrainConfig.from_recipe("photos", data=photos))
+    rows.append(row("(c) photos recipe, fp32", evaluate_run(run), seconds))
+    started = time.perf_counter()
+    quantization = quantize_run(run)
+    bench = bench_run(run)
+    print_table(rows, quantization, bench, time.perf_counter() - started)
+
+
+def print_table(rows: list[dict], quantization: dict, bench: dict, quantize_seconds: float) -> None:
+    classes = sorted({name for r in rows for name in r["per_class"]})
+    print(f"\n{'model':<42}{'train':>8}{'photos':>8}{'accuracy':>10}" + "".join(f"{c[:9]:>10}" for c in classes))
+    for r in rows:
+        seconds = f"{r['train_s'] / 60:.1f} min" if r["train_s"] else "-"
+        cells = "".join(f"{r['per_class'][c]:>10.1%}" if c in r["per_class"] else f"{'-':>10}" for c in classes)
+        print(f"{r['name']:<42}{seconds:>8}{r['images']:>8}{r['accuracy']:>10.2%}{cells}")
+    methods = quantization["methods"]
+    best = quantization["best_int8"]
+    print(f"\nint8 of (c) ({best}), quantized and benchmarked in {quantize_seconds:.0f} s:")
+    for method in ("fp32", best):
+        entry = methods[method]
+        size = min(f["bytes"] for f in entry["files"].values())
+        timing = bench["best"]["fp32" if method == "fp32" else "int8"]
+        print(f"  {method:<8} accuracy {entry['accuracy']:.2%}  agreement {entry['agreement']:.2%}  "
+              f"{size / 1e6:.2f} MB  batch 1 {timing['single']['latency_us']['median']:,.0f} us ({timing['single']['backend']})  "
+              f"batch 256 {timing['batch']['images_per_s']:,.0f} images/s ({timing['batch']['backend']})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
