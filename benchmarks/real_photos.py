@@ -79,9 +79,10 @@ def print_table(rows: list[dict], quantization: dict, bench: dict, quantize_seco
         entry = methods[method]
         size = min(f["bytes"] for f in entry["files"].values())
         timing = bench["best"]["fp32" if method == "fp32" else "int8"]
+        single, batch = timing["single"], timing["batch"]
         print(f"  {method:<8} accuracy {entry['accuracy']:.2%}  agreement {entry['agreement']:.2%}  "
-              f"{size / 1e6:.2f} MB  batch 1 {timing['single']['latency_us']['median']:,.0f} us ({timing['single']['backend']})  "
-              f"batch 256 {timing['batch']['images_per_s']:,.0f} images/s ({timing['batch']['backend']})")  # fmt: skip
+              f"{size / 1e6:.2f} MB  batch 1 {single['latency_us']['median']:,.0f} us ({single['backend']})  "
+              f"batch 256 {batch['images_per_s']:,.0f} images/s ({batch['backend']})")  # fmt: skip
 
 
 if __name__ == "__main__":
