@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 from fashionclf.bench import bench_run
+from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
 from fashionclf.quantize import quantize_run
-from fashionclf.train import TrainConfig, train
+from fashionclf.train import train
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos" / "clothing-dataset-small"
 

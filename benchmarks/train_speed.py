@@ -27,9 +27,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from fashionclf import data as fmnist
-from fashionclf.models import create_model, predict_logits
+from fashionclf.config import TrainConfig
+from fashionclf.models import ModelSpec, create_model, predict_logits
 from fashionclf.rundir import RunDir
-from fashionclf.train import TrainConfig, TrainState, _new_state, _resolved, train_epoch
+from fashionclf.train import TrainState, _new_state, _resolved, train_epoch
 
 
 class PerSampleDataset(Dataset):
@@ -40,7 +41,7 @@ class PerSampleDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        image = Image.fromarray(self.images[index], mode="L")
+        image = Image.fromarray(self.images[index, 0], mode="L")
         tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).unsqueeze(0).float().div(255)
         return tensor, int(self.labels[index])
 
@@ -68,10 +69,12 @@ def fashionclf_loop(
     """Per epoch: its training seconds and the model; `epochs` None keeps the recipe's (its schedule's length)."""
     settings = {"seed": seed, "device": "cpu", **options, **({"epochs": epochs} if epochs else {})}
     # Resolved as `fashionclf train` resolves it: bf16 only where the CPU computes it natively.
-    config = _resolved(TrainConfig.from_recipe(recipe, **settings), len(train))
-    state: TrainState = _new_state(config, torch.device("cpu"), steps_per_epoch=-(-len(train) // config.batch_size))
+    data = fmnist.Dataset(train, None, Path("."), "benchmark", {})
+    config = _resolved(TrainConfig.from_recipe(recipe, **settings), data)
     with tempfile.TemporaryDirectory() as scratch:
         run = RunDir(Path(scratch))
+        steps = -(-len(train) // config.batch_size)
+        state: TrainState = _new_state(config, ModelSpec(), torch.device("cpu"), steps, run)
         for epoch in range(1, config.epochs + 1):
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
             started = time.perf_counter()

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from fashionclf import data as fmnist
+from fashionclf.config import TrainConfig
 from fashionclf.rundir import RunDir
-from fashionclf.train import TrainConfig, train
+from fashionclf.train import train
 
 
 @pytest.fixture(scope="session")

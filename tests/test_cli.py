@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
-from fashionclf.train import bf16_supported
+from fashionclf.runtime import bf16_supported
 
 from synthetic import synthetic_split, write_csv
 

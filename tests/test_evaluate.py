@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fashionclf.config import TrainConfig
 from fashionclf.data import CLASSES
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import compute_metrics, evaluate_run, mapped_metrics, read_class_map
-from fashionclf.train import TrainConfig, train
+from fashionclf.train import train
 
 from synthetic import synthetic_data
 

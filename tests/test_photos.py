@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashionclf import photos
+from fashionclf.config import TrainConfig
 from fashionclf.data import CLASSES
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
@@ -22,7 +23,7 @@ from fashionclf.photos import read_photo_dataset
 from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
 from fashionclf.report import build_report
 from fashionclf.serve import create_app
-from fashionclf.train import TrainConfig, train
+from fashionclf.train import train
 
 SMALL_RGB = InputFormat("photo", 3, 32)
 

@@ -98,5 +98,5 @@ def test_a_package_that_cannot_be_compiled_here_is_skipped_with_its_reason(tmp_p
 
     monkeypatch.setattr(quantize, "compile_package", no_compiler)
     skipped = {}
-    assert quantize._compiled(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", tmp_path, skipped) == []
+    assert quantize._aot_package(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", tmp_path, skipped) == []
     assert skipped == {"static.pt2": "Compilation failed: g++ not found"}

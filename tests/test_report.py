@@ -1,7 +1,7 @@
 from dataclasses import asdict
 
+from fashionclf.config import TrainConfig
 from fashionclf.report import _heaviest_and_slowest, training_recipe
-from fashionclf.train import TrainConfig
 
 
 def row(name: str, flop_share: float, time_share: float) -> dict:

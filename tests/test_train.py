@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.rundir import load_checkpoint
-from fashionclf.train import TrainConfig, bf16_supported, ema_with_warmup, resume, train
+from fashionclf.runtime import bf16_supported
+from fashionclf.train import ema_with_warmup, resume, train
 
 from synthetic import band_photos, synthetic_data
 

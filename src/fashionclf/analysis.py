@@ -27,9 +27,9 @@ from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, Scale, create_model, model_entry
-from fashionclf.rundir import RunDir, load_model, locked, open_run, spec_of, write_json
+from fashionclf.rundir import RunDir, load_model, locked, open_run, run_data, spec_of, write_json
+from fashionclf.runtime import LARGE_BATCH, resolve_device
 from fashionclf.sources import load_dataset
-from fashionclf.train import resolve_device, run_data
 
 CONVENTION = (
     "MACs: multiply-accumulates of conv and linear layers; FLOPs = 2 x MACs for them. Element-wise FLOPs (bias, "
@@ -39,6 +39,7 @@ CONVENTION = (
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 POINTWISE = (nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Identity, Scale)
 DENSE = (nn.Linear, nn.Flatten)
+ERF_IMAGES = 200  # images whose gradients are averaged into the effective receptive field
 
 
 @dataclass(frozen=True)
@@ -246,11 +247,11 @@ def time_layers(layers: list[Layer], batch_size: int, repeats: int, device: torc
         op = layer.op.to(device) if isinstance(layer.op, nn.Module) else layer.op
         inputs = [torch.rand(batch_size, *shape[1:], device=device, requires_grad=True) for shape in layer.in_shapes]
         with torch.no_grad(), _mode(op, training=False):
-            forward = _measure(lambda op=op, inputs=inputs: op(*inputs), repeats, device)
+            forward = _timed(lambda op=op, inputs=inputs: op(*inputs), repeats, device)
         with _mode(op, training=True):
             out = op(*inputs)
         grad = torch.ones_like(out)
-        backward = _measure(
+        backward = _timed(
             lambda o=out, i=inputs, g=grad: torch.autograd.grad(o, i, g, retain_graph=True), repeats, device
         )
         timings[layer.name] = {"forward": forward, "backward": backward}
@@ -271,7 +272,7 @@ def _mode(op: Callable, training: bool):
         op.train(was_training)
 
 
-def _measure(fn, repeats: int, device: torch.device) -> dict:
+def _timed(fn, repeats: int, device: torch.device) -> dict:
     for _ in range(max(2, repeats // 5)):
         fn()
     samples = []
@@ -293,7 +294,7 @@ def _sync(device: torch.device) -> None:
 def analyze_model(
     model: nn.Module,
     input_size: tuple[int, ...],
-    batch_sizes: tuple[int, ...] = (1, 256),
+    batch_sizes: tuple[int, ...] = (1, LARGE_BATCH),
     repeats: int = 30,
     device: torch.device | None = None,
 ) -> dict:
@@ -394,7 +395,7 @@ def layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Te
 def analyze(
     run_dir: Path | None = None,
     model_name: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = LARGE_BATCH,
     repeats: int = 30,
     device: str = "cpu",
 ) -> dict:
@@ -427,12 +428,14 @@ def _time_model(
     with torch.no_grad():
         for batch in batch_sizes:
             x = torch.rand(batch, *input_size, device=device)
-            timings[f"batch_{batch}"] = _measure(lambda x=x: model(x), repeats, device)
+            timings[f"batch_{batch}"] = _timed(lambda x=x: model(x), repeats, device)
     return timings
 
 
 def _save_to_run(run: RunDir, model: nn.Module, spec: ModelSpec, result: dict) -> None:
-    images = fmnist.to_float(load_dataset(run_data(run), spec.input).evaluation_split[1].images[:200])
+    split, evaluated = load_dataset(run_data(run), spec.input).evaluation_split
+    images = fmnist.to_float(evaluated.images[:ERF_IMAGES])
+    result["effective_field_images"] = {"images": len(images), "split": split}
     layer = result["receptive_field"]["layer"]
     erf, unit = effective_receptive_field(model, layer, images)
     figure = run.figures / "effective_receptive_field.png"

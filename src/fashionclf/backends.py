@@ -22,6 +22,7 @@ import torch
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, example_input, model_entry
 from fashionclf.rundir import load_model, spec_of
+from fashionclf.runtime import LARGE_BATCH
 
 BACKENDS = ("eager", "inductor", "onnxruntime")
 METADATA_MODEL = "fashionclf.model"  # key of the model's registry name in ONNX and .pt2 metadata
@@ -29,7 +30,6 @@ METADATA_SPEC = "fashionclf.spec"  # the model's classes and input format, as JS
 METADATA_METHOD = "fashionclf.method"
 METADATA_CPU = "fashionclf.cpu_capability"
 METADATA_BATCH = "fashionclf.batch"
-COMPILED_BATCH = 256  # the one batch size a compiled package takes (see quantize.compile_package)
 AGREEMENT_GOAL = 0.995  # top-1 agreement with fp32 on the test set an int8 model needs before inference uses it
 SMALL_BATCH = 16  # up to this many images count as "single images" for the choice of backend
 
@@ -104,7 +104,7 @@ def _inductor(path: Path) -> Runner:
         # Its kernels use the instructions of the CPU it was compiled on; running them elsewhere can crash.
         raise FashionClfError(f"{path}: compiled for a {built_for} CPU, this one is {here}; run fashionclf quantize")
 
-    batch = int(metadata.get(METADATA_BATCH, COMPILED_BATCH))
+    batch = int(metadata.get(METADATA_BATCH, LARGE_BATCH))
 
     def run(images: torch.Tensor) -> torch.Tensor:
         return torch.cat([compiled(chunk)[: len(part)] for part, chunk in _padded_chunks(images, batch)])
@@ -175,7 +175,7 @@ def fastest(runners: list[Runner], batch_size: int, calls: int) -> Runner:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """Single images to the runner fastest at batch 1, larger batches to the one fastest at batch 256."""
+    """Single images to the runner fastest at batch 1, larger batches to the one fastest at LARGE_BATCH."""
 
     small: Runner
     large: Runner
@@ -203,4 +203,4 @@ def dispatch(paths: list[Path]) -> Dispatch:
             problems.append(str(exc))
     if not runners:
         raise FashionClfError("; ".join(problems) or "no model files given")
-    return Dispatch(small=fastest(runners, 1, calls=30), large=fastest(runners, 256, calls=5))
+    return Dispatch(small=fastest(runners, 1, calls=30), large=fastest(runners, LARGE_BATCH, calls=5))

@@ -18,8 +18,8 @@ from fashionclf.backends import latencies, open_runner
 from fashionclf.errors import FashionClfError
 from fashionclf.models import create_model, example_input
 from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, write_json
+from fashionclf.runtime import LARGE_BATCH
 
-LARGE_BATCH = 256
 PEERS = {
     "eager_fp32": ("fp32", "eager"),
     "ort_fp32": ("fp32", "onnxruntime"),

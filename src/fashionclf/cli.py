@@ -93,7 +93,7 @@ def data(data: DataPath = None, as_json: Annotated[bool, typer.Option("--json")]
 
 
 def _config(**options):
-    from fashionclf.train import TrainConfig
+    from fashionclf.config import TrainConfig
 
     paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init") if key in options}
     # Options left unset (None) keep the recipe's value.

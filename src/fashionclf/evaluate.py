@@ -17,9 +17,9 @@ from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
 from fashionclf.models import predict_logits
-from fashionclf.rundir import load_model, locked, open_run, read_json, spec_of, write_json
+from fashionclf.rundir import load_model, locked, open_run, read_history, read_json, run_data, spec_of, write_json
+from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
-from fashionclf.train import read_history, resolve_device, run_data
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> dict:

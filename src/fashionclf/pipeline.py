@@ -6,12 +6,13 @@ from pathlib import Path
 
 from fashionclf.analysis import analyze
 from fashionclf.bench import bench_run
+from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
 from fashionclf.quantize import quantize_run
 from fashionclf.report import build_report
 from fashionclf.rundir import locked
 from fashionclf.sources import load_dataset
-from fashionclf.train import TrainConfig, train
+from fashionclf.train import train
 
 
 def run_all(config: TrainConfig, out: Path, progress: bool = True) -> Path:

@@ -1,26 +1,29 @@
-"""Figures as PNG files (matplotlib, no display needed); each function draws one figure and writes it."""
+"""Figures as PNG files; each function draws one figure and writes it. Figures are made with matplotlib's object
+API, not pyplot, so nothing needs a display and no backend is chosen for the whole process."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fashionclf.files import atomic_write  # noqa: E402
+from fashionclf.files import atomic_write
 
 
-def save(figure: plt.Figure, path: Path) -> None:
+def subplots(rows: int = 1, columns: int = 1, **options):
+    figure = Figure(figsize=options.pop("figsize", None))
+    return figure, figure.subplots(rows, columns, **options)
+
+
+def save(figure: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(figure)
 
 
 def training_curves(history: list[dict], path: Path) -> None:
     epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, (loss_axis, accuracy_axis) = subplots(1, 2, figsize=(10, 3.8))
     for split, style in (("train", "-o"), ("val", "--s")):
         if f"{split}_loss" in history[0]:
             label = "train" if split == "train" else "validation"
@@ -39,7 +42,7 @@ def confusion_heatmap(
     normalized: np.ndarray, true_classes: tuple[str, ...], predicted_classes: tuple[str, ...], path: Path
 ) -> None:
     """Rows are the data's classes, columns the model's (the same classes unless judged through a class map)."""
-    figure, axis = plt.subplots(figsize=(1.5 + 0.6 * len(predicted_classes), 1.5 + 0.5 * len(true_classes)))
+    figure, axis = subplots(figsize=(1.5 + 0.6 * len(predicted_classes), 1.5 + 0.5 * len(true_classes)))
     image = axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axis, fraction=0.046)
     axis.set_xticks(np.arange(len(predicted_classes)), predicted_classes, rotation=45, ha="right")
@@ -59,7 +62,7 @@ def per_class_bars(per_class: list[dict], path: Path) -> None:
     names = [row["class"] for row in per_class]
     positions = np.arange(len(names))
     with_prf = all("f1" in row for row in per_class)
-    figure, axes = plt.subplots(1, 2 if with_prf else 1, figsize=(13 if with_prf else 6.5, 4), squeeze=False)
+    figure, axes = subplots(1, 2 if with_prf else 1, figsize=(13 if with_prf else 6.5, 4), squeeze=False)
     accuracy_axis = axes[0, 0]
     accuracy_axis.bar(positions, [100 * row["accuracy"] for row in per_class], color="tab:blue")
     accuracy_axis.set(title="Per-class accuracy", ylabel="%", ylim=(0, 100))
@@ -80,7 +83,7 @@ def image_grid(
 ) -> None:
     """uint8 images (N, C, H, W), grayscale or RGB, with their captions; those of wrong predictions in red."""
     rows = max(1, int(np.ceil(len(images) / columns)))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.45, rows * 1.7))
+    figure, axes = subplots(rows, columns, figsize=(columns * 1.45, rows * 1.7))
     for index, axis in enumerate(np.atleast_1d(axes).ravel()):
         axis.axis("off")
         if index >= len(images):
@@ -94,13 +97,13 @@ def image_grid(
 
 def effective_receptive_field(gradient: np.ndarray, field: dict, unit: tuple[int, int], path: Path) -> None:
     """The gradient-magnitude map of one unit (Luo et al., 2016), with its theoretical field drawn as a box."""
-    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    figure, axis = subplots(figsize=(4.6, 4.2))
     image = axis.imshow(gradient / (gradient.max() or 1), cmap="magma")
     figure.colorbar(image, ax=axis, fraction=0.046, label="|gradient| (normalized)")
     (height, width), (jump_y, jump_x), (start_y, start_x) = field["size"], field["jump"], field["start"]
     centre_y, centre_x = start_y + jump_y * unit[0], start_x + jump_x * unit[1]
     axis.add_patch(
-        plt.Rectangle((centre_x - width / 2, centre_y - height / 2), width, height, fill=False, color="cyan", lw=1.5)
+        Rectangle((centre_x - width / 2, centre_y - height / 2), width, height, fill=False, color="cyan", lw=1.5)
     )
     axis.set_title(f"Effective receptive field of {field['layer']}\n(box: theoretical {height}x{width})", fontsize=9)
     save(figure, path)
@@ -111,7 +114,7 @@ def time_vs_flops(layers: list[dict], batch_sizes: list[int], path: Path) -> Non
     names = [row["name"] for row in layers]
     positions = np.arange(len(names))
     width = 0.8 / (len(batch_sizes) + 1)
-    figure, axis = plt.subplots(figsize=(11, 4))
+    figure, axis = subplots(figsize=(11, 4))
     axis.bar(positions - 0.4 + width / 2, [100 * row["flop_share"] for row in layers], width, label="share of FLOPs")
     for i, batch in enumerate(batch_sizes, start=1):
         shares = [100 * row["time"][f"batch_{batch}"]["forward_time_share"] for row in layers]
@@ -127,7 +130,7 @@ def bench_bars(rows: list[dict], path: Path) -> None:
     """Throughput at the large batch and latency at batch 1, one bar per method and backend."""
     labels = [f"{row['method']}\n{row['backend']}" for row in rows]
     positions = np.arange(len(rows))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    figure, (left, right) = subplots(1, 2, figsize=(12, 4))
     left.bar(positions, [row["images_per_s"] for row in rows], color="tab:blue")
     left.set(ylabel="images/s", title="Throughput at batch 256 (higher is better)")
     right.bar(positions, [row["latency_us"]["median"] for row in rows], color="tab:orange")

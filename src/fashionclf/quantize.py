@@ -29,7 +29,6 @@ from torch import nn
 from fashionclf import data as fmnist
 from fashionclf.backends import (
     AGREEMENT_GOAL,
-    COMPILED_BATCH,
     METADATA_BATCH,
     METADATA_CPU,
     METADATA_METHOD,
@@ -41,9 +40,19 @@ from fashionclf.backends import (
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
 from fashionclf.models import ModelSpec, example_input
-from fashionclf.rundir import RunDir, import_torchao, load_model, locked, open_run, save_checkpoint, spec_of, write_json
+from fashionclf.rundir import (
+    RunDir,
+    import_torchao,
+    load_model,
+    locked,
+    open_run,
+    run_data,
+    save_checkpoint,
+    spec_of,
+    write_json,
+)
+from fashionclf.runtime import LARGE_BATCH
 from fashionclf.sources import load_dataset
-from fashionclf.train import run_data
 
 METHODS = ("dynamic", "static", "qat")
 QAT_THRESHOLD = 0.003  # accuracy lost by static int8 beyond which quantization-aware fine-tuning runs
@@ -78,7 +87,7 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
     fp32_onnx = out / "fp32.onnx"
     export_onnx(model, checkpoint["model"], spec, "fp32", fp32_onnx)
     skipped: dict[str, str] = {}
-    files = {"fp32": [run.best_checkpoint, *_compiled(model, checkpoint, "fp32", out, skipped), fp32_onnx]}
+    files = {"fp32": [run.best_checkpoint, *_aot_package(model, checkpoint, "fp32", out, skipped), fp32_onnx]}
     if "dynamic" in methods:
         files["dynamic"] = [_quantize_dynamic(model, checkpoint, out / "dynamic.pt")]
     if "static" in methods or "qat" in methods:
@@ -87,11 +96,11 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
     files["ort-static"] = [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")]
 
     reference = runner_logits(open_runner(run.best_checkpoint), test.images).argmax(1)
-    results = {method: _measure(paths, run, test, reference) for method, paths in files.items()}
+    results = {method: _accuracy_of(paths, run, test, reference) for method, paths in files.items()}
     loss = results["fp32"]["accuracy"] - results["static"]["accuracy"] if "static" in results else 0.0
     if "qat" in methods or loss > QAT_THRESHOLD:
         qat = quantization_aware(model, data.train, calibration, seed)
-        results["qat"] = _measure(_export_int8(qat, checkpoint, "qat", out, skipped), run, test, reference)
+        results["qat"] = _accuracy_of(_export_int8(qat, checkpoint, "qat", out, skipped), run, test, reference)
     return {
         "model": checkpoint["model"],
         "checkpoint": str(run.best_checkpoint.relative_to(run.root)),
@@ -218,10 +227,10 @@ def _converted(prepared: torch.fx.GraphModule) -> nn.Module:
 
 def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
     onnx_path = export_onnx(quantized, checkpoint["model"], spec_of(checkpoint), method, out / f"{method}.onnx")
-    return [*_compiled(quantized, checkpoint, method, out, skipped), onnx_path]
+    return [*_aot_package(quantized, checkpoint, method, out, skipped), onnx_path]
 
 
-def _compiled(model: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
+def _aot_package(model: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
     """The compiled package, or none where Inductor cannot build here (no C++ compiler, say): the other backends
     still serve, and quantization.json says why this one is missing."""
     target = out / f"{method}.pt2"
@@ -235,15 +244,15 @@ def _compiled(model: nn.Module, checkpoint: dict, method: str, out: Path, skippe
 def compile_package(model: nn.Module, name: str, spec: ModelSpec, method: str, target: Path) -> Path:
     """Compile ahead of time with Inductor (weights frozen and prepacked for oneDNN) into one .pt2 package.
 
-    The batch size is fixed at COMPILED_BATCH: in PyTorch 2.13, freezing with a dynamic batch axis compiles the
+    The batch size is fixed at LARGE_BATCH: in PyTorch 2.13, freezing with a dynamic batch axis compiles the
     int8 graph into wrong results (about 10% accuracy), so the runner splits and pads batches to this size."""
     metadata = {
         **_metadata(name, spec, method),
         METADATA_CPU: torch.backends.cpu.get_cpu_capability(),
-        METADATA_BATCH: str(COMPILED_BATCH),
+        METADATA_BATCH: str(LARGE_BATCH),
     }
     with torch.no_grad():
-        program = torch.export.export(model, (example_input(spec, COMPILED_BATCH),))
+        program = torch.export.export(model, (example_input(spec, LARGE_BATCH),))
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = torch._inductor.aoti_compile_and_package(
                 program,
@@ -281,7 +290,7 @@ def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path
     return target
 
 
-def _measure(paths: list[Path], run: RunDir, test: fmnist.Split, reference: torch.Tensor) -> dict:
+def _accuracy_of(paths: list[Path], run: RunDir, test: fmnist.Split, reference: torch.Tensor) -> dict:
     """Test accuracy and top-1 agreement with fp32 of every file of a method, each on its own backend; the
     method's own figures are the worst of its files'."""
     files = {}

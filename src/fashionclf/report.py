@@ -14,10 +14,10 @@ from pathlib import Path
 
 import markdown
 
+from fashionclf.config import OPTIMIZERS, SCHEDULES
 from fashionclf.errors import FashionClfError
 from fashionclf.models import count_parameters, create_model, layer_table, model_entry
-from fashionclf.rundir import RunDir, locked, open_run, read_json, write_text
-from fashionclf.train import OPTIMIZERS, SCHEDULES, read_history, run_spec
+from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, run_spec, write_text
 
 
 def build_report(run_dir: Path) -> Path:
@@ -206,6 +206,7 @@ def receptive_field(run: RunDir) -> str | None:
         f"| `{row['name']}` | {row['type']} | {_field_cell(row['receptive_field'])} |" for row in analysis["layers"]
     )
     field = analysis["receptive_field"]
+    erf_images = analysis.get("effective_field_images", {"images": 200, "split": "test"})
     return (
         "## Overall model receptive field\n\n"
         f"Computed from each layer's kernel, stride, padding and dilation. {analysis['head']} The last spatial "
@@ -214,7 +215,7 @@ def receptive_field(run: RunDir) -> str | None:
         "(pixel centres at integers, first pixel 0).\n\n"
         "| layer | type | field size (h x w), jump, start |\n|---|---|---|\n" + rows + "\n\n"
         "The effective receptive field (Luo et al., 2016: the mean gradient magnitude of that layer's centre unit over "
-        "200 test images), drawn against the theoretical box:\n\n"
+        f"{erf_images['images']} images of the {erf_images['split']} split), drawn against the theoretical box:\n\n"
         "![Effective receptive field](figures/effective_receptive_field.png)"
     )
 

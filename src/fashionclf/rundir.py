@@ -249,3 +249,18 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     checkpoint = load_checkpoint(path, map_location)
     return model_from_checkpoint(checkpoint, path), checkpoint
+
+
+def run_spec(run: RunDir) -> ModelSpec:
+    """What the run's model expects and answers, as config.json records it (Fashion-MNIST's for older runs)."""
+    return ModelSpec.from_dict(read_json(run.config).get("spec"))
+
+
+def run_data(run: RunDir) -> Path | None:
+    """The --data the run was trained with, so later stages read the same source."""
+    configured = read_json(run.config)["train"].get("data")
+    return Path(configured) if configured else None
+
+
+def read_history(run: RunDir) -> list[dict]:
+    return read_json(run.history_json) if run.history_json.exists() else []

@@ -9,13 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import platform
-import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -27,6 +24,7 @@ from tqdm import tqdm
 from fashionclf import data as fmnist
 from fashionclf import distributed
 from fashionclf.augment import augment, photo_augment
+from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, count_parameters, create_model, model_entry, predict_logits
 from fashionclf.preprocess import FASHION_MNIST_INPUT
@@ -38,202 +36,14 @@ from fashionclf.rundir import (
     locked,
     open_run,
     read_json,
+    run_spec,
     save_checkpoint,
     spec_of,
     write_json,
     write_text,
 )
+from fashionclf.runtime import bf16_supported, environment, resolve_device
 from fashionclf.sources import load_dataset
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bfloat16 autocast runs natively: CUDA, or a CPU with AVX-512 BF16 / AMX through oneDNN."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-# The names --optimizer and --schedule take, with the words the report uses for them.
-OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
-SCHEDULES = {"constant": "constant", "onecycle": "one-cycle", "cosine": "cosine after a warm-up epoch"}
-
-# Named presets of settings; the chosen one is recorded in config.json with every value it set.
-RECIPES: dict[str, dict] = {
-    # The report's recipe (Adam 1e-3, batch 100, cross-entropy, 5 epochs) on the cheaper step: channels-last, and
-    # bf16 autocast where the device computes it natively (resolved to float32 elsewhere). --no-bf16
-    # --no-channels-last runs it in float32 throughout, the report's arithmetic.
-    "seed": {"channels_last": True, "bf16": True},
-    # The report's accuracy in the least time: a cheaper step (channels-last, bf16), larger batches, and a one-cycle
-    # schedule that reaches 90.3% in 2 epochs instead of 5.
-    "fast": {
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "adamw",
-        "lr": 3e-3,
-        "schedule": "onecycle",
-        "batch_size": 256,
-        "epochs": 2,
-    },
-    # The most from the unchanged FashionCNN found so far (2 cores, chosen by validation accuracy): AdamW with
-    # decoupled weight decay 0.01, a one-cycle schedule, 2-pixel random crops and flips, the weights' moving average as
-    # the model, 48 epochs: validation 93.80/93.60/93.06%, test 92.66/92.50/92.49% for seeds 0-2, 10-13 min each.
-    # Tried and worse: weight decay 0.05 over 40 epochs (validation 93.20/93.38/93.10%, test 92.68/92.21/92.16%);
-    # SGD with Nesterov momentum at 0.1 with label smoothing and random erasing (test 91.66%, underfits: the head,
-    # linear layers with no activation between them, has little capacity to spare for hard augmentation); flips alone
-    # (overfits: validation 93.16%); label smoothing 0.1 (seed 1: validation 93.16% against 93.38%). The head is the
-    # cap: with ReLUs between its linear layers (model fashion_cnn_relu) the 40-epoch recipe reaches 93.88% test, the
-    # mean of seeds 0-2.
-    "best": {
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "adamw",
-        "lr": 2e-3,
-        "weight_decay": 0.01,
-        "schedule": "onecycle",
-        "crop_padding": 2,
-        "flip": True,
-        "ema": 0.999,
-        "batch_size": 128,
-        "epochs": 48,
-    },
-    # The stronger model, trained as residual networks with BatchNorm usually are (2 cores: test 94.75%, 94.52% and
-    # 94.57% for seeds 0-2, 27-32 min each). Widths 16 and 24 train in 9 and 19 min but stop at 94.28% and 94.48%.
-    "resnet": {
-        "model": "resnet9",
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "weight_decay": 5e-4,
-        "schedule": "onecycle",
-        "label_smoothing": 0.1,
-        "crop_padding": 2,
-        "flip": True,
-        "batch_size": 256,
-        "epochs": 20,
-    },
-    # Photos (a folder of class folders of RGB photos, e.g. --data clothing-small), trained from scratch: ResNet-9
-    # for photos at 64x64 (96 px measured no better), SGD with Nesterov momentum, one-cycle to 0.2, weight decay,
-    # label smoothing, random resized crops down to 35% of the area, flips and colour jitter, batch 64, 30 epochs.
-    "photos": {
-        "model": "photo_resnet9",
-        "image_size": 64,
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "sgd",
-        "lr": 0.2,
-        "weight_decay": 5e-4,
-        "schedule": "onecycle",
-        "label_smoothing": 0.1,
-        "crop_scale": 0.35,
-        "jitter": 0.3,
-        "flip": True,
-        "batch_size": 64,
-        "epochs": 30,
-    },
-}
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; saved to config.json and read back by --resume. Defaults are the report's recipe in
-    float32 throughout; recipes (`from_recipe`) set the rest."""
-
-    model: str = "fashion_cnn"
-    model_args: dict = field(default_factory=dict)
-    epochs: int = 5
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    # None: the data's own validation split, else 5,000 held out, or a fifth of a training set under 25,000; 0: none
-    validation_size: int | None = None
-    device: str = "auto"
-    data: str | None = None  # any source fashionclf.sources reads; None: Fashion-MNIST's IDX files
-    init: str | None = None  # fine-tune: start from this run's best weights (a new head for another class set)
-    image_size: int | None = None  # the side of a photo model's square input; None: the model's own
-    mix_fashion_mnist: int = 0  # fine-tune: Fashion-MNIST training images mixed in, so the model does not forget
-    recipe: str = "seed"
-    channels_last: bool = False  # NHWC activations: oneDNN's convolutions and pooling run faster on them
-    bf16: bool = False  # bfloat16 autocast for the forward pass (weights and optimizer stay float32)
-    compile: bool = False  # torch.compile the training step's model; eager where it cannot compile
-    optimizer: str = "adam"  # adam, adamw, or sgd (Nesterov momentum 0.9)
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant, onecycle, or cosine (one epoch of linear warm-up, then cosine to 0)
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights, validated and saved as best; 0: off
-    crop_padding: int = 0  # augmentation: random crop after padding by this many pixels
-    flip: bool = False  # augmentation: horizontal flip of half the images
-    erase: float = 0.0  # augmentation: probability of erasing a random rectangle
-    crop_scale: float = 0.0  # augmentation: random resized crops down to this share of the area; 0: off
-    rotate: float = 0.0  # augmentation: random rotation by up to this many degrees
-    jitter: float = 0.0  # augmentation: brightness, contrast and saturation scaled by up to +-this
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FashionClfError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise FashionClfError(f"--lr must be positive, got {self.lr}")
-        model_entry(self.model)
-        if self.validation_size is not None and self.validation_size < 0:
-            raise FashionClfError(f"--validation-size must be 0 or more, got {self.validation_size}")
-        if self.recipe not in RECIPES:
-            raise FashionClfError(f"--recipe: unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
-        for name, known in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-            if getattr(self, name) not in known:
-                raise FashionClfError(f"--{name}: unknown {name} {getattr(self, name)!r}; known: {', '.join(known)}")
-        if not 0 <= self.ema < 1:
-            raise FashionClfError(f"--ema must be a decay in [0, 1), got {self.ema}")
-        if not 0 <= self.erase <= 1 or self.crop_padding < 0:
-            raise FashionClfError("--erase must be a probability in [0, 1] and --crop-padding 0 or more")
-        if not 0 <= self.crop_scale <= 1 or not 0 <= self.jitter <= 1 or self.rotate < 0:
-            raise FashionClfError("--crop-scale and --jitter must be in [0, 1], --rotate 0 or more")
-        if self.mix_fashion_mnist and not self.init:
-            raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
-
-    @classmethod
-    def from_recipe(cls, recipe: str = "seed", **settings) -> TrainConfig:
-        """The recipe's settings, then `settings` over them."""
-        if recipe not in RECIPES:
-            raise FashionClfError(f"--recipe: unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
-        return cls(**{**RECIPES[recipe], **settings, "recipe": recipe})
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FashionClfError(f"--device: unknown device {name!r} (use auto, cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FashionClfError("--device cuda: no CUDA device is available on this machine")
-    return device
-
-
-def environment(device: torch.device) -> dict:
-    """Versions and hardware, so a number in a report can be traced to what produced it."""
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
-    for package in ("numpy", "scikit-learn", "matplotlib", "fashionclf"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "versions": versions,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
-        "world_size": distributed.world_size(),
-        "backend": distributed.backend(),
-    }
 
 
 @dataclass
@@ -348,11 +158,6 @@ def _resolved(config: TrainConfig, data: fmnist.Dataset) -> TrainConfig:
     if config.mix_fashion_mnist and (data.classes, data.input) != (fmnist.CLASSES, FASHION_MNIST_INPUT):
         raise FashionClfError("--mix-fashion-mnist needs data in Fashion-MNIST's classes and 28x28 grayscale")
     return TrainConfig(**values)
-
-
-def run_spec(run: RunDir) -> ModelSpec:
-    """What the run's model expects and answers, as config.json records it (Fashion-MNIST's for older runs)."""
-    return ModelSpec.from_dict(read_json(run.config).get("spec"))
 
 
 def _run_record(config: TrainConfig, spec: ModelSpec, device: torch.device, data: fmnist.Dataset) -> dict:
@@ -667,12 +472,6 @@ def _write_history(run: RunDir, history: list[dict]) -> None:
     write_text(run.history_csv, buffer.getvalue())
 
 
-def run_data(run: RunDir) -> Path | None:
-    """The --data the run was trained with, so later stages read the same source."""
-    configured = read_json(run.config)["train"].get("data")
-    return Path(configured) if configured else None
-
-
 def finetune_summary(config: TrainConfig, run: RunDir, validation: fmnist.Split | None, device: torch.device) -> dict:
     """Accuracy of the fine-tuned model, and of the model it started from where that answers in the same classes,
     on the validation split of the new data and, for a model of Fashion-MNIST's classes, on its test set."""
@@ -699,10 +498,6 @@ def _fashion_mnist_test() -> fmnist.Split | None:
         return fmnist.load_fashion_mnist(download_missing=False).test
     except FashionClfError:
         return None
-
-
-def read_history(run: RunDir) -> list[dict]:
-    return read_json(run.history_json) if run.history_json.exists() else []
 
 
 def _log(run: RunDir, message: str) -> None:
