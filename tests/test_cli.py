@@ -16,13 +16,13 @@ from fashionclf.runtime import bf16_supported
 from synthetic import synthetic_split, write_csv
 
 
-def fashionclf(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def fashionclf(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fashionclf", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -150,3 +150,18 @@ def test_the_seed_recipe_runs_on_the_cheaper_step_unless_switched_off(tmp_path, 
     assert recorded["recipe"] == "seed" and recorded["optimizer"] == "adam" and recorded["batch_size"] == 100
     assert recorded["channels_last"] is cheaper_step
     assert recorded["bf16"] is (cheaper_step and bf16_supported(torch.device("cpu")))
+
+
+def test_the_main_job_announces_its_stages_and_ends_with_a_summary(tmp_path):
+    """The whole pipeline on a small CSV: a line per stage with its time, a summary at the end, and none of the
+    libraries' noise (torchvision operators skipped by the ONNX exporter, deprecation warnings)."""
+    write_csv(tmp_path / "data.csv", synthetic_split(1000, seed=0))
+    result = fashionclf("run", "--data", str(tmp_path / "data.csv"), "--epochs", "1", "--out", str(tmp_path / "run"),
+                        "--device", "cpu", timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for stage, name in enumerate(("data", "train", "evaluate", "analyze", "quantize", "bench", "report"), start=1):
+        assert f"[{stage}/7] {name}: done in " in result.stdout
+    summary = result.stdout[result.stdout.index("fashionclf run: summary") :]
+    for row in ("test accuracy", "seed report: 90.29%", "int8 model", "ONNX Runtime's int8", "slowest layer", "report"):
+        assert row in summary
+    assert "torchvision" not in result.stdout + result.stderr and "Warning" not in result.stdout + result.stderr

@@ -22,6 +22,7 @@ import torch
 from rich.table import Table
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+from tqdm import tqdm
 
 from fashionclf import data as fmnist
 from fashionclf import plots
@@ -243,7 +244,7 @@ def time_layers(layers: list[Layer], batch_size: int, repeats: int, device: torc
     """Median and spread (interquartile range) of each layer's forward and backward time, run alone on random
     inputs of its real shapes, after warm-up. A benchmark: printed and saved, never asserted."""
     timings = {}
-    for layer in layers:
+    for layer in tqdm(layers, desc=f"timing layers at batch {batch_size}", unit="layer", disable=None, leave=False):
         op = layer.op.to(device) if isinstance(layer.op, nn.Module) else layer.op
         inputs = [torch.rand(batch_size, *shape[1:], device=device, requires_grad=True) for shape in layer.in_shapes]
         with torch.no_grad(), _mode(op, training=False):

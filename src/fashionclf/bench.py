@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from rich.table import Table
+from tqdm import tqdm
 
 from fashionclf import plots
 from fashionclf.analysis import forward_flops
@@ -35,7 +36,7 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
     rows = _rows(run.root, quantization)
     spec = rows[0]["_runner"].spec
     single, batch = example_input(spec, 1), example_input(spec, LARGE_BATCH)
-    for _ in range(rounds):
+    for _ in tqdm(range(rounds), desc="bench rounds", unit="round", disable=None, leave=False):
         for row in rows:
             row["_single"] += latencies(row["_runner"], single, single_calls)
             row["_batch"] += latencies(row["_runner"], batch, batch_calls)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -267,16 +268,36 @@ def run(
     seed: int = 0,
     device: Device = "auto",
     data: DataPath = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the summary at the end.")] = False,
 ) -> None:
-    """The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, ending with the
-    report's path."""
+    """The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, each stage announced
+    with its time, ending with a summary of what was measured."""
     from fashionclf.pipeline import run_all
 
+    if quiet:
+        logging.getLogger("fashionclf").setLevel(logging.WARNING)
     config = _config(
         recipe=recipe, epochs=epochs, channels_last=channels_last, bf16=bf16, seed=seed, device=device, data=data
     )
-    path = run_all(config, out)
-    console.print(f"report: {path}")
+    console.print(summary_table(run_all(config, out, progress=not quiet)))
+
+
+def summary_table(summary: dict) -> Table:
+    table = Table(title="fashionclf run: summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    difference = 100 * (summary["accuracy"] - summary["seed_report_accuracy"])
+    table.add_row("test accuracy", f"{summary['accuracy']:.2%} (seed report: {summary['seed_report_accuracy']:.2%}, "
+                  f"{difference:+.2f} points)")  # fmt: skip
+    for label, row in (("int8 model", summary["int8"]), ("ONNX Runtime's int8", summary["peer_int8"])):
+        if row:
+            table.add_row(label, f"{row['method']}: {row['accuracy']:.2%}, {row['megabytes']:.2f} MB, "
+                          f"{row['images_per_s']:,.0f} images/s at batch 256 ({row['backend']})")  # fmt: skip
+    slowest = summary["slowest_layer"]
+    table.add_row("slowest layer", f"{slowest['name']} ({slowest['type']}), {slowest['time_share']:.0%} of the forward "
+                  "time at batch 256")  # fmt: skip
+    table.add_row("report", summary["report"])
+    return table
 
 
 @app.command()
@@ -345,10 +366,13 @@ def list_registered() -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (typer maps Ctrl-C to 130); the project's
-    warnings one line each."""
+    warnings one line each; its progress messages on stdout, around the progress bars; third-party noise that tells
+    a user nothing filtered out."""
     warnings.showwarning = _show_warning
-    # Pillow warns of pictures over its own limit; ours is lower and refuses them with a message of its own.
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    _quiet_third_parties()
+    progress = logging.getLogger("fashionclf")
+    progress.addHandler(_AroundBars())
+    progress.setLevel(logging.INFO)
     try:
         app()
     except FashionClfError as exc:
@@ -360,6 +384,28 @@ def main() -> None:
 
 
 _third_party_warning = warnings.showwarning
+
+
+class _AroundBars(logging.Handler):
+    """Messages written above tqdm's progress bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record))
+
+
+def _quiet_third_parties() -> None:
+    """What the libraries print while fashionclf works, that a user can do nothing about."""
+    # Pillow warns of pictures over its own limit; ours is lower and refuses them with a message of its own.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    # torch's ONNX exporter lists the torchvision operators it skips; torchvision is not used. (A filter on the
+    # logger itself: torch sets its loggers' levels when it is imported, later than this.)
+    logging.getLogger("torch.onnx._internal.exporter._registration").addFilter(
+        lambda record: "torchvision is not installed" not in record.getMessage()
+    )
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

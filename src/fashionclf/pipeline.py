@@ -1,28 +1,85 @@
-"""The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, in one call."""
+"""The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, in one call, each stage
+announced with its time (as log records of the "fashionclf" logger), and a summary of what it measured."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fashionclf.analysis import analyze
 from fashionclf.bench import bench_run
 from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
+from fashionclf.models import model_entry
 from fashionclf.quantize import quantize_run
 from fashionclf.report import build_report
-from fashionclf.rundir import locked
+from fashionclf.rundir import RunDir, locked, read_json
 from fashionclf.sources import load_dataset
 from fashionclf.train import train
 
+logger = logging.getLogger(__name__)
+SEED_REPORT_ACCURACY = 0.9029  # the seed report's test accuracy after its 5 epochs
 
-def run_all(config: TrainConfig, out: Path, progress: bool = True) -> Path:
-    """Train a new run into `out`, evaluate, analyse, quantize and benchmark it, write its report; return
-    report.html's path."""
+
+def run_all(config: TrainConfig, out: Path, progress: bool = True) -> dict:
+    """Train a new run into `out`, evaluate, analyse, quantize and benchmark it, write its report; return the
+    summary (`summary`)."""
+    out = Path(out)
     with locked(out, "fashionclf run"):
-        data = load_dataset(Path(config.data) if config.data else None)
-        run = train(config, out, data=data, progress=progress)
-        evaluate_run(run.root, device=config.device, data=data)
-        analyze(run.root)
-        quantize_run(run.root)
-        bench_run(run.root)
-        return build_report(run.root)
+        input = model_entry(config.model).spec(size=config.image_size).input
+        data = _stage(1, "data: find, verify and read it", lambda: load_dataset(config.data, input))
+        run = _stage(2, f"train: recipe {config.recipe}", lambda: train(config, out, data=data, progress=progress))
+        _stage(3, "evaluate", lambda: evaluate_run(run.root, device=config.device, data=data))
+        _stage(4, "analyze: receptive field, FLOPs, per-layer time", lambda: analyze(run.root))
+        _stage(5, "quantize: int8 models and ONNX, each measured", lambda: quantize_run(run.root))
+        _stage(6, "bench: every model file on its backends", lambda: bench_run(run.root))
+        _stage(7, "report", lambda: build_report(run.root))
+    return summary(run)
+
+
+STAGES = 7
+
+
+def _stage(number: int, what: str, work: Callable):
+    logger.info(f"[{number}/{STAGES}] {what} ...")
+    started = time.perf_counter()
+    result = work()
+    logger.info(f"[{number}/{STAGES}] {what.split(':')[0]}: done in {time.perf_counter() - started:.1f} s")
+    return result
+
+
+def summary(run: RunDir) -> dict:
+    """What a newcomer wants from a finished run: its accuracy beside the seed report's, the int8 model beside ONNX
+    Runtime's own int8, the slowest layer, and where the report is."""
+    metrics, quantization = read_json(run.metrics), read_json(run.quantization)
+    bench, analysis = read_json(run.bench), read_json(run.analysis)
+    large = f"batch_{analysis['batch_sizes'][-1]}"
+    slowest = max(analysis["layers"], key=lambda row: row["time"][large]["forward_time_share"])
+    return {
+        "accuracy": metrics["accuracy"],
+        "seed_report_accuracy": SEED_REPORT_ACCURACY,
+        "int8": _int8_row(quantization, bench, quantization["best_int8"]),
+        "peer_int8": _int8_row(quantization, bench, "ort-static"),
+        "slowest_layer": {
+            "name": slowest["name"],
+            "type": slowest["type"],
+            "time_share": slowest["time"][large]["forward_time_share"],
+        },  # fmt: skip
+        "report": str(run.report_html),
+    }
+
+
+def _int8_row(quantization: dict, bench: dict, method: str | None) -> dict | None:
+    if method is None:
+        return None
+    rows = [row for row in bench["rows"] if row["method"] == method]
+    fastest = max(rows, key=lambda row: row["images_per_s"])
+    return {
+        "method": method,
+        "accuracy": quantization["methods"][method]["accuracy"],
+        "megabytes": min(row["bytes"] for row in rows) / 1e6,
+        "images_per_s": fastest["images_per_s"],
+        "backend": fastest["backend"],
+    }

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 from torch import nn
+from tqdm import tqdm
 
 from fashionclf import data as fmnist
 from fashionclf.backends import (
@@ -96,7 +97,8 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
     files["ort-static"] = [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")]
 
     reference = runner_logits(open_runner(run.best_checkpoint), test.images).argmax(1)
-    results = {method: _accuracy_of(paths, run, test, reference) for method, paths in files.items()}
+    measured = tqdm(files.items(), desc="measuring every model file", unit="method", disable=None, leave=False)
+    results = {method: _accuracy_of(paths, run, test, reference) for method, paths in measured}
     loss = results["fp32"]["accuracy"] - results["static"]["accuracy"] if "static" in results else 0.0
     if "qat" in methods or loss > QAT_THRESHOLD:
         qat = quantization_aware(model, data.train, calibration, seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import time
 from contextlib import contextmanager, nullcontext
@@ -44,6 +45,8 @@ from fashionclf.rundir import (
 )
 from fashionclf.runtime import bf16_supported, environment, resolve_device
 from fashionclf.sources import load_dataset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -504,7 +507,7 @@ def _log(run: RunDir, message: str) -> None:
     if not distributed.is_main():
         return
     line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-    tqdm.write(line)
+    logger.info(line)
     run.root.mkdir(parents=True, exist_ok=True)
     with run.log.open("a", encoding="utf-8") as log:
         log.write(line + "\n")
