@@ -65,7 +65,13 @@ def test_the_fastest_runner_is_chosen_per_batch_regime(monkeypatch):
 
 
 def test_a_run_directory_dispatches_between_its_files(quantized_run, real_data):
-    chosen = dispatch([quantized_run.quantized / "static.pt2", quantized_run.quantized / "static.onnx"])
-    assert {chosen.small.backend, chosen.large.backend} <= {"inductor", "onnxruntime"}
+    static = quantized_run.quantized
+    files = [
+        (static / "static.pt2", "inductor"),
+        (static / "static.onnx", "onnxruntime"),
+        (static / "static.onnx", "openvino"),
+    ]
+    chosen = dispatch(files)
+    assert {chosen.small.backend, chosen.large.backend} <= {"inductor", "onnxruntime", "openvino"}
     images = real_data.test.images[:40].float() / 255
     assert chosen(images[:1]).shape == (1, 10) and chosen(images).shape == (40, 10)

@@ -9,14 +9,14 @@ from fashionclf import data as fmnist
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec
-from fashionclf.quantize import export_onnx, quantization_aware, quantize_run, runner_logits, static_int8
+from fashionclf.quantize import export_onnx, model_bytes, quantization_aware, quantize_run, runner_logits, static_int8
 from fashionclf.rundir import load_model, read_json
 
 
 def test_static_int8_keeps_accuracy_at_a_quarter_of_the_size(quantized_run):
     result = read_json(quantized_run.quantization)
     fp32, static = result["methods"]["fp32"], result["methods"]["static"]
-    assert set(static["files"]) == {"inductor", "onnxruntime"}
+    assert set(static["files"]) == {"inductor", "onnxruntime", "openvino"}
     assert static["agreement"] >= AGREEMENT_GOAL
     assert fp32["accuracy"] - static["accuracy"] <= 0.003
     assert static["files"]["onnxruntime"]["bytes"] <= 0.30 * fp32["files"]["onnxruntime"]["bytes"]
@@ -27,10 +27,11 @@ def test_static_int8_keeps_accuracy_at_a_quarter_of_the_size(quantized_run):
 def test_every_file_was_measured_on_the_whole_test_set(quantized_run, real_data):
     result = read_json(quantized_run.quantization)
     assert result["test_images"] == len(real_data.test)
-    assert set(result["methods"]) == {"fp32", "dynamic", "static", "ort-static", "qat"}
+    assert set(result["methods"]) == {"fp32", "dynamic", "static", "ort-static", "ov-static", "qat"}
+    assert set(result["methods"]["static"]["files"]) == {"inductor", "onnxruntime", "openvino"}
     for entry in result["methods"].values():
         for file in entry["files"].values():
-            assert (quantized_run.root / file["path"]).stat().st_size == file["bytes"]
+            assert model_bytes(quantized_run.root / file["path"]) == file["bytes"]
             assert 0.5 < file["accuracy"] < 1
 
 

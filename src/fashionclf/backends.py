@@ -2,11 +2,13 @@
 
 - eager: PyTorch, from a checkpoint (.pt): the fp32 weights, or the dynamic int8 of the Linear layers;
 - inductor: an ahead-of-time compiled Inductor package (.pt2), built by `fashionclf quantize` for this CPU;
-- onnxruntime: an ONNX model (.onnx), fp32 or int8 (QDQ).
+- onnxruntime: an ONNX model (.onnx), fp32 or int8 (QDQ);
+- openvino: an ONNX model, or OpenVINO's own model (.xml beside its .bin, from NNCF's int8), at OpenVINO's defaults
+  for the CPU in use (on CPUs with AMX or AVX-512 BF16 that means bfloat16 arithmetic for fp32 models) with the
+  latency hint, which is the faster one for the single synchronous calls that fashionclf makes.
 
 Which one serves a batch is decided by measurement on the machine in use, separately for single images and
-for large batches, because the ranking flips: oneDNN's int8 kernels win on large batches, while at batch 1
-ONNX Runtime's lower per-call overhead wins.
+for large batches, because the ranking flips.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from fashionclf.models import ModelSpec, example_input, model_entry
 from fashionclf.rundir import load_model, spec_of
 from fashionclf.runtime import LARGE_BATCH
 
-BACKENDS = ("eager", "inductor", "onnxruntime")
+BACKENDS = ("eager", "inductor", "onnxruntime", "openvino")
 METADATA_MODEL = "fashionclf.model"  # key of the model's registry name in ONNX and .pt2 metadata
 METADATA_SPEC = "fashionclf.spec"  # the model's classes and input format, as JSON
 METADATA_METHOD = "fashionclf.method"
 METADATA_CPU = "fashionclf.cpu_capability"
 METADATA_BATCH = "fashionclf.batch"
+METADATA_KEYS = (METADATA_MODEL, METADATA_SPEC, METADATA_METHOD)
+OPENVINO_METADATA = "fashionclf"  # the section of an OpenVINO model's runtime information that holds them
 AGREEMENT_GOAL = 0.995  # top-1 agreement with fp32 on the test set an int8 model needs before inference uses it
 SMALL_BATCH = 16  # up to this many images count as "single images" for the choice of backend
 
@@ -51,16 +55,22 @@ class Runner:
         return f"{self.method} on {self.backend}"
 
 
-def backend_of(path: Path) -> str:
-    return {".onnx": "onnxruntime", ".pt2": "inductor"}.get(Path(path).suffix, "eager")
+def backends_of(path: Path) -> tuple[str, ...]:
+    """The backends that run a model file, the first being the one a file alone is opened with."""
+    suffix = Path(path).suffix
+    return {".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",), ".pt2": ("inductor",)}.get(suffix, ("eager",))
 
 
-def open_runner(path: Path) -> Runner:
-    """A runner for a model file; a missing file, or one of another program or architecture, is one error line."""
+def open_runner(path: Path, backend: str | None = None) -> Runner:
+    """A runner for a model file on a backend that runs it (its first by default); a missing file, or one of another
+    program or architecture, is one error line."""
     path = Path(path)
     if not path.is_file():
         raise FashionClfError(f"{path}: model file does not exist")
-    opener = {"eager": _eager, "inductor": _inductor, "onnxruntime": _onnxruntime}[backend_of(path)]
+    backend = backend or backends_of(path)[0]
+    if backend not in backends_of(path):
+        raise FashionClfError(f"{path}: {backend} does not run {path.suffix} files")
+    opener = {"eager": _eager, "inductor": _inductor, "onnxruntime": _onnxruntime, "openvino": _openvino}[backend]
     runner = opener(path)
     _check_output(runner)
     return runner
@@ -90,6 +100,44 @@ def _onnxruntime(path: Path) -> Runner:
         return torch.from_numpy(session.run(None, {input_name: images.numpy()})[0])
 
     return Runner("onnxruntime", path, model, metadata.get(METADATA_METHOD, "fp32"), run, _spec_in(metadata, path))
+
+
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+
+
+def _openvino(path: Path) -> Runner:
+    import openvino as ov
+
+    core = ov.Core()
+    try:
+        model = core.read_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for every kind of unreadable file
+        raise FashionClfError(f"{path}: not a model OpenVINO reads ({_first_line(exc)})") from None
+    metadata = _onnx_metadata(path) if path.suffix == ".onnx" else _openvino_metadata(model)
+    name = _model_named_in(metadata, path)
+    config = {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    try:
+        request = core.compile_model(model, "CPU", config).create_infer_request()
+    except RuntimeError as exc:  # a graph the CPU plugin has no kernels for (seen: ONNX Runtime's own int8)
+        reason = next((line for line in str(exc).splitlines() if "No suitable" in line or "failed" in line), "")
+        raise FashionClfError(f"{path}: OpenVINO cannot compile it for this CPU ({reason.strip()[:200]})") from None
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(request.infer([images.numpy()])[0].copy())  # the request reuses its output memory
+
+    return Runner("openvino", path, name, metadata.get(METADATA_METHOD, "fp32"), run, _spec_in(metadata, path))
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _openvino_metadata(model) -> dict[str, str]:
+    """The metadata `quantize` writes into an OpenVINO model's runtime information."""
+    present = [key for key in METADATA_KEYS if model.has_rt_info([OPENVINO_METADATA, key])]
+    return {key: model.get_rt_info([OPENVINO_METADATA, key]).astype(str) for key in present}
 
 
 def _inductor(path: Path) -> Runner:
@@ -193,12 +241,12 @@ class Dispatch:
         )
 
 
-def dispatch(paths: list[Path]) -> Dispatch:
-    """Open every file that loads here and pick, by measurement, the fastest for each batch regime."""
+def dispatch(files: list[tuple[Path, str]]) -> Dispatch:
+    """Open every (file, backend) that loads here and pick, by measurement, the fastest for each batch regime."""
     runners, problems = [], []
-    for path in paths:
+    for path, backend in files:
         try:
-            runners.append(open_runner(path))
+            runners.append(open_runner(path, backend))
         except FashionClfError as exc:
             problems.append(str(exc))
     if not runners:

@@ -61,9 +61,6 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tupl
     return metrics
 
 
-SPLITS = ("test", "all")
-
-
 SPLITS = ("auto", "test", "validation", "train", "all")
 CLASS_MAPS = resources.files("fashionclf") / "class_maps"
 

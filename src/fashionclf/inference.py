@@ -60,9 +60,10 @@ def load_classifier(path: Path, precision: str = "auto") -> Classifier:
     return Classifier(backend=chosen, description=chosen.description, spec=chosen.small.spec)
 
 
-def run_model_files(run: RunDir, precision: str) -> list[Path]:
-    """The files of the method `precision` asks for: each backend's copy of the same weights. Quantized files made
-    from an earlier best.pt are not used: fp32 serves, with a warning, until quantize runs again."""
+def run_model_files(run: RunDir, precision: str) -> list[tuple[Path, str]]:
+    """The (file, backend) pairs of the method `precision` asks for: the same weights on every backend that runs
+    them. Quantized files made from an earlier best.pt are not used: fp32 serves, with a warning, until quantize runs
+    again."""
     quantization = read_json(run.quantization) if run.quantization.is_file() else None
     if quantization is not None and not quantization_is_current(run, quantization):
         stale = f"{run.root}: the quantized models were made from an earlier checkpoints/best.pt"
@@ -74,13 +75,13 @@ def run_model_files(run: RunDir, precision: str) -> list[Path]:
     if quantization is None:
         if precision == "int8":
             raise FashionClfError(f"{run.root}: no int8 model yet; run fashionclf quantize {run.root}")
-        return [run.best_checkpoint]
+        return [(run.best_checkpoint, "eager")]
     method = quantization["best_int8"] if precision != "fp32" else "fp32"
     if method is None:
         if precision == "int8":
             raise FashionClfError(f"{run.root}: no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the test set")
         method = "fp32"
-    return [run.root / entry["path"] for entry in quantization["methods"][method]["files"].values()]
+    return [(run.root / entry["path"], backend) for backend, entry in quantization["methods"][method]["files"].items()]
 
 
 def top_k(probabilities: np.ndarray, k: int, classes: tuple[str, ...]) -> list[list[dict]]:

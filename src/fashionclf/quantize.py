@@ -1,6 +1,6 @@
 """Quantization of a trained run into RUN_DIR/quantized/, every model file with its measured test accuracy.
 
-    fp32.onnx          the fp32 model for ONNX Runtime (the fp32 checkpoint itself serves PyTorch eager)
+    fp32.onnx          the fp32 model for ONNX Runtime and OpenVINO (the fp32 checkpoint serves PyTorch eager)
     fp32.pt2           the fp32 model compiled ahead of time by Inductor for this CPU
     dynamic.pt         the seed's method: int8 weights of the Linear layers, activations quantized on the fly
                        (torchao), kept for comparison; the convolutions stay fp32
@@ -8,16 +8,21 @@
                        folded, ReLU and max-pooling fused into the int8 graph, calibrated on training images
     static.pt2         the same int8 model compiled ahead of time by Inductor (oneDNN int8 kernels) for this CPU
     qat.onnx, qat.pt2  quantization-aware fine-tuning, made when static int8 loses more than QAT_THRESHOLD
-    ort-static.onnx    ONNX Runtime's own static int8 of fp32.onnx, the peer the benchmark compares against
-    quantization.json  per method: files, sizes, test accuracy, top-1 agreement with fp32
+    ort-static.onnx    ONNX Runtime's own static int8 of fp32.onnx, a peer the benchmark compares against
+    ov-static.xml/bin  OpenVINO's own int8 of fp32.onnx (NNCF post-training quantization), the other peer
+    quantization.json  per method: files, sizes, accuracy, top-1 agreement with fp32, on every backend that runs them
 
-The static model is exported twice from one quantized graph, so both backends run identical int8 weights.
+The static model is exported twice from one quantized graph, so both backends run identical int8 weights. Every
+ONNX file runs on ONNX Runtime and on OpenVINO, and is measured on each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -32,10 +37,13 @@ from fashionclf.backends import (
     AGREEMENT_GOAL,
     METADATA_BATCH,
     METADATA_CPU,
+    METADATA_KEYS,
     METADATA_METHOD,
     METADATA_MODEL,
     METADATA_SPEC,
+    OPENVINO_METADATA,
     Runner,
+    backends_of,
     open_runner,
 )
 from fashionclf.errors import FashionClfError
@@ -95,14 +103,16 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
         static = static_int8(model, calibration)
         files["static"] = _export_int8(static, checkpoint, "static", out, skipped)
     files["ort-static"] = [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")]
+    files["ov-static"] = [_openvino_static(fp32_onnx, calibration, out / "ov-static.xml")]
 
     reference = runner_logits(open_runner(run.best_checkpoint), test.images).argmax(1)
     measured = tqdm(files.items(), desc="measuring every model file", unit="method", disable=None, leave=False)
-    results = {method: _accuracy_of(paths, run, test, reference) for method, paths in measured}
+    results = {method: _accuracy_of(paths, run, test, reference, skipped) for method, paths in measured}
     loss = results["fp32"]["accuracy"] - results["static"]["accuracy"] if "static" in results else 0.0
     if "qat" in methods or loss > QAT_THRESHOLD:
         qat = quantization_aware(model, data.train, calibration, seed)
-        results["qat"] = _accuracy_of(_export_int8(qat, checkpoint, "qat", out, skipped), run, test, reference)
+        qat_files = _export_int8(qat, checkpoint, "qat", out, skipped)
+        results["qat"] = _accuracy_of(qat_files, run, test, reference, skipped)
     return {
         "model": checkpoint["model"],
         "checkpoint": str(run.best_checkpoint.relative_to(run.root)),
@@ -292,21 +302,59 @@ def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path
     return target
 
 
-def _accuracy_of(paths: list[Path], run: RunDir, test: fmnist.Split, reference: torch.Tensor) -> dict:
-    """Test accuracy and top-1 agreement with fp32 of every file of a method, each on its own backend; the
-    method's own figures are the worst of its files'."""
+def _openvino_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path) -> Path:
+    """OpenVINO's own post-training int8 of the fp32 ONNX model (NNCF, its default preset), calibrated on the same
+    images, saved as OpenVINO's model (.xml) and weights (.bin) with fashionclf's metadata in its runtime
+    information."""
+    import nncf
+    import onnx
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    calibration_set = nncf.Dataset([image[None].numpy() for image in calibration])
+    # NNCF draws a progress bar of its own on stdout, even in logs; fashionclf's stages have theirs.
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantized = nncf.quantize(ov.Core().read_model(str(fp32_onnx)), calibration_set, subset_size=len(calibration))
+    metadata = {entry.key: entry.value for entry in onnx.load(str(fp32_onnx)).metadata_props}
+    for key in METADATA_KEYS:
+        quantized.set_rt_info(metadata[key] if key != METADATA_METHOD else "ov-static", [OPENVINO_METADATA, key])
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        ov.save_model(quantized, Path(scratch) / target.name)
+        os.replace(Path(scratch) / target.with_suffix(".bin").name, target.with_suffix(".bin"))
+        os.replace(Path(scratch) / target.name, target)  # the model last: it names its weights, which are in place
+    return target
+
+
+def _accuracy_of(
+    paths: list[Path], run: RunDir, test: fmnist.Split, reference: torch.Tensor, skipped: dict[str, str]
+) -> dict:
+    """Test accuracy and top-1 agreement with fp32 of every file of a method, on every backend that runs it (a
+    backend that cannot, other than the file's own, is listed in `skipped` with its reason); the method's own
+    figures are the worst of its files'."""
     files = {}
-    for path in paths:
-        runner = open_runner(path)
+    for path, backend in [(file, backend) for file in paths for backend in backends_of(file)]:
+        try:
+            runner = open_runner(path, backend)
+        except FashionClfError as exc:
+            if backend == backends_of(path)[0]:
+                raise
+            skipped[f"{path.name} on {backend}"] = str(exc).removeprefix(f"{path}: ")
+            continue
         predicted = runner_logits(runner, test.images).argmax(1)
-        files[runner.backend] = {
+        files[backend] = {
             "path": os.path.relpath(path, run.root),
-            "bytes": path.stat().st_size,
+            "bytes": model_bytes(path),
             "accuracy": (predicted == test.labels).float().mean().item(),
             "agreement": (predicted == reference).float().mean().item(),
         }
     worst = {key: min(entry[key] for entry in files.values()) for key in ("accuracy", "agreement")}
     return {**worst, "files": files}
+
+
+def model_bytes(path: Path) -> int:
+    """A model file's size, with its weights file for OpenVINO's models (.xml beside .bin)."""
+    weights = path.with_suffix(".bin") if path.suffix == ".xml" else None
+    return path.stat().st_size + (weights.stat().st_size if weights else 0)
 
 
 def runner_logits(runner: Runner, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
