@@ -119,10 +119,11 @@ def _layer(node: fx.Node, names: dict[fx.Node, str], modules: dict[str, nn.Modul
     out_shape = tuple(node.meta["tensor_meta"].shape)
     inputs = tuple(names[source] for source in sources)
     if node.op == "call_module":
-        module = modules[node.target]
+        target = str(node.target)  # a module's qualified name
+        module = modules[target]
         if not isinstance(module, SPATIAL + POINTWISE + DENSE):
-            raise _unknown(f"layer {node.target!r} of type {type(module).__name__}")
-        return Layer(node.target, module, type(module).__name__, in_shapes, out_shape, inputs)
+            raise _unknown(f"layer {target!r} of type {type(module).__name__}")
+        return Layer(target, module, type(module).__name__, in_shapes, out_shape, inputs)
     if node.op == "call_function" and node.target in ADDITIONS and len(sources) == 2:
         owner = next(reversed(node.meta.get("nn_module_stack") or {"": None}))  # the block that adds
         return Layer(f"{owner}.{node.name}" if owner else node.name, operator.add, "add", in_shapes, out_shape, inputs)
@@ -146,8 +147,8 @@ def layer_fields(layers: list[Layer]) -> dict[str, Field | None]:
     Where paths meet (a residual addition), a unit sees the union of what each path sees."""
     fields: dict[str, Field | None] = {INPUT: Field((1, 1), (1, 1), (0.0, 0.0))}
     for layer in layers:
-        incoming = [fields[name] for name in layer.inputs]
-        if isinstance(layer.op, DENSE) or None in incoming:
+        incoming = [field for name in layer.inputs if (field := fields[name]) is not None]
+        if isinstance(layer.op, DENSE) or len(incoming) < len(layer.inputs):
             fields[layer.name] = None
         elif isinstance(layer.op, SPATIAL):
             fields[layer.name] = _grow(incoming[0], layer.op)
@@ -167,7 +168,7 @@ def _union(name: str, incoming: list[Field]) -> Field:
         high = max(field.start[axis] + (field.size[axis] - 1) / 2 for field in incoming)
         size.append(int(high - low) + 1)
         start.append((low + high) / 2)
-    return Field(tuple(size), incoming[0].jump, tuple(start))
+    return Field((size[0], size[1]), incoming[0].jump, (start[0], start[1]))
 
 
 def _grow(field: Field, module: nn.Module) -> Field:
@@ -179,12 +180,11 @@ def _grow(field: Field, module: nn.Module) -> Field:
         size.append(field.size[axis] + span * field.jump[axis])
         start.append(field.start[axis] + (span / 2 - padding[axis]) * field.jump[axis])
         jump.append(field.jump[axis] * stride[axis])
-    return Field(tuple(size), tuple(jump), tuple(start))
+    return Field((size[0], size[1]), (jump[0], jump[1]), (start[0], start[1]))
 
 
 def last_spatial_field(fields: dict[str, Field | None]) -> tuple[str, Field]:
-    name = [name for name, field in fields.items() if field is not None][-1]
-    return name, fields[name]
+    return [(name, field) for name, field in fields.items() if field is not None][-1]
 
 
 def layer_costs(layer: Layer, first: bool) -> dict:
@@ -406,12 +406,13 @@ def analyze(
     if batch_size < 1:
         raise FashionClfError(f"--batch-size must be at least 1, got {batch_size}")
     torch_device = resolve_device(device)
-    if run_dir is not None:
-        run = open_run(run_dir)
+    run = open_run(run_dir) if run_dir is not None else None
+    if run is not None:
         model, checkpoint = load_model(run.best_checkpoint)
         model_name, spec = checkpoint["model"], spec_of(checkpoint)
     else:
-        run, model, spec = None, create_model(model_name), model_entry(model_name).spec()
+        name = str(model_name)  # given when no run is
+        model, spec = create_model(name), model_entry(name).spec()
     input_size = spec.input_size
     result = {"model": model_name, **analyze_model(model, input_size, (1, batch_size), repeats, torch_device)}
     result["model_forward_us"] = _time_model(model, input_size, (1, batch_size), repeats, torch_device)

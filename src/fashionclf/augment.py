@@ -67,7 +67,7 @@ def photo_augment(
             ],
             1,
         )
-        grid = torch.nn.functional.affine_grid(theta, (batch, channels, height, width), align_corners=False)
+        grid = torch.nn.functional.affine_grid(theta, [batch, channels, height, width], align_corners=False)
         images = torch.nn.functional.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
     if jitter:
         brightness, contrast, saturation = 1 + (torch.rand(3, batch, 1, 1, 1, generator=generator) * 2 - 1) * jitter

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -111,7 +111,7 @@ def from_main(compute: Callable[[], T]) -> T:
         return compute()
     result = [compute() if is_main() else None]
     dist.broadcast_object_list(result, src=0)
-    return result[0]
+    return cast(T, result[0])  # every process now holds rank 0's result
 
 
 def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:

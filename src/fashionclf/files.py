@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call write(tmp) on a temporary file beside `path`, then rename it over `path`: a crash or an error leaves the
     old file whole and no temporary behind."""
     path = Path(path)

@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.table import Table
@@ -150,6 +151,8 @@ def export_onnx(model: nn.Module, name: str, spec: ModelSpec, method: str, targe
             model, (example_input(spec, 2),), dynamo=True, dynamic_shapes=_dynamic_batch(),
             input_names=["images"], output_names=["logits"], verbose=False,
         )  # fmt: skip
+    if program is None:  # dynamo=True always returns one; the exporter's type allows none
+        raise RuntimeError(f"{target}: torch.onnx.export returned no program")
     proto = program.model_proto
     for key, value in _metadata(name, spec, method).items():
         entry = proto.metadata_props.add()
@@ -331,7 +334,7 @@ def _accuracy_of(
     """Test accuracy and top-1 agreement with fp32 of every file of a method, on every backend that runs it (a
     backend that cannot, other than the file's own, is listed in `skipped` with its reason); the method's own
     figures are the worst of its files'."""
-    files = {}
+    files: dict[str, dict[str, Any]] = {}
     for path, backend in [(file, backend) for file in paths for backend in backends_of(file)]:
         try:
             runner = open_runner(path, backend)

@@ -36,7 +36,7 @@ def resolve_device(name: str) -> torch.device:
 
 def environment(device: torch.device) -> dict:
     """Versions and hardware, so a number in a report can be traced to what produced it."""
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
+    versions: dict[str, str | None] = {"python": sys.version.split()[0], "torch": torch.__version__}
     for package in ("numpy", "scikit-learn", "matplotlib", "fashionclf"):
         try:
             versions[package] = metadata.version(package)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-from fastapi import Query, Request, UploadFile
+from fastapi import FastAPI, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
@@ -138,7 +138,7 @@ def prepare(uploads: list[tuple[str, bytes]], input: InputFormat, max_pixels: in
     return [input.prepare(open_image(content, name)) for name, content in uploads]
 
 
-def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) -> FastAPIOffline:
+def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) -> FastAPI:
     batcher = Batcher(classifier)
     decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="fashionclf-decode")
 
@@ -185,7 +185,7 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
     return app
 
 
-def _add_error_handlers(app: FastAPIOffline) -> None:
+def _add_error_handlers(app: FastAPI) -> None:
     """Every error as {"error": "..."}: the user's own (400), a limit (413), FastAPI's validation (422), HTTP's."""
 
     @app.exception_handler(FashionClfError)

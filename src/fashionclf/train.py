@@ -15,6 +15,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,7 @@ def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, pr
                 _log(run, f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs")
                 _fit(config, run, state, splits, device, progress)
         if config.init and distributed.is_main():
-            write_json(run.finetune, finetune_summary(config, run, splits[1], device))
+            write_json(run.finetune, finetune_summary(RunDir(Path(config.init)), config, run, splits[1], device))
     return run
 
 
@@ -116,7 +117,7 @@ def resume(out: Path, data: fmnist.Dataset | None = None, progress: bool = True)
                 _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {where}")
                 _fit(config, run, state, splits, device, progress)
         if config.init and distributed.is_main():
-            write_json(run.finetune, finetune_summary(config, run, splits[1], device))
+            write_json(run.finetune, finetune_summary(RunDir(Path(config.init)), config, run, splits[1], device))
     return run
 
 
@@ -190,11 +191,11 @@ def _new_state(
 ) -> TrainState:
     torch.manual_seed(config.seed)
     model = create_model(config.model, spec, **config.model_args)
-    if config.init:
+    if config.init is not None:
         _start_from(model, load_checkpoint(RunDir(Path(config.init)).best_checkpoint), run)
     model = model.to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     model = distributed.sync_batchnorm(model, device)
     optimizer = _optimizer(config, model)
     # Every process keeps the same global RNG (dropout), so rank 0's state in last.pt resumes all of them.
@@ -203,7 +204,7 @@ def _new_state(
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True) if config.ema else None
     scheduler = _scheduler(config, optimizer, steps_per_epoch)
     if config.compile:
-        return TrainState(spec, model, optimizer, torch.compile(network), network, scheduler, ema)
+        return TrainState(spec, model, optimizer, cast(nn.Module, torch.compile(network)), network, scheduler, ema)
     return TrainState(spec, model, optimizer, network, None, scheduler, ema)
 
 
@@ -231,10 +232,11 @@ def ema_with_warmup(decay: float):
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    settings = {"lr": config.lr, "weight_decay": config.weight_decay}
+    lr, decay = config.lr, config.weight_decay
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), momentum=0.9, nesterov=True, **settings)
-    return (torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam)(model.parameters(), **settings)
+        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=decay, momentum=0.9, nesterov=True)
+    adam = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return adam(model.parameters(), lr=lr, weight_decay=decay)
 
 
 def _scheduler(
@@ -290,6 +292,7 @@ def _resume_hint_on_interrupt(run: RunDir):
 def _splits(config: TrainConfig, data: fmnist.Dataset) -> tuple[fmnist.Split, fmnist.Split | None]:
     """(what to train on, what to validate on): the data's own validation split, or a hold-out of its training split
     (from the given data only, before any mixing)."""
+    val_split: fmnist.Split | None
     if data.validation is not None and config.validation_size:
         train_split, val_split = data.train, data.validation
     else:
@@ -303,7 +306,7 @@ def _splits(config: TrainConfig, data: fmnist.Dataset) -> tuple[fmnist.Split, fm
 
 
 def _split(train_split: fmnist.Split, config: TrainConfig) -> tuple[fmnist.Split, fmnist.Split | None]:
-    if config.validation_size == 0:
+    if not config.validation_size:
         return train_split, None
     if config.validation_size >= len(train_split):
         raise FashionClfError(
@@ -433,7 +436,7 @@ def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -
 
 
 def _resume_state(state: TrainState) -> dict:
-    rng = {"torch": torch.get_rng_state()}
+    rng: dict[str, object] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
@@ -475,13 +478,15 @@ def _write_history(run: RunDir, history: list[dict]) -> None:
     write_text(run.history_csv, buffer.getvalue())
 
 
-def finetune_summary(config: TrainConfig, run: RunDir, validation: fmnist.Split | None, device: torch.device) -> dict:
+def finetune_summary(
+    init: RunDir, config: TrainConfig, run: RunDir, validation: fmnist.Split | None, device: torch.device
+) -> dict:
     """Accuracy of the fine-tuned model, and of the model it started from where that answers in the same classes,
     on the validation split of the new data and, for a model of Fashion-MNIST's classes, on its test set."""
-    before, before_checkpoint = load_model(RunDir(Path(config.init)).best_checkpoint)
+    before, before_checkpoint = load_model(init.best_checkpoint)
     after, after_checkpoint = load_model(run.best_checkpoint)
     same_classes = spec_of(before_checkpoint) == spec_of(after_checkpoint)
-    summary = {"init": config.init, "data": config.data}
+    summary: dict[str, object] = {"init": config.init, "data": config.data}
     fashion_mnist = spec_of(after_checkpoint) == ModelSpec()
     sets = {"held_out": validation, "fashion_mnist_test": _fashion_mnist_test() if fashion_mnist else None}
     for name, split in sets.items():
