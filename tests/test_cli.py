@@ -58,6 +58,21 @@ def test_bad_training_settings(tmp_path):
     assert_one_line_error(fashionclf("train", "--epochs", "0", "--out", str(tmp_path / "r")), "--epochs")
 
 
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [("bogus=0.1", "NAME one of pair, affine"), ("blur=2", "P in [0, 1]"), ("blur=much", "--corrupt blur=much")],
+)
+def test_bad_corruptions(tmp_path, setting, fragment):
+    assert_one_line_error(fashionclf("train", "--corrupt", setting, "--out", str(tmp_path / "r")), fragment)
+
+
+def test_a_preprocessing_the_model_cannot_take(tmp_path):
+    out = str(tmp_path / "r")
+    assert_one_line_error(fashionclf("train", "--preprocessing", "photo", "--out", out), "fashion-mnist, garment")
+    assert_one_line_error(fashionclf("train", "--preprocessing", "nope", "--out", out), "--preprocessing nope")
+    assert not (tmp_path / "r").exists()
+
+
 def test_data_dir_without_the_files(tmp_path):
     assert_one_line_error(fashionclf("data", "--data-dir", str(tmp_path)), str(tmp_path))
 

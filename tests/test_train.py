@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,7 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
         {"optimizer": "sgd", "lr": 0.05, "schedule": "onecycle", "label_smoothing": 0.1},
         {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine"},
         {"ema": 0.9},
+        {"corrupt": {"pair": 0.5, "affine": 0.3, "background": 0.3, "noise": 0.3}},
     ],
 )
 def test_resume_after_an_interruption_gives_identical_weights(tmp_path, monkeypatch, augmentation):
@@ -208,6 +210,18 @@ def test_the_resnet_recipe_trains_the_residual_model(tmp_path):
     assert recorded["model"] == "resnet9" and recorded["optimizer"] == "sgd"
     assert load_checkpoint(run.best_checkpoint)["model"] == "resnet9"
     assert json.loads(run.history_json.read_text())[-1]["val_accuracy"] > 0.5
+
+
+def test_the_robust_recipe_corrupts_the_batches_and_records_the_garment_preprocessing(tmp_path):
+    data = synthetic_data()
+    config = TrainConfig.from_recipe("robust", epochs=2, batch_size=50, validation_size=100, device="cpu")
+    run = train(config, tmp_path / "robust", data=data, progress=False)
+    recorded = json.loads(run.config.read_text())
+    assert recorded["spec"]["preprocessing"] == "garment" and recorded["train"]["corrupt"] == config.corrupt
+    assert load_checkpoint(run.best_checkpoint)["spec"]["preprocessing"] == "garment"
+    clean = train(replace(config, corrupt={}), tmp_path / "clean", data=data, progress=False)
+    loss = [json.loads(r.history_json.read_text())[0]["train_loss"] for r in (run, clean)]
+    assert loss[0] > loss[1]  # corrupted batches are harder to fit
 
 
 def test_an_unknown_recipe_is_refused():

@@ -60,6 +60,13 @@ Precision = Annotated[
     str,
     typer.Option(help="For a run directory: auto (its int8 model when quantized, else fp32), fp32 or int8."),
 ]
+Preprocessing = Annotated[
+    str | None,
+    typer.Option(
+        help="How pictures become a Fashion-MNIST model's input: fashion-mnist, or garment (the garment separated "
+        "from a cluttered background first) [default: the model's]."
+    ),
+]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
 
 
@@ -97,9 +104,19 @@ def _config(**options):
     from fashionclf.config import TrainConfig
 
     paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init") if key in options}
+    if options.get("corrupt") is not None:
+        options["corrupt"] = dict(_name_and_share(item) for item in options["corrupt"])
     # Options left unset (None) keep the recipe's value.
     given = {key: value for key, value in {**options, **paths}.items() if value is not None or key in paths}
     return TrainConfig.from_recipe(**given)
+
+
+def _name_and_share(item: str) -> tuple[str, float]:
+    name, _, share = item.partition("=")
+    try:
+        return name, float(share)
+    except ValueError:
+        raise FashionClfError(f"--corrupt {item}: expected NAME=P, P a number in [0, 1]") from None
 
 
 @app.command()
@@ -159,6 +176,14 @@ def train(
     jitter: Annotated[
         float | None, typer.Option(help="Augment photos: brightness, contrast, saturation scaled by up to +-this.")
     ] = None,
+    corrupt: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Augment Fashion-MNIST to look like photos: NAME=P corrupts a share P of the images (repeatable; "
+            "names: pair, affine, cut, edge, intensity, background, light, occlude, blur, jpeg, noise) [recipe's]."
+        ),
+    ] = None,
+    preprocessing: Preprocessing = None,
 ) -> None:
     """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch.
     Started by torchrun, it trains data-parallel across the processes."""
@@ -194,12 +219,15 @@ def evaluate(
             "file, or a shipped map by name: clothing-small)."
         ),
     ] = None,
+    preprocessing: Preprocessing = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate a run's best checkpoint on its own data, or on --data: metrics.json and figures."""
     from fashionclf.evaluate import evaluate_run, metrics_table
 
-    metrics = evaluate_run(run_dir, device=device, data_path=data, split=split, class_map=class_map)
+    metrics = evaluate_run(
+        run_dir, device=device, data_path=data, split=split, class_map=class_map, preprocessing=preprocessing
+    )
     _show(metrics, as_json, metrics_table)
 
 
@@ -306,16 +334,17 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=10)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    save_input: Annotated[Path | None, typer.Option(help="Write the 28x28 image the model saw into DIR.")] = None,
+    save_input: Annotated[Path | None, typer.Option(help="Write the image the model saw into DIR.")] = None,
     precision: Precision = "auto",
+    preprocessing: Preprocessing = None,
 ) -> None:
-    """Classify pictures: any size or format Pillow reads, brought into Fashion-MNIST's domain first."""
+    """Classify pictures: any size or format Pillow reads, brought to the model's input first."""
     from tqdm import tqdm
 
     from fashionclf.inference import Prediction, load_classifier, predict_files, save_model_input
     from fashionclf.preprocess import image_files
 
-    classifier = load_classifier(model, precision)
+    classifier = load_classifier(model, precision, preprocessing)
     files, problems = image_files(inputs)
     with tqdm(total=len(files), unit="image", disable=None, leave=False) as bar:
         for result in predict_files(classifier, files, k=top_k):
@@ -345,6 +374,7 @@ def serve(
     max_files: Annotated[int, typer.Option(min=1, help="Most pictures in one request.")] = 32,
     max_megapixels: Annotated[float, typer.Option(help="Most pixels in one request's pictures, in millions.")] = 100.0,
     precision: Precision = "auto",
+    preprocessing: Preprocessing = None,
 ) -> None:
     """Serve the model: POST /predict, GET /health, an upload page at /, the API's documentation at /docs."""
     from fashionclf.inference import load_classifier
@@ -352,7 +382,7 @@ def serve(
     from fashionclf.serve import serve as run_server
 
     limits = Limits(bytes=int(max_mb * 1024 * 1024), files=max_files, pixels=int(max_megapixels * 1_000_000))
-    run_server(load_classifier(model, precision), host=host, port=port, limits=limits)
+    run_server(load_classifier(model, precision, preprocessing), host=host, port=port, limits=limits)
 
 
 @app.command("models")

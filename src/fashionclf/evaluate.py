@@ -73,6 +73,7 @@ def evaluate_run(
     data_path: Path | str | None = None,
     split: str = "auto",
     class_map: str | None = None,
+    preprocessing: str | None = None,
 ) -> dict:
     """Evaluate the run's best checkpoint; write metrics.json and the figures.
 
@@ -80,12 +81,13 @@ def evaluate_run(
     RUN_DIR/evaluations/<its name>/, so the run's own results stay. The split: "auto" (the test split, or the
     validation split where the data has no test split), one by name, or "all" (every image, for data the model never
     trained on). With `class_map` (a file, or a map shipped with the project by name), the data's classes are judged
-    through it: a prediction is right when it is one of the model's classes its class maps to."""
+    through it: a prediction is right when it is one of the model's classes its class maps to. `preprocessing`
+    replaces the model's own for pictures (results then go to a folder named after it)."""
     if split not in SPLITS:
         raise FashionClfError(f"--split: unknown {split!r}; known: {', '.join(SPLITS)}")
     run = open_run(run_dir)
     model, checkpoint = load_model(run.best_checkpoint)
-    spec = spec_of(checkpoint)
+    spec = spec_of(checkpoint).using(preprocessing)
     if data_path is not None or data is None:
         data = load_dataset(data_path if data_path is not None else run_data(run), spec.input)
     split_name, images = _chosen_split(data, split)
@@ -100,8 +102,11 @@ def evaluate_run(
         metrics = mapped_metrics(images.labels.numpy(), probabilities, data.classes, spec.classes, mapping)
     metrics["checkpoint"] = {"path": str(run.best_checkpoint.relative_to(run.root)), "epoch": checkpoint["epoch"]}
     metrics["data"] = {"path": str(data.directory), "origin": data.origin, "split": split_name,
-                       "from": data.split_origins.get(split_name, "every split")}  # fmt: skip
-    out = run.root / "evaluations" / _slug(Path(data_path)) if data_path is not None else run.root
+                       "from": data.split_origins.get(split_name, "every split"),
+                       "preprocessing": spec.input.preprocessing}  # fmt: skip
+    out = run.root
+    if data_path is not None:
+        out = run.root / "evaluations" / "-".join([_slug(Path(data_path)), *([preprocessing] if preprocessing else [])])
     with locked(run.root, "fashionclf evaluate"):
         write_json(out / "metrics.json", metrics)
         history = read_history(run) if data_path is None else []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,15 @@ class Classifier:
 PRECISIONS = ("auto", "fp32", "int8")
 
 
-def load_classifier(path: Path, precision: str = "auto") -> Classifier:
+def load_classifier(path: Path, precision: str = "auto", preprocessing: str | None = None) -> Classifier:
     """A classifier from a model file this project wrote, or from a run directory: there the int8 model of
     `fashionclf quantize` when one agrees with fp32 (precision auto or int8), else fp32, on the backends measured
-    fastest on this machine for single images and for batches."""
+    fastest on this machine for single images and for batches. `preprocessing` replaces the model's own."""
+    classifier = _classifier(Path(path), precision)
+    return replace(classifier, spec=classifier.spec.using(preprocessing))
+
+
+def _classifier(path: Path, precision: str) -> Classifier:
     path = Path(path)
     if precision not in PRECISIONS:
         raise FashionClfError(f"--precision: unknown {precision!r}; known: {', '.join(PRECISIONS)}")

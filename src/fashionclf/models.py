@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -34,6 +34,10 @@ class ModelSpec:
 
     def as_dict(self) -> dict:
         return {"classes": list(self.classes), **vars(self.input)}
+
+    def using(self, preprocessing: str | None) -> ModelSpec:
+        """The spec with pictures brought to the same input by another preprocessing (None: its own)."""
+        return replace(self, input=self.input.using(preprocessing))
 
     @classmethod
     def from_dict(cls, values: dict | None) -> ModelSpec:
@@ -90,8 +94,8 @@ def create_model(name: str, spec: ModelSpec | None = None, **model_args) -> nn.M
     cannot be built with, are refused with the model's name (they come from files: a config or a checkpoint)."""
     entry = model_entry(name)
     spec = spec or entry.spec()
-    if spec.input.preprocessing != entry.input.preprocessing:
-        raise FashionClfError(f"model {name!r} takes {entry.input.preprocessing} input, not {spec.input.preprocessing}")
+    if spec.input.domain != entry.input.domain:
+        raise FashionClfError(f"model {name!r} takes {entry.input.domain} input, not {spec.input.domain}")
     shape = {"num_classes": len(spec.classes), "channels": spec.input.channels, "size": spec.input.size}
     try:
         inspect.signature(entry.build).bind(**shape, **model_args)

@@ -14,6 +14,8 @@ longest edge to 28). A photo is none of that, so `to_dataset_domain` brings it t
 3. crop to the object, pad to a square (keeping the aspect ratio), resize to 28x28; an object that already spans
    the picture keeps its place in it.
 An input that is already 28x28 on a dark background is in the domain and passes through unchanged.
+The `garment` preprocessing (garment_in_domain) first separates the garment from a cluttered background
+(garment.py); the `photo` preprocessing keeps a photo's colour and framing for photo models (photo_square).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fashionclf import garment
 from fashionclf.errors import FashionClfError
 
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo still opens; a decompression bomb does not
@@ -125,19 +128,45 @@ def grayscale(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float32)
         return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0, 1)
+    return np.asarray(on_white(image).convert("L"), dtype=np.float32) / 255.0
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """The picture in RGB, transparency composited on white, as a product cut-out is shown on a page."""
     if image.mode in ("PA", "LA", "RGBA", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    return np.asarray(image.convert("RGB").convert("L"), dtype=np.float32) / 255.0
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("RGB")
 
 
 def to_dataset_domain(image: Image.Image) -> np.ndarray:
     """The 28x28 uint8 image the model sees: light garment, black background, object filling the frame."""
     gray = grayscale(image)
-    side = FASHION_MNIST_SIDE
-    if gray.shape == (side, side) and _border(gray).mean() < 0.5:
+    if _in_domain(gray):
         return np.round(gray * 255).astype(np.uint8)
+    return _framed_object(gray)
+
+
+def garment_in_domain(image: Image.Image) -> np.ndarray:
+    """As `to_dataset_domain`, with the garment first separated from a cluttered background (see garment.py);
+    a picture on a plain background, or one where no garment is found, comes out exactly as there."""
+    gray = grayscale(image)
+    if _in_domain(gray):
+        return np.round(gray * 255).astype(np.uint8)
+    if not garment.has_plain_background(gray):
+        found = garment.segmented(on_white(image), FASHION_MNIST_SIDE)
+        if found is not None:
+            return found
+    return _framed_object(gray)
+
+
+def _in_domain(gray: np.ndarray) -> bool:
+    """Already a Fashion-MNIST image: 28x28 on a dark background."""
+    return gray.shape == (FASHION_MNIST_SIDE, FASHION_MNIST_SIDE) and _border(gray).mean() < 0.5
+
+
+def _framed_object(gray: np.ndarray) -> np.ndarray:
+    side = FASHION_MNIST_SIDE
     background = float(np.median(_border(gray)))
     if background > 0.5:
         gray, background = 1.0 - gray, 1.0 - background
@@ -177,7 +206,9 @@ def _window_start(first: int, last: int, side: int, length: int) -> int:
     return start
 
 
-PREPROCESSINGS = ("fashion-mnist", "photo")
+# Both give Fashion-MNIST's kind of input: a model trained for one takes the other.
+FASHION_MNIST_PREPROCESSINGS = ("fashion-mnist", "garment")
+PREPROCESSINGS = (*FASHION_MNIST_PREPROCESSINGS, "photo")
 
 
 @dataclass(frozen=True)
@@ -190,15 +221,31 @@ class InputFormat:
     size: int = FASHION_MNIST_SIDE
 
     def __post_init__(self) -> None:
-        expected = {"fashion-mnist": (1, FASHION_MNIST_SIDE), "photo": (3, self.size)}.get(self.preprocessing)
-        if expected is None:
+        if self.preprocessing not in PREPROCESSINGS:
             raise FashionClfError(f"unknown preprocessing {self.preprocessing!r}; known: {', '.join(PREPROCESSINGS)}")
+        expected = (3, self.size) if self.preprocessing == "photo" else (1, FASHION_MNIST_SIDE)
         if (self.channels, self.size) != expected or not MIN_SIDE <= self.size <= WORK_SIDE:
             raise FashionClfError(f"{self.preprocessing} preprocessing cannot give {self.describe()} input")
+
+    @property
+    def domain(self) -> str:
+        """What the model's input looks like: "photo", or "fashion-mnist" (either Fashion-MNIST preprocessing)."""
+        return "photo" if self.preprocessing == "photo" else "fashion-mnist"
+
+    def using(self, preprocessing: str | None) -> InputFormat:
+        """The same input reached by another preprocessing of its domain (None: this one)."""
+        if preprocessing in (None, self.preprocessing):
+            return self
+        if self.domain != "fashion-mnist" or preprocessing not in FASHION_MNIST_PREPROCESSINGS:
+            known = ", ".join(FASHION_MNIST_PREPROCESSINGS) if self.domain == "fashion-mnist" else self.preprocessing
+            raise FashionClfError(f"--preprocessing {preprocessing}: this model's input is reached by {known}")
+        return replace(self, preprocessing=preprocessing)
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         if self.preprocessing == "photo":
             return photo_square(image, self.size)
+        if self.preprocessing == "garment":
+            return garment_in_domain(image)[None]
         return to_dataset_domain(image)[None]
 
     def describe(self) -> str:
@@ -213,10 +260,7 @@ def photo_square(image: Image.Image, size: int) -> np.ndarray:
     """The picture as it is, in colour, fitted into a size x size square: the longer side scaled to `size`, the
     shorter padded equally on both sides by repeating its edge pixels (never distorted, and with no frame a model
     could learn from); transparency composited on white. uint8 (3, size, size)."""
-    if image.mode in ("PA", "LA", "RGBA", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    rgb = image.convert("RGB")
+    rgb = on_white(image)
     scale = size / max(rgb.size)
     fitted = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
     pixels = np.asarray(rgb.resize(fitted, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC))

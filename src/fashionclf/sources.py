@@ -52,7 +52,7 @@ def load_dataset(path: Path | str | None, input: InputFormat = FASHION_MNIST_INP
 
 def _fashion_mnist_files(read, path: Path | None, input: InputFormat) -> Dataset:
     """Fashion-MNIST's own files hold 28x28 grayscale images: a model that takes anything else needs photos."""
-    if input != FASHION_MNIST_INPUT:
+    if input.domain != FASHION_MNIST_INPUT.domain:
         raise FashionClfError(
             f"{path or 'Fashion-MNIST'}: holds 28x28 grayscale Fashion-MNIST images; this model takes "
             f"{input.describe()} photos: give --data a folder of photos"

@@ -29,6 +29,7 @@ from fashionclf.augment import augment, photo_augment
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, count_parameters, create_model, model_entry, predict_logits
+from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.rundir import (
     CHECKPOINT_FORMAT,
@@ -78,8 +79,9 @@ def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, pr
         if run.config.exists():
             raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
         config = _with_model(config)
-        data = data or load_dataset(config.data, model_entry(config.model).spec(size=config.image_size).input)
-        config, spec = _resolved(config, data), ModelSpec(data.classes, data.input)
+        entry_input = model_entry(config.model).spec(size=config.image_size).input
+        data = data or load_dataset(config.data, entry_input.using(config.preprocessing))
+        config, spec = _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
         splits = _splits(config, data)
         distributed.check_batches(len(splits[0]), config.batch_size)
         with distributed.process_group(resolve_device(config.device)) as device:
@@ -159,7 +161,7 @@ def _resolved(config: TrainConfig, data: fmnist.Dataset) -> TrainConfig:
         values["validation_size"] = len(data.validation)
     elif config.validation_size is None:
         values["validation_size"] = 5000 if len(data.train) >= 25_000 else len(data.train) // 5
-    if config.mix_fashion_mnist and (data.classes, data.input) != (fmnist.CLASSES, FASHION_MNIST_INPUT):
+    if config.mix_fashion_mnist and (data.classes, data.input.domain) != (fmnist.CLASSES, FASHION_MNIST_INPUT.domain):
         raise FashionClfError("--mix-fashion-mnist needs data in Fashion-MNIST's classes and 28x28 grayscale")
     return TrainConfig(**values)
 
@@ -349,6 +351,8 @@ def train_epoch(
             # Drawn from the epoch's generator, after its permutation, for the whole batch: a resumed epoch augments
             # identically, and so does every process before it takes its slice.
             images = augment(images, generator, config.crop_padding, config.flip, config.erase)
+        if config.corrupt:
+            images = corrupt(images, labels, generator, config.corrupt, _footwear(state.spec))
         images = distributed.local_part(images).to(device).contiguous(memory_format=memory_format)
         labels = distributed.local_part(labels).to(device)
         value, batch_correct = _gradients(state, images, labels, batch, config, run)
@@ -364,6 +368,10 @@ def train_epoch(
         seen += batch
         bar.set_postfix(loss=f"{value:.4f}")
     return total_loss / seen, correct / seen
+
+
+def _footwear(spec: ModelSpec) -> torch.Tensor:
+    return torch.tensor([i for i, name in enumerate(spec.classes) if name in FOOTWEAR], dtype=torch.long)
 
 
 def _gradients(
