@@ -1,7 +1,16 @@
+import re
+import shutil
 from dataclasses import asdict
+from pathlib import Path
 
+import pytest
+from test_serve import CHROMIUM, CHROMIUM_ARGS
+
+from fashionclf.analysis import analyze
 from fashionclf.config import TrainConfig
-from fashionclf.report import _heaviest_and_slowest, training_recipe
+from fashionclf.evaluate import evaluate_run
+from fashionclf.report import _heaviest_and_slowest, build_report, training_recipe
+from fashionclf.rundir import RunDir
 
 
 def row(name: str, flop_share: float, time_share: float) -> dict:
@@ -37,3 +46,62 @@ def test_the_report_states_the_recipe_the_run_recorded():
     assert "random crops after 2-pixel padding, horizontal flips, a moving average of the weights (decay 0.999)" in best
     assert best.endswith("float32 arithmetic.")
     assert "SGD with Nesterov momentum 0.9" in training_recipe(asdict(TrainConfig.from_recipe("resnet")))
+
+
+@pytest.fixture(scope="module")
+def full_report(trained_run, real_data, tmp_path_factory) -> RunDir:
+    """A copy of the short run (others read the original), evaluated and analysed so that it has every figure."""
+    run = RunDir(tmp_path_factory.mktemp("runs") / "report")
+    shutil.copytree(trained_run.root, run.root)
+    evaluate_run(run.root, data=real_data)
+    analyze(run.root, batch_size=16, repeats=2)
+    build_report(run.root)
+    return run
+
+
+# What the page shows, measured in the browser after it loaded (images included).
+MEASURE = """() => {
+    const viewport = document.documentElement.clientWidth;
+    const images = [...document.images].map(img => ({alt: img.alt, src: img.src, complete: img.complete,
+        natural: img.naturalWidth, width: img.getBoundingClientRect().width,
+        right: img.getBoundingClientRect().right, column: img.parentElement.clientWidth}));
+    const contents = [...document.querySelectorAll("nav a")].map(a => ({href: a.getAttribute("href"),
+        text: a.textContent, target: document.getElementById(a.getAttribute("href").slice(1))?.tagName ?? null}));
+    const headings = [...document.querySelectorAll("h2, h3")].map(h => "#" + h.id);
+    return {viewport, pageWidth: document.documentElement.scrollWidth, images, contents, headings};
+}"""
+
+
+def measure_in_browser(page: Path, width: int = 1280) -> dict:
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (make test does)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": width, "height": 900})
+            tab.goto(page.as_uri())
+            return tab.evaluate(MEASURE)
+        finally:
+            browser.close()
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (make test installs it)")
+@pytest.mark.parametrize("width", [1280, 800])
+def test_the_report_in_a_browser_has_every_section_and_figure_readable(full_report, width):
+    shown = measure_in_browser(full_report.report_html, width)
+    assert len(shown["images"]) == 7
+    for image in shown["images"]:
+        assert image["src"].startswith("data:image/png;base64,"), f"figure not embedded: {image['alt']}"
+        assert image["complete"] and image["natural"] > 0, f"figure not loaded: {image['alt']}"
+        assert image["right"] <= shown["viewport"], f"figure wider than the window: {image['alt']}"
+        # Within the text column, and scaled down only as far as the column needs: never to a thumbnail.
+        fits = min(image["natural"], image["column"]) - 1 <= image["width"] <= image["column"]
+        assert fits, f"{image['alt']}: {image['width']:.0f} px of {image['natural']}, column {image['column']}"
+    assert shown["pageWidth"] <= shown["viewport"], "something widens the page past the window"
+    contents = shown["contents"]
+    dangling = [entry["href"] for entry in contents if entry["target"] not in ("H2", "H3")]
+    assert not dangling, f"the contents link to no section: {dangling}"
+    assert [entry["href"] for entry in contents] == shown["headings"], "the contents miss or misorder a section"
+    sections = [s.replace("`", "") for s in re.findall(r"^## (.+)$", full_report.report_md.read_text(), flags=re.M)]
+    assert [e["text"] for e in contents if e["target"] == "H2"] == sections, "report.md and the contents differ"
+    assert len(sections) == 9

@@ -1,7 +1,8 @@
 """The report: the seed report's sections, filled with this run's measured numbers.
 
 Each section is a function of the run directory that returns Markdown, or None when the run has nothing measured
-for it yet, so a heading never appears without content. report.html is the same text with the figures embedded.
+for it yet, so a heading never appears without content. report.html is the same text with a table of contents
+and the figures embedded.
 """
 
 from __future__ import annotations
@@ -415,8 +416,11 @@ SECTIONS: list[Callable[[RunDir], str | None]] = [
 
 
 def to_html(text: str, root: Path, title: str) -> str:
-    """Markdown to one self-contained HTML page: every figure is embedded as a data URI."""
-    body = markdown.markdown(text, extensions=["tables"])
+    """Markdown to one self-contained HTML page: contents linking to every section, every figure as a data URI."""
+    converter = markdown.Markdown(
+        extensions=["tables", "toc"], extension_configs={"toc": {"toc_depth": "2-3", "title": "Contents"}}
+    )
+    body = converter.convert(text)
 
     def embed(match: re.Match) -> str:
         figure = root / html.unescape(match.group(1))
@@ -426,14 +430,21 @@ def to_html(text: str, root: Path, title: str) -> str:
         return f'src="data:image/png;base64,{encoded}"'
 
     body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    # After the title and its headline numbers, which are what most readers come for.
+    body = body.replace("<h2", f'<nav aria-label="Contents">{converter.toc}</nav>\n<h2', 1)
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
         f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
 
 
+# Figures are saved at 110 dpi, 5 to 13 inches wide: shown at their own size where the page is wide enough, else
+# scaled to the column; wide tables scroll inside the column rather than widening the page.
 STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
-    "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem}"
-    "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6;padding:0 .2rem}"
+    "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
+    "table{display:block;overflow-x:auto;border-collapse:collapse;margin:1rem 0}"
+    "td,th{border:1px solid #ccc;padding:.25rem .6rem}th{background:#f3f3f3}"
+    "img{display:block;max-width:100%;height:auto;margin:1rem auto}code{background:#f6f6f6;padding:0 .2rem}"
+    "nav{background:#f8f8f8;border:1px solid #ddd;padding:.5rem 1rem}.toctitle{font-weight:bold}"
+    "nav ul{margin:.2rem 0;padding-left:1.2rem}"
 )
