@@ -82,3 +82,16 @@ def test_a_spec_round_trips_through_its_record():
 def test_a_model_refuses_an_input_it_is_not_made_for():
     with pytest.raises(FashionClfError, match="model 'fashion_cnn' takes fashion-mnist input, not photo"):
         create_model("fashion_cnn", ModelSpec(("a", "b"), InputFormat("photo", 3, 64)))
+
+
+def test_flip_averaging_averages_the_photo_and_its_mirror_image_at_inference_only():
+    spec = ModelSpec(("a", "b", "c"), InputFormat("photo", 3, 32))
+    model = create_model("photo_resnet9", spec, width=8, flip_average=True).eval()
+    photos = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = (model.logits(photos) + model.logits(photos.flip(-1))) / 2
+        assert torch.allclose(model(photos), expected)
+        assert not torch.allclose(model(photos), model.logits(photos))
+        assert torch.allclose(model(photos), model(photos.flip(-1)), atol=1e-5)  # a mirror image: the same answer
+    model.train()
+    assert model(photos).shape == (4, 3)

@@ -228,8 +228,11 @@ class PhotoResNet9(nn.Module):
     map halved by max-pooling, a residual block in the first and last); the last map is max-pooled whole, and the
     logits of a bias-free head are scaled by 1/8 as in Page's network."""
 
-    def __init__(self, num_classes: int = 10, channels: int = 3, size: int = 64, width: int = 64):
+    def __init__(
+        self, num_classes: int = 10, channels: int = 3, size: int = 64, width: int = 64, flip_average: bool = False
+    ):
         super().__init__()
+        self.flip_average = flip_average
         self.prep = nn.Sequential(
             nn.Conv2d(channels, width, kernel_size=3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
@@ -242,16 +245,23 @@ class PhotoResNet9(nn.Module):
         self.scale = Scale(0.125)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flip_average and not self.training:
+            # Test-time flip averaging, inside the network so that every exported and quantized file does it too.
+            return (self.logits(x) + self.logits(x.flip(-1))) / 2
+        return self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.prep(x))))
         return self.scale(self.fc(self.flatten(self.pool(x))))
 
 
 @register_model("photo_resnet9", input=InputFormat("photo", 3, 64))
-def photo_resnet9(num_classes: int, channels: int, size: int, width: int = 64) -> nn.Module:
-    """ResNet-9 for RGB photos (64 to 128 px): a stride-2 stem, three stages, two residual blocks."""
+def photo_resnet9(num_classes: int, channels: int, size: int, width: int = 64, flip_average: bool = False) -> nn.Module:
+    """ResNet-9 for RGB photos (64 to 128 px): a stride-2 stem, three stages, two residual blocks; with
+    `flip_average`, its predictions average the photo's and its mirror image's."""
     if size % 16:
         raise ValueError(f"input size {size} is not a multiple of 16")
-    return PhotoResNet9(num_classes, channels, size, width)
+    return PhotoResNet9(num_classes, channels, size, width, flip_average)
 
 
 def count_parameters(model: nn.Module) -> int:
