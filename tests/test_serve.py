@@ -123,6 +123,17 @@ def test_an_unknown_path_gets_a_json_404(client):
     assert answer.status_code == 404 and answer.json() == {"error": "Not Found"}
 
 
+def test_a_failing_model_gets_a_json_500_and_the_server_keeps_serving():
+    def broken(images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the model's file went away")
+
+    with TestClient(create_app(Classifier(backend=broken, description="broken")), raise_server_exceptions=False) as c:
+        response = c.post("/predict", files={"files": ("shirt.jpg", jpeg_of_a_garment(), "image/jpeg")})
+        assert response.status_code == 500
+        assert response.json() == {"error": "the server failed on this request (RuntimeError)"}
+        assert c.get("/health").status_code == 200
+
+
 def test_the_page_the_schema_and_the_docs_need_no_other_host(client):
     page = client.get("/")
     assert page.status_code == 200 and '<input id="file" type="file"' in page.text

@@ -186,7 +186,8 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Every error as {"error": "..."}: the user's own (400), a limit (413), FastAPI's validation (422), HTTP's."""
+    """Every error as {"error": "..."}: the user's own (400), a limit (413), FastAPI's validation (422), HTTP's, and
+    the server's own failures (500)."""
 
     @app.exception_handler(FashionClfError)
     async def bad_input(_request: Request, exc: FashionClfError) -> JSONResponse:
@@ -200,6 +201,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def server_fault(_request: Request, exc: Exception) -> JSONResponse:
+        # The server's own failure (the model call, say), not the request's: 500, still JSON; uvicorn logs it.
+        return _error(500, f"the server failed on this request ({type(exc).__name__})")
 
 
 def _error(status: int, message: str) -> JSONResponse:
