@@ -3,6 +3,7 @@ decoded and memory-mapped cache, and one-line errors for every way a folder can 
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fashionclf import photos
+from fashionclf import photos, quantize
 from fashionclf.config import TrainConfig
 from fashionclf.data import CLASSES
 from fashionclf.errors import FashionClfError
@@ -227,7 +228,8 @@ SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 @pytest.fixture(scope="module")
 def photo_run(tmp_path_factory):
     """The photo model, small and briefly trained on the committed sample of clothing-dataset-small."""
-    config = TrainConfig(model="photo_resnet9", model_args={"width": 8}, image_size=32, epochs=2, batch_size=8,
+    config = TrainConfig(model="photo_resnet9", model_args={"width": 8, "flip_average": True}, image_size=32,
+                         epochs=2, batch_size=8,
                          optimizer="sgd", lr=0.05, schedule="onecycle", crop_scale=0.35, jitter=0.3, flip=True,
                          device="cpu", data=str(SAMPLE))  # fmt: skip
     return train(config, tmp_path_factory.mktemp("runs") / "photos", progress=False)
@@ -253,3 +255,18 @@ def test_a_photo_run_predicts_and_serves_in_its_own_class_names(photo_run):
     answer = client.post("/predict", files=[("files", (photo.name, photo.read_bytes()))]).json()
     assert answer["predictions"][0]["top_k"][0]["class"] in classifier.spec.classes
     assert client.get("/health").json()["input"] == {"preprocessing": "photo", "channels": 3, "size": 32}
+
+
+def test_a_photo_run_quantizes_to_int8_that_serves_its_own_class_names(photo_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(quantize, "QAT_STEPS", 10)  # 20 photos: one differing can start QAT; a few steps suffice
+    run = tmp_path / "quantized"
+    shutil.copytree(photo_run.root, run)
+    summary = quantize.quantize_run(run, ("static",))
+    static = summary["methods"]["static"]
+    assert summary["test_images"] == 20 and static["files"]["onnxruntime"]["path"] == "quantized/static.onnx"
+    assert abs(static["accuracy"] - summary["methods"]["fp32"]["accuracy"]) <= 0.1  # 20 photos: 2 may differ
+    classifier = load_classifier(run, "int8")
+    assert "static" in classifier.description
+    photo = next((SAMPLE / "validation" / "hat").iterdir())
+    (prediction,) = predict_files(classifier, [photo], k=3)
+    assert prediction.top[0]["class"] in json.loads((run / "config.json").read_text())["spec"]["classes"]

@@ -41,7 +41,9 @@ Recipe = Annotated[
     typer.Option(
         help="seed: the report's recipe on the channels-last + bf16 step; fast: 90.3% in 2 epochs (the same step, "
         "AdamW one-cycle, batch 256); best: 48 epochs of AdamW one-cycle, weight decay, flips and a moving average "
-        "of the weights; resnet: the ResNet-9 model with its own recipe, for the best accuracy."
+        "of the weights; resnet: the ResNet-9 model with its own recipe, for the best accuracy; robust: "
+        "Fashion-MNIST with photo-like corruptions and the garment preprocessing, for real photos; photos: "
+        "photo_resnet9 on a folder of RGB photos (--data). Details: docs/recipes.md."
     ),
 ]
 ChannelsLast = Annotated[

@@ -246,8 +246,9 @@ class PhotoResNet9(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.flip_average and not self.training:
-            # Test-time flip averaging, inside the network so that every exported and quantized file does it too.
-            return (self.logits(x) + self.logits(x.flip(-1))) / 2
+            # Test-time flip averaging, inside the network so that every exported and quantized file does it too;
+            # one call on both halves, as the int8 quantizer needs each layer called once.
+            return self.logits(torch.cat([x, x.flip(-1)])).unflatten(0, (2, -1)).mean(0)
         return self.logits(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,8 +258,9 @@ class PhotoResNet9(nn.Module):
 
 @register_model("photo_resnet9", input=InputFormat("photo", 3, 64))
 def photo_resnet9(num_classes: int, channels: int, size: int, width: int = 64, flip_average: bool = False) -> nn.Module:
-    """ResNet-9 for RGB photos (64 to 128 px): a stride-2 stem, three stages, two residual blocks; with
-    `flip_average`, its predictions average the photo's and its mirror image's."""
+    """ResNet-9 for RGB photos (64 to 128 px): a stride-2 stem, three stages, two residual blocks.
+
+    With `flip_average`, its predictions average the photo's and its mirror image's."""
     if size % 16:
         raise ValueError(f"input size {size} is not a multiple of 16")
     return PhotoResNet9(num_classes, channels, size, width, flip_average)
