@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from fastapi import FastAPI, UploadFile  # at module level: FastAPI resolves the endpoint's annotations here
 from PIL import Image
 
 CLIENTS = (1, 8, 32)
@@ -46,11 +47,10 @@ def photo(width: int, height: int, seed: int = 0) -> bytes:
 def usual_app(model: str, same_backends: bool):
     """The peer: a plain `def` endpoint, one model call per upload."""
     import torch
-    from fastapi import FastAPI, UploadFile
 
     from fashionclf.data import CLASSES, to_float
     from fashionclf.inference import load_classifier
-    from fashionclf.preprocess import open_image, to_dataset_domain
+    from fashionclf.preprocess import FASHION_MNIST_INPUT, open_image
     from fashionclf.rundir import RunDir, load_model
 
     if same_backends:
@@ -75,7 +75,7 @@ def usual_app(model: str, same_backends: bool):
     def predict(files: list[UploadFile]) -> dict:
         answers = []
         for upload in files:
-            image = to_dataset_domain(open_image(upload.file.read(), upload.filename or "upload"))
+            image = FASHION_MNIST_INPUT.prepare(open_image(upload.file.read(), upload.filename or "upload"))
             row = probabilities(image[None])
             answers.append({"file": upload.filename, "class": CLASSES[int(row.argmax())]})
         return {"predictions": answers}

@@ -177,6 +177,6 @@ def test_the_main_job_announces_its_stages_and_ends_with_a_summary(tmp_path):
     for stage, name in enumerate(("data", "train", "evaluate", "analyze", "quantize", "bench", "report"), start=1):
         assert f"[{stage}/7] {name}: done in " in result.stdout
     summary = result.stdout[result.stdout.index("fashionclf run: summary") :]
-    for row in ("test accuracy", "seed report: 90.29%", "int8 model", "ONNX Runtime's int8", "slowest layer", "report"):
+    for row in ("test accuracy", "seed report: 90.29%", "int8 model", "runtimes' best int8", "slowest layer", "report"):
         assert row in summary
     assert "torchvision" not in result.stdout + result.stderr and "Warning" not in result.stdout + result.stderr

@@ -319,7 +319,7 @@ def summary_table(summary: dict) -> Table:
     difference = 100 * (summary["accuracy"] - summary["seed_report_accuracy"])
     table.add_row("test accuracy", f"{summary['accuracy']:.2%} (seed report: {summary['seed_report_accuracy']:.2%}, "
                   f"{difference:+.2f} points)")  # fmt: skip
-    for label, row in (("int8 model", summary["int8"]), ("ONNX Runtime's int8", summary["peer_int8"])):
+    for label, row in (("int8 model", summary["int8"]), ("runtimes' best int8", summary["peer_int8"])):
         if row:
             table.add_row(label, f"{row['method']}: {row['accuracy']:.2%}, {row['megabytes']:.2f} MB, "
                           f"{row['images_per_s']:,.0f} images/s at batch 256 ({row['backend']})")  # fmt: skip

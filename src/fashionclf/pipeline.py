@@ -51,8 +51,9 @@ def _stage(number: int, what: str, work: Callable):
 
 
 def summary(run: RunDir) -> dict:
-    """What a newcomer wants from a finished run: its accuracy beside the seed report's, the int8 model beside ONNX
-    Runtime's own int8, the slowest layer, and where the report is."""
+    """What a newcomer wants from a finished run: its accuracy beside the seed report's, the int8 model beside the
+    fastest of the runtimes' own int8 (ONNX Runtime's, OpenVINO's) at batch 256, the slowest layer, and where the
+    report is."""
     metrics, quantization = read_json(run.metrics), read_json(run.quantization)
     bench, analysis = read_json(run.bench), read_json(run.analysis)
     large = f"batch_{analysis['batch_sizes'][-1]}"
@@ -61,7 +62,9 @@ def summary(run: RunDir) -> dict:
         "accuracy": metrics["accuracy"],
         "seed_report_accuracy": SEED_REPORT_ACCURACY,
         "int8": _int8_row(quantization, bench, quantization["best_int8"]),
-        "peer_int8": _int8_row(quantization, bench, "ort-static"),
+        "peer_int8": _int8_row(
+            quantization, bench, (bench["best_peer"].get("int8") or {}).get("batch", {}).get("method")
+        ),
         "slowest_layer": {
             "name": slowest["name"],
             "type": slowest["type"],
