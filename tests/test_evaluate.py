@@ -104,13 +104,15 @@ def test_evaluate_through_a_class_map_file(synthetic_run, tmp_path):
         synthetic_run.root, data_path=tmp_path / "photos", split="all", class_map=tmp_path / "map.json"
     )
     assert metrics["left_out"] == {"socks": 20} and metrics["images"] == 100
-    assert (synthetic_run.root / "evaluations" / "photos" / "figures" / "confusion_matrix.png").is_file()
+    assert (synthetic_run.root / "evaluations" / "photos-all" / "figures" / "confusion_matrix.png").is_file()
     garment = evaluate_run(
         synthetic_run.root, data_path=tmp_path / "photos", split="all", class_map=tmp_path / "map.json",
         preprocessing="garment",
     )  # fmt: skip
     assert garment["data"]["preprocessing"] == "garment" and metrics["data"]["preprocessing"] == "fashion-mnist"
-    assert json.loads((synthetic_run.root / "evaluations" / "photos-garment" / "metrics.json").read_text()) == garment
+    assert (
+        json.loads((synthetic_run.root / "evaluations" / "photos-all-garment" / "metrics.json").read_text()) == garment
+    )
     with pytest.raises(FashionClfError, match="names 'Socks', a class the model lacks"):
         (tmp_path / "bad.json").write_text(json.dumps({"socks": ["Socks"]}))
         evaluate_run(synthetic_run.root, data_path=tmp_path / "photos", class_map=tmp_path / "bad.json")

@@ -204,7 +204,7 @@ def test_evaluate_on_a_photo_folder_agrees_with_the_tensors(trained_run, real_da
     assert "skipped" in result.stderr and "notes.png" in result.stderr
     assert metrics["images"] == 1000 and metrics["data"]["split"] == "all"
     assert abs(metrics["accuracy"] - expected) <= 0.01
-    assert (trained_run.root / "evaluations" / "photos" / "metrics.json").is_file()
+    assert (trained_run.root / "evaluations" / "photos-all" / "metrics.json").is_file()
     assert json.loads(trained_run.metrics.read_text())["accuracy"] == on_tensors["accuracy"]  # not overwritten
 
 

@@ -78,11 +78,12 @@ def evaluate_run(
     """Evaluate the run's best checkpoint; write metrics.json and the figures.
 
     Without `data_path`: the run's own data, into the run directory. With it: that data, into
-    RUN_DIR/evaluations/<its name>/, so the run's own results stay. The split: "auto" (the test split, or the
-    validation split where the data has no test split), one by name, or "all" (every image, for data the model never
-    trained on). With `class_map` (a file, or a map shipped with the project by name), the data's classes are judged
-    through it: a prediction is right when it is one of the model's classes its class maps to. `preprocessing`
-    replaces the model's own for pictures (results then go to a folder named after it)."""
+    RUN_DIR/evaluations/<its name>[-<split>][-<preprocessing>]/ (the split when not "auto", the preprocessing when
+    given), so the run's own results and other evaluations stay. The split: "auto" (the test split, or the validation
+    split where the data has no test split), one by name, or "all" (every image, for data the model never trained
+    on). With `class_map` (a file, or a map shipped with the project by name), the data's classes are judged through
+    it: a prediction is right when it is one of the model's classes its class maps to. `preprocessing` replaces the
+    model's own for pictures."""
     if split not in SPLITS:
         raise FashionClfError(f"--split: unknown {split!r}; known: {', '.join(SPLITS)}")
     run = open_run(run_dir)
@@ -106,7 +107,12 @@ def evaluate_run(
                        "preprocessing": spec.input.preprocessing}  # fmt: skip
     out = run.root
     if data_path is not None:
-        out = run.root / "evaluations" / "-".join([_slug(Path(data_path)), *([preprocessing] if preprocessing else [])])
+        named = [
+            _slug(Path(data_path)),
+            *([split] if split != "auto" else []),
+            *([preprocessing] if preprocessing else []),
+        ]
+        out = run.root / "evaluations" / "-".join(named)
     with locked(run.root, "fashionclf evaluate"):
         write_json(out / "metrics.json", metrics)
         history = read_history(run) if data_path is None else []
