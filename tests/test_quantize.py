@@ -1,5 +1,6 @@
 """Quantization of a real (short) run: every model file's accuracy, agreement and size, and the int8 graph."""
 
+import shutil
 import warnings
 
 import pytest
@@ -101,3 +102,21 @@ def test_a_package_that_cannot_be_compiled_here_is_skipped_with_its_reason(tmp_p
     skipped = {}
     assert quantize._aot_package(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", tmp_path, skipped) == []
     assert skipped == {"static.pt2": "Compilation failed: g++ not found"}
+
+
+def test_a_model_the_int8_quantizer_cannot_handle_keeps_fp32_and_the_other_methods(trained_run, tmp_path, monkeypatch):
+    from fashionclf import quantize
+    from fashionclf.inference import load_classifier
+
+    def unsupported(*args, **kwargs):
+        raise ValueError("Input partition has more than one output node")
+
+    monkeypatch.setattr(quantize, "static_int8", unsupported)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.root, run)
+    summary = quantize_run(run, ("static",))
+    assert summary["skipped"]["static"] == "ValueError: Input partition has more than one output node"
+    assert "static" not in summary["methods"] and summary["best_int8"] is None
+    assert {"fp32", "ort-static", "ov-static"} <= summary["methods"].keys()
+    classifier = load_classifier(run)  # no int8 model to serve: fp32
+    assert "static" not in classifier.description and "fp32" in classifier.description

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,20 +101,29 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
     files = {"fp32": [run.best_checkpoint, *_aot_package(model, checkpoint, "fp32", out, skipped), fp32_onnx]}
     if "dynamic" in methods:
         files["dynamic"] = [_quantize_dynamic(model, checkpoint, out / "dynamic.pt")]
-    if "static" in methods or "qat" in methods:
-        static = static_int8(model, calibration)
-        files["static"] = _export_int8(static, checkpoint, "static", out, skipped)
-    files["ort-static"] = [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")]
-    files["ov-static"] = [_openvino_static(fp32_onnx, calibration, out / "ov-static.xml")]
+    made = {
+        "static": lambda: _export_int8(static_int8(model, calibration), checkpoint, "static", out, skipped),
+        "ort-static": lambda: [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx")],
+        "ov-static": lambda: [_openvino_static(fp32_onnx, calibration, out / "ov-static.xml")],
+    }
+    wanted = ["static"] if "static" in methods or "qat" in methods else []
+    for method in [*wanted, "ort-static", "ov-static"]:
+        if (paths := _attempted(method, made[method], skipped)) is not None:
+            files[method] = paths
 
     reference = runner_logits(open_runner(run.best_checkpoint), test.images).argmax(1)
     measured = tqdm(files.items(), desc="measuring every model file", unit="method", disable=None, leave=False)
     results = {method: _accuracy_of(paths, run, test, reference, skipped) for method, paths in measured}
     loss = results["fp32"]["accuracy"] - results["static"]["accuracy"] if "static" in results else 0.0
     if "qat" in methods or loss > QAT_THRESHOLD:
-        qat = quantization_aware(model, data.train, calibration, seed)
-        qat_files = _export_int8(qat, checkpoint, "qat", out, skipped)
-        results["qat"] = _accuracy_of(qat_files, run, test, reference, skipped)
+
+        def qat() -> list[Path]:
+            fine_tuned = quantization_aware(model, data.train, calibration, seed)
+            return _export_int8(fine_tuned, checkpoint, "qat", out, skipped)
+
+        qat_files = _attempted("qat", qat, skipped)
+        if qat_files is not None:
+            results["qat"] = _accuracy_of(qat_files, run, test, reference, skipped)
     return {
         "model": checkpoint["model"],
         "checkpoint": str(run.best_checkpoint.relative_to(run.root)),
@@ -126,6 +136,17 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
         "skipped": skipped,
         "best_int8": best_int8(results),
     }
+
+
+def _attempted(method: str, make: Callable[[], list[Path]], skipped: dict[str, str]) -> list[Path] | None:
+    """A method's files, or None with the reason under `skipped`: a model one quantizer cannot handle keeps its fp32
+    files and every other method's."""
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001 - the quantizers' failures share no type
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        skipped[method] = f"{type(exc).__name__}: {reason}".rstrip(": ")
+        return None
 
 
 def _calibration_images(train: fmnist.Split, seed: int) -> torch.Tensor:
