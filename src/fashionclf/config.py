@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from fashionclf.errors import FashionClfError
 from fashionclf.models import model_entry
 from fashionclf.photolike import NAMES
+from fashionclf.preprocess import InputFormat
 
 # The names --optimizer and --schedule take, with the words the report uses for them.
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
@@ -154,7 +155,7 @@ class TrainConfig:
                 raise FashionClfError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise FashionClfError(f"--lr must be positive, got {self.lr}")
-        model_entry(self.model)
+        entry = model_entry(self.model)
         if self.validation_size is not None and self.validation_size < 0:
             raise FashionClfError(f"--validation-size must be 0 or more, got {self.validation_size}")
         if self.recipe not in RECIPES:
@@ -168,14 +169,19 @@ class TrainConfig:
             raise FashionClfError("--erase must be a probability in [0, 1] and --crop-padding 0 or more")
         if not 0 <= self.crop_scale <= 1 or not 0 <= self.jitter <= 1 or self.rotate < 0:
             raise FashionClfError("--crop-scale and --jitter must be in [0, 1], --rotate 0 or more")
-        model_entry(self.model).input.using(self.preprocessing)
+        entry.input.using(self.preprocessing)
         unknown = set(self.corrupt) - set(NAMES)
         if unknown or not all(0 <= p <= 1 for p in self.corrupt.values()):
             raise FashionClfError(f"--corrupt takes NAME=P, P in [0, 1], NAME one of {', '.join(NAMES)}")
-        if self.corrupt and model_entry(self.model).input.domain != "fashion-mnist":
+        if self.corrupt and entry.input.domain != "fashion-mnist":
             raise FashionClfError("--corrupt imitates photos in Fashion-MNIST's 28x28 grayscale: not for photo models")
         if self.mix_fashion_mnist and not self.init:
             raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
+
+    @property
+    def input(self) -> InputFormat:
+        """The input the run's pictures are brought to: the model's, at `image_size`, by `preprocessing`."""
+        return model_entry(self.model).spec(size=self.image_size).input.using(self.preprocessing)
 
     @classmethod
     def from_recipe(cls, recipe: str = "seed", **settings) -> TrainConfig:

@@ -53,7 +53,6 @@ def load_classifier(path: Path, precision: str = "auto", preprocessing: str | No
 
 
 def _classifier(path: Path, precision: str) -> Classifier:
-    path = Path(path)
     if precision not in PRECISIONS:
         raise FashionClfError(f"--precision: unknown {precision!r}; known: {', '.join(PRECISIONS)}")
     if not path.exists():

@@ -59,7 +59,7 @@ class ModelEntry:
         """The entry's spec for a class set, at another input size where the model takes one."""
         if size is None or size == self.input.size:
             return ModelSpec(tuple(classes), self.input)
-        return ModelSpec(tuple(classes), InputFormat(self.input.preprocessing, self.input.channels, size))
+        return ModelSpec(tuple(classes), replace(self.input, size=size))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -12,7 +12,6 @@ from fashionclf.analysis import analyze
 from fashionclf.bench import bench_run
 from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
-from fashionclf.models import model_entry
 from fashionclf.quantize import quantize_run
 from fashionclf.report import build_report
 from fashionclf.rundir import RunDir, locked, read_json
@@ -28,8 +27,7 @@ def run_all(config: TrainConfig, out: Path, progress: bool = True) -> dict:
     summary (`summary`)."""
     out = Path(out)
     with locked(out, "fashionclf run"):
-        input = model_entry(config.model).spec(size=config.image_size).input
-        data = _stage(1, "data: find, verify and read it", lambda: load_dataset(config.data, input))
+        data = _stage(1, "data: find, verify and read it", lambda: load_dataset(config.data, config.input))
         run = _stage(2, f"train: recipe {config.recipe}", lambda: train(config, out, data=data, progress=progress))
         _stage(3, "evaluate", lambda: evaluate_run(run.root, device=config.device, data=data))
         _stage(4, "analyze: receptive field, FLOPs, per-layer time", lambda: analyze(run.root))
@@ -62,9 +60,7 @@ def summary(run: RunDir) -> dict:
         "accuracy": metrics["accuracy"],
         "seed_report_accuracy": SEED_REPORT_ACCURACY,
         "int8": _int8_row(quantization, bench, quantization["best_int8"]),
-        "peer_int8": _int8_row(
-            quantization, bench, (bench["best_peer"].get("int8") or {}).get("batch", {}).get("method")
-        ),
+        "peer_int8": _int8_row(quantization, bench, bench["best_peer"]["int8"].get("batch", {}).get("method")),
         "slowest_layer": {
             "name": slowest["name"],
             "type": slowest["type"],

@@ -28,7 +28,7 @@ from fashionclf import distributed
 from fashionclf.augment import augment, photo_augment
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, count_parameters, create_model, model_entry, predict_logits
+from fashionclf.models import ModelSpec, count_parameters, create_model, predict_logits
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.rundir import (
@@ -79,8 +79,7 @@ def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, pr
         if run.config.exists():
             raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
         config = _with_model(config)
-        entry_input = model_entry(config.model).spec(size=config.image_size).input
-        data = data or load_dataset(config.data, entry_input.using(config.preprocessing))
+        data = data or load_dataset(config.data, config.input)
         config, spec = _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
         splits = _splits(config, data)
         distributed.check_batches(len(splits[0]), config.batch_size)
