@@ -4,9 +4,9 @@ import numpy as np
 from PIL import Image
 
 from fashionclf import garment
-from fashionclf.preprocess import InputFormat, to_dataset_domain
+from fashionclf.preprocess import InputFormat, open_image, to_dataset_domain
 
-from pictures import garment_on_white
+from pictures import encode, garment_on_white
 
 GARMENT = InputFormat("garment")
 
@@ -28,6 +28,13 @@ def test_a_cluttered_background_is_removed():
     assert border.max() < 20  # the floor is gone: black around the garment
     assert found[8:20, 10:18].min() > 100  # the garment is light, as in Fashion-MNIST, and fills the frame
     assert np.concatenate([today[:, :3].ravel(), today[:, -3:].ravel()]).max() > 40  # today the floor stays
+
+
+def test_a_16_bit_photo_is_segmented_as_its_8_bit_twin():
+    gray = np.asarray(shirt_on_planks().convert("L"))
+    sixteen = open_image(encode(Image.fromarray(gray.astype(np.uint16) * 257), "PNG"), "shirt16.png")
+    assert sixteen.mode == "I"
+    assert np.array_equal(GARMENT.prepare(sixteen), GARMENT.prepare(Image.fromarray(gray)))
 
 
 def test_the_same_photo_gives_the_same_input():

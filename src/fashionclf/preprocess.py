@@ -154,10 +154,18 @@ def garment_in_domain(image: Image.Image) -> np.ndarray:
     if _in_domain(gray):
         return np.round(gray * 255).astype(np.uint8)
     if not garment.has_plain_background(gray):
-        found = garment.segmented(on_white(image), FASHION_MNIST_SIDE)
+        found = garment.segmented(_colour(image, gray), FASHION_MNIST_SIDE)
         if found is not None:
             return found
     return _framed_object(gray)
+
+
+def _colour(image: Image.Image, gray: np.ndarray) -> Image.Image:
+    """The picture in RGB for segmentation; 16-bit and float pictures from their levels in `gray`, which a
+    conversion to RGB would clip to white."""
+    if image.mode in ("I", "F"):
+        return Image.fromarray(np.round(gray * 255).astype(np.uint8)).convert("RGB")
+    return on_white(image)
 
 
 def _in_domain(gray: np.ndarray) -> bool:
