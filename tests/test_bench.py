@@ -1,12 +1,35 @@
 """The inference benchmark's bookkeeping (its timings are printed, never asserted) and its report section."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from fashionclf.bench import bench_run
+from fashionclf.bench import bench_run, int8_verdict
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
+from fashionclf.runtime import Cpu, cpu
+
+RECORDED = Path(__file__).parent / "data" / "avx2-2core"
+ZEN1 = Cpu("AMD EPYC (Zen 1)", "AVX2", vnni=False, bf16=False, amx=False)
+XEON = Cpu("Intel Xeon (Sapphire Rapids)", "AVX512", vnni=True, bf16=True, amx=True)
+
+
+def xeon_rows() -> list[dict]:
+    """The int8 and fp32 rows of docs/RESULTS.md, measured on the AMX machine: (method, backend, bytes, batch-1
+    median us, batch-256 images/s)."""
+    measured = [
+        ("fp32", "eager", 5_909_803, 447, 5_149),
+        ("fp32", "onnxruntime", 5_915_997, 173, 29_790),
+        ("fp32", "openvino", 5_915_997, 449, 79_888),
+        ("static", "inductor", 3_250_000, 256 / 91_706 * 1e6, 91_706),  # padded to 256: a whole batch per call
+        ("static", "onnxruntime", 1_524_422, 84, 30_335),
+        ("static", "openvino", 1_524_422, 336, 86_492),
+    ]
+    return [
+        {"method": m, "backend": b, "bytes": size, "latency_us": {"median": us}, "images_per_s": ips}
+        for m, b, size, us, ips in measured
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +86,42 @@ def test_the_report_gains_the_optimization_section(bench, quantized_run, real_da
     assert "Why the seed's dynamic quantization gives no speed-up" in section
     assert section.count("\n| ") >= 1 + len(bench["rows"])
     assert "figures/bench.png" in section
+
+
+def test_the_verdict_on_the_cpu_at_hand_names_it_and_what_predict_and_serve_use(bench, quantized_run):
+    verdict = bench["int8_verdict"]
+    assert Cpu.from_dict(verdict["cpu"]) == cpu()
+    assert verdict["line"].startswith(f"this CPU {cpu().int8_support}: int8 is ")
+    candidates = [r for r in bench["rows"] if r["method"] in ("fp32", verdict["method"])]
+    quickest = min(candidates, key=lambda r: r["latency_us"]["median"])
+    busiest = max(candidates, key=lambda r: r["images_per_s"])
+    assert (verdict["served"]["single"]["method"], verdict["served"]["batch"]["method"]) == (
+        quickest["method"],
+        busiest["method"],
+    )
+    faster = verdict["throughput_vs_fp32"] >= 1
+    assert (" faster at batch 256" if faster else " slower at batch 256") in verdict["line"]
+
+
+def test_on_the_recorded_avx2_machine_int8_is_slower_in_batches_and_serves_single_images():
+    """The Zen 1 machine's bench.json (issue 23): our int8 file at 0.83x fp32's throughput, but quicker alone."""
+    rows = json.loads((RECORDED / "bench.json").read_text())["rows"]
+    verdict = int8_verdict(rows, "static", ZEN1)
+    assert verdict["line"] == (
+        "this CPU has no VNNI (AVX2): int8 is 74% smaller than fp32 and 17% slower at batch 256, 13% faster at "
+        "batch 1; predict and serve use int8 (static) for single images and fp32 for batches"
+    )
+    assert verdict["served"]["batch"] == {"method": "fp32", "backend": "onnxruntime", "images_per_s": 7715.811124114579}
+    recorded_quantization = json.loads((RECORDED / "quantization.json").read_text())
+    assert int8_verdict(rows, recorded_quantization["best_int8"], ZEN1)["line"] == (
+        "this CPU has no VNNI (AVX2): no int8 model agrees with fp32 on 99.5% of the test images; predict and serve "
+        "use fp32"
+    )
+
+
+def test_on_the_amx_machine_int8_serves_everything():
+    verdict = int8_verdict(xeon_rows(), "static", XEON)
+    assert verdict["line"].startswith("this CPU has VNNI (AVX512, AMX): int8 is 74% smaller than fp32 and 15% faster")
+    assert verdict["line"].endswith("; predict and serve use int8 (static)")
+    assert verdict["served"]["batch"]["backend"] == "inductor"
+    assert verdict["served"]["single"]["backend"] == "onnxruntime"

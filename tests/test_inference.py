@@ -90,16 +90,58 @@ def test_pictures_written_from_the_test_set_get_the_models_label(trained_run, re
         assert (got == expected).mean() >= 0.99, folder.name
 
 
-def test_a_quantized_run_serves_its_int8_model_unless_fp32_is_asked_for(quantized_run, trained_run, real_data):
-    int8 = load_classifier(quantized_run.root)
-    assert "static" in int8.description or "qat" in int8.description
+def test_a_quantized_run_serves_the_faster_of_fp32_and_int8_unless_told(quantized_run, trained_run, real_data):
+    best_int8 = json.loads(quantized_run.quantization.read_text())["best_int8"]
+    auto, int8 = load_classifier(quantized_run.root), load_classifier(quantized_run.root, precision="int8")
     fp32 = load_classifier(quantized_run.root, precision="fp32")
-    assert "fp32" in fp32.description
+    served = {auto.backend.small.method, auto.backend.large.method}
+    assert served <= {"fp32", best_int8}
+    assert {int8.backend.small.method, int8.backend.large.method} == {best_int8}
+    assert {fp32.backend.small.method, fp32.backend.large.method} == {"fp32"}
     images = real_data.test.images[:2000].numpy()
-    agreement = (int8.probabilities(images).argmax(1) == fp32.probabilities(images).argmax(1)).mean()
-    assert agreement >= 0.99
+    for classifier in (auto, int8):
+        agreement = (classifier.probabilities(images).argmax(1) == fp32.probabilities(images).argmax(1)).mean()
+        assert agreement >= 0.99
     with pytest.raises(FashionClfError, match="no int8 model yet; run fashionclf quantize"):
         load_classifier(trained_run.root, precision="int8")
+
+
+# What `fashionclf bench` measured on two CPUs, (precision, backend) -> (batch-1 median us, batch-256 images/s): the
+# AVX2-only Zen 1 of tests/data/avx2-2core/bench.json and the AMX Xeon of docs/RESULTS.md (Inductor's package takes
+# whole batches of 256, so one image costs a batch there).
+RECORDED = {
+    "avx2": {
+        ("fp32", "eager"): (1159, 2844), ("fp32", "onnxruntime"): (326, 7716), ("fp32", "openvino"): (1135, 7179),
+        ("int8", "inductor"): (51032, 5020), ("int8", "onnxruntime"): (289, 6413), ("int8", "openvino"): (1174, 5323),
+    },
+    "amx": {
+        ("fp32", "eager"): (447, 5149), ("fp32", "onnxruntime"): (173, 29790), ("fp32", "openvino"): (449, 79888),
+        ("int8", "inductor"): (2791, 91706), ("int8", "onnxruntime"): (84, 30335), ("int8", "openvino"): (336, 86492),
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cpu", "single", "batches"),
+    [
+        ("avx2", ("int8", "onnxruntime"), ("fp32", "onnxruntime")),
+        ("amx", ("int8", "onnxruntime"), ("int8", "inductor")),
+    ],
+)
+def test_predict_and_serve_choose_as_the_recorded_timings_say(quantized_run, monkeypatch, cpu, single, batches):
+    """On the AVX2-only CPU int8 loses in batches, and fp32 serves them; on the AMX one int8 serves everything."""
+    from fashionclf import backends
+
+    def recorded(runner, images, calls):
+        single_us, images_per_s = RECORDED[cpu]["fp32" if runner.method == "fp32" else "int8", runner.backend]
+        return [single_us * 1e-6 if len(images) == 1 else len(images) / images_per_s] * calls
+
+    monkeypatch.setattr(backends, "latencies", recorded)
+    chosen = load_classifier(quantized_run.root).backend
+    as_chosen = {"single": chosen.small, "batches": chosen.large}
+    for regime, (precision, backend) in (("single", single), ("batches", batches)):
+        runner = as_chosen[regime]
+        assert (("fp32" if runner.method == "fp32" else "int8"), runner.backend) == (precision, backend), regime
 
 
 def test_a_model_file_is_used_as_it_is(quantized_run):

@@ -46,6 +46,7 @@ class Runner:
     method: str
     run: Callable[[torch.Tensor], torch.Tensor]
     spec: ModelSpec = ModelSpec()
+    fixed_batch: int | None = None  # a compiled package's batch: fewer images are padded to it, so cost as many
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.run(images)
@@ -157,7 +158,8 @@ def _inductor(path: Path) -> Runner:
     def run(images: torch.Tensor) -> torch.Tensor:
         return torch.cat([compiled(chunk)[: len(part)] for part, chunk in _padded_chunks(images, batch)])
 
-    return Runner("inductor", path, model, metadata.get(METADATA_METHOD, "fp32"), run, _spec_in(metadata, path))
+    method = metadata.get(METADATA_METHOD, "fp32")
+    return Runner("inductor", path, model, method, run, _spec_in(metadata, path), fixed_batch=batch)
 
 
 def _padded_chunks(images: torch.Tensor, batch: int):
@@ -236,8 +238,8 @@ class Dispatch:
         if self.small is self.large:
             return f"{self.small.model} {self.small.label} ({self.small.path})"
         return (
-            f"{self.small.model} {self.small.method}: {self.small.backend} for single images ({self.small.path}), "
-            f"{self.large.backend} for batches ({self.large.path})"
+            f"{self.small.model}: {self.small.label} for single images ({self.small.path}), "
+            f"{self.large.label} for batches ({self.large.path})"
         )
 
 

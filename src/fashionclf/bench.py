@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from fashionclf import plots
 from fashionclf.analysis import forward_flops
-from fashionclf.backends import latencies, open_runner
+from fashionclf.backends import AGREEMENT_GOAL, latencies, open_runner
 from fashionclf.errors import FashionClfError
 from fashionclf.models import create_model, example_input
 from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, write_json
-from fashionclf.runtime import LARGE_BATCH
+from fashionclf.runtime import LARGE_BATCH, Cpu, cpu
 
 # The peers: what a user gets from the runtimes themselves. fp32: our fp32 ONNX file on ONNX Runtime or OpenVINO;
 # int8: each runtime's own post-training int8 of it (ONNX Runtime's static QDQ, OpenVINO's NNCF), on any backend.
@@ -37,7 +37,9 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
     single, batch = example_input(spec, 1), example_input(spec, LARGE_BATCH)
     for _ in tqdm(range(rounds), desc="bench rounds", unit="round", disable=None, leave=False):
         for row in rows:
-            row["_single"] += latencies(row["_runner"], single, single_calls)
+            # A package padding one image to a whole batch costs a batch per call: as many calls as for batches.
+            calls = batch_calls if row["_runner"].fixed_batch else single_calls
+            row["_single"] += latencies(row["_runner"], single, calls)
             row["_batch"] += latencies(row["_runner"], batch, batch_calls)
     flops = forward_flops(create_model(model, spec), spec.input_size)
     for row in rows:
@@ -51,6 +53,7 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
         "model": model,
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu().as_dict(),
         "runtimes": runtimes(),
         "flops_per_image": flops,
         "large_batch": LARGE_BATCH,
@@ -60,6 +63,7 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
         "best_peer": {name: _fastest(group) for name, group in peers.items()},
     }
     result["goals"] = goals(result, quantization)
+    result["int8_verdict"] = int8_verdict(rows, quantization["best_int8"], cpu())
     with locked(run.root, "fashionclf bench"):
         write_json(run.bench, result)
         plots.bench_bars(rows, run.figures / "bench.png")
@@ -103,6 +107,7 @@ def _rows(root: Path, quantization: dict) -> list[dict]:
 def _summarise(row: dict, flops: int) -> None:
     single, batch = sorted(row.pop("_single")), sorted(row.pop("_batch"))
     del row["_runner"]
+    row["calls"] = {"single": len(single), "batch": len(batch)}
     row["latency_us"] = {
         "median": statistics.median(single) * 1e6,
         "p99": single[min(len(single) - 1, round(0.99 * (len(single) - 1)))] * 1e6,
@@ -172,6 +177,44 @@ def _best(rows: list[dict], method: str | None) -> dict:
     return _fastest([r for r in rows if r["method"] == method])
 
 
+def int8_verdict(rows: list[dict], method: str | None, machine: Cpu) -> dict:
+    """What int8 buys on this CPU, measured against fp32's fastest file, and what predict and serve use (as they
+    do: the fastest of fp32 and the int8 model that agrees with it, for single images and for batches), with a line
+    that says so."""
+    served = _fastest([r for r in rows if r["method"] in ("fp32", method)])
+    verdict = {"cpu": machine.as_dict(), "method": method, "served": served}
+    if method is None:
+        line = (
+            f"this CPU {machine.int8_support}: no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the test "
+            "images; predict and serve use fp32"
+        )
+        return {**verdict, "line": line}
+    int8, fp32 = _best(rows, method), _best(rows, "fp32")
+    smallest = {m: min(r["bytes"] for r in rows if r["method"] == m) for m in (method, "fp32")}
+    size = smallest[method] / smallest["fp32"]
+    throughput = int8["batch"]["images_per_s"] / fp32["batch"]["images_per_s"]
+    latency = fp32["single"]["latency_us"]["median"] / int8["single"]["latency_us"]["median"]
+    line = (
+        f"this CPU {machine.int8_support}: int8 is {1 - size:.0%} smaller than fp32 and "
+        f"{_faster_or_slower(throughput)} at batch {LARGE_BATCH}, {_faster_or_slower(latency)} at batch 1; "
+        f"predict and serve use {_served(served)}"
+    )
+    measured = {"size_vs_fp32": size, "throughput_vs_fp32": throughput, "latency_speedup_vs_fp32": latency}
+    return {**verdict, **measured, "line": line}
+
+
+def _faster_or_slower(speedup: float) -> str:
+    return f"{speedup - 1:.0%} faster" if speedup >= 1 else f"{1 - speedup:.0%} slower"
+
+
+def _served(served: dict) -> str:
+    def name(method: str) -> str:
+        return "fp32" if method == "fp32" else f"int8 ({method})"
+
+    single, batch = served["single"]["method"], served["batch"]["method"]
+    return name(single) if single == batch else f"{name(single)} for single images and {name(batch)} for batches"
+
+
 def goals(result: dict, quantization: dict) -> dict:
     """The inference issue's goals, each with the measured ratio it was judged on: against the best peer, the
     fastest of ONNX Runtime and OpenVINO (fp32, and their own int8)."""
@@ -218,6 +261,7 @@ def bench_table(result: dict) -> Table:
             f"{row['latency_us']['median']:,.0f}", f"{row['latency_us']['p99']:,.0f}",
             f"{row['images_per_s']:,.0f}", f"{row['gflops']:.1f}", *ratios,
         )  # fmt: skip
+    table.caption = result["int8_verdict"]["line"]
     return table
 
 

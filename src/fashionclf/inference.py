@@ -45,9 +45,10 @@ PRECISIONS = ("auto", "fp32", "int8")
 
 
 def load_classifier(path: Path, precision: str = "auto", preprocessing: str | None = None) -> Classifier:
-    """A classifier from a model file this project wrote, or from a run directory: there the int8 model of
-    `fashionclf quantize` when one agrees with fp32 (precision auto or int8), else fp32, on the backends measured
-    fastest on this machine for single images and for batches. `preprocessing` replaces the model's own."""
+    """A classifier from a model file this project wrote, or from a run directory: there, on the files and backends
+    measured fastest on this machine for single images and for batches, of fp32 and the int8 model of `fashionclf
+    quantize` that agrees with it (auto: both, as int8 outruns fp32 on some CPUs and not on others; int8; fp32).
+    `preprocessing` replaces the model's own."""
     classifier = _classifier(Path(path), precision)
     return replace(classifier, spec=classifier.spec.using(preprocessing))
 
@@ -65,9 +66,9 @@ def _classifier(path: Path, precision: str) -> Classifier:
 
 
 def run_model_files(run: RunDir, precision: str) -> list[tuple[Path, str]]:
-    """The (file, backend) pairs of the method `precision` asks for: the same weights on every backend that runs
-    them. Quantized files made from an earlier best.pt are not used: fp32 serves, with a warning, until quantize runs
-    again."""
+    """The (file, backend) pairs `precision` allows: fp32's, the agreeing int8 model's, or both (auto), each on every
+    backend that runs it. Quantized files made from an earlier best.pt are not used: fp32 serves, with a warning,
+    until quantize runs again."""
     quantization = read_json(run.quantization) if run.quantization.is_file() else None
     if quantization is not None and not quantization_is_current(run, quantization):
         stale = f"{run.root}: the quantized models were made from an earlier checkpoints/best.pt"
@@ -80,12 +81,12 @@ def run_model_files(run: RunDir, precision: str) -> list[tuple[Path, str]]:
         if precision == "int8":
             raise FashionClfError(f"{run.root}: no int8 model yet; run fashionclf quantize {run.root}")
         return [(run.best_checkpoint, "eager")]
-    method = quantization["best_int8"] if precision != "fp32" else "fp32"
-    if method is None:
-        if precision == "int8":
-            raise FashionClfError(f"{run.root}: no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the test set")
-        method = "fp32"
-    return [(run.root / entry["path"], backend) for backend, entry in quantization["methods"][method]["files"].items()]
+    int8 = quantization["best_int8"]
+    if int8 is None and precision == "int8":
+        raise FashionClfError(f"{run.root}: no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the test set")
+    methods = {"fp32": ["fp32"], "int8": [int8], "auto": ["fp32", int8] if int8 else ["fp32"]}[precision]
+    entries = [quantization["methods"][method]["files"] for method in methods]
+    return [(run.root / entry["path"], backend) for files in entries for backend, entry in files.items()]
 
 
 def top_k(probabilities: np.ndarray, k: int, classes: tuple[str, ...]) -> list[list[dict]]:

@@ -50,8 +50,8 @@ def _stage(number: int, what: str, work: Callable):
 
 def summary(run: RunDir) -> dict:
     """What a newcomer wants from a finished run: its accuracy beside the seed report's, the int8 model beside the
-    fastest of the runtimes' own int8 (ONNX Runtime's, OpenVINO's) at batch 256, the slowest layer, and where the
-    report is."""
+    fastest of the runtimes' own int8 (ONNX Runtime's, OpenVINO's) at batch 256, what int8 buys on this CPU, the
+    slowest layer, and where the report is."""
     metrics, quantization = read_json(run.metrics), read_json(run.quantization)
     bench, analysis = read_json(run.bench), read_json(run.analysis)
     large = f"batch_{analysis['batch_sizes'][-1]}"
@@ -60,6 +60,7 @@ def summary(run: RunDir) -> dict:
         "accuracy": metrics["accuracy"],
         "seed_report_accuracy": SEED_REPORT_ACCURACY,
         "int8": _int8_row(quantization, bench, quantization["best_int8"]),
+        "int8_verdict": bench["int8_verdict"]["line"],
         "peer_int8": _int8_row(quantization, bench, bench["best_peer"]["int8"].get("batch", {}).get("method")),
         "slowest_layer": {
             "name": slowest["name"],

@@ -356,8 +356,8 @@ def optimization(run: RunDir) -> str | None:
         "## Optimization\n\n"
         f"Quantized on {quantization['calibration_images']:,} training images for calibration; accuracy measured on "
         f"all {quantization['test_images']:,} images of the {quantization.get('evaluated_on', 'test')} split for every "
-        f"file (fp32: {fp32:.2%}). Inference uses "
-        f"**{quantization['best_int8'] or 'fp32'}**."
+        f"file (fp32: {fp32:.2%}). "
+        + (f"**On this CPU:** {verdict}." if (verdict := _int8_line(quantization, bench)) else "")
         + (
             f" Timed on a {bench['cpu_capability']} CPU with {bench['threads']} threads, in "
             f"{bench['calls']['single']} calls at batch 1 and {bench['calls']['batch']} at "
@@ -372,6 +372,12 @@ def optimization(run: RunDir) -> str | None:
         parts.append("![Throughput and latency of every model file and backend](figures/bench.png)")
         parts.append(_goal_lines(bench["goals"]))
     return "\n\n".join(parts)
+
+
+def _int8_line(quantization: dict, bench: dict | None) -> str | None:
+    """bench's measured verdict on int8 for this CPU, else quantize's outlook (runs of earlier versions have
+    neither)."""
+    return (bench or {}).get("int8_verdict", {}).get("line") or quantization.get("int8_outlook")
 
 
 def _optimization_row(method: str, backend: str, file: dict, timing: dict | None) -> str:
