@@ -441,6 +441,8 @@ def _quiet_third_parties() -> None:
     )
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning)
+    # The x86 quantizer notes that the first layer's pooling stays fp32: quantize keeps that layer fp32 on purpose.
+    warnings.filterwarnings("ignore", message="The input of maxpool2d is not quantized", category=UserWarning)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -411,9 +411,10 @@ def _openvino_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path) -
 def _accuracy_of(
     paths: list[Path], run: RunDir, test: fmnist.Split, reference: torch.Tensor, skipped: dict[str, str]
 ) -> dict:
-    """Test accuracy and top-1 agreement with fp32 of every file of a method, on every backend that runs it (a
-    backend that cannot, other than the file's own, is listed in `skipped` with its reason); the method's own
-    figures are the worst of its files'."""
+    """Test accuracy and top-1 agreement with fp32 (`reference`: best.pt's predictions on eager, which are not
+    computed again for best.pt's own row) of every file of a method, on every backend that runs it (a backend that
+    cannot, other than the file's own, is listed in `skipped` with its reason); the method's own figures are the
+    worst of its files'."""
     files: dict[str, dict[str, Any]] = {}
     for path, backend in [(file, backend) for file in paths for backend in backends_of(file)]:
         try:
@@ -423,7 +424,8 @@ def _accuracy_of(
                 raise
             skipped[f"{path.name} on {backend}"] = str(exc).removeprefix(f"{path}: ")
             continue
-        predicted = runner_logits(runner, test.images).argmax(1)
+        is_reference = (path, backend) == (run.best_checkpoint, "eager")
+        predicted = reference if is_reference else runner_logits(runner, test.images).argmax(1)
         files[backend] = {
             "path": os.path.relpath(path, run.root),
             "bytes": model_bytes(path),
