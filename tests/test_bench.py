@@ -84,6 +84,7 @@ def test_the_report_gains_the_optimization_section(bench, quantized_run, real_da
     text = quantized_run.report_md.read_text()
     section = text[text.index("## Optimization") :]
     assert "Why the seed's dynamic quantization gives no speed-up" in section
+    assert f"**On this CPU:** {bench['int8_verdict']['line']}." in section
     assert section.count("\n| ") >= 1 + len(bench["rows"])
     assert "figures/bench.png" in section
 

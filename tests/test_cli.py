@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,4 +180,6 @@ def test_the_main_job_announces_its_stages_and_ends_with_a_summary(tmp_path):
     summary = result.stdout[result.stdout.index("fashionclf run: summary") :]
     for row in ("test accuracy", "seed report: 90.29%", "int8 model", "runtimes' best int8", "slowest layer", "report"):
         assert row in summary
+    words = " ".join(re.sub(r"[│┌┐└┘─┬┴├┤┼]", " ", summary).split())  # the table's cells, as text
+    assert re.search(r"int8 on this CPU this CPU has (no )?VNNI \(.*\): .* predict and serve use", words)
     assert "torchvision" not in result.stdout + result.stderr and "Warning" not in result.stdout + result.stderr
