@@ -27,9 +27,9 @@ from tqdm import tqdm
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, Scale, create_model, model_entry
+from fashionclf.models import ModelSpec, Scale, create_model, large_batch, model_entry
 from fashionclf.rundir import RunDir, load_model, locked, open_run, run_data, spec_of, write_json
-from fashionclf.runtime import LARGE_BATCH, resolve_device
+from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
 
 CONVENTION = (
@@ -295,7 +295,7 @@ def _sync(device: torch.device) -> None:
 def analyze_model(
     model: nn.Module,
     input_size: tuple[int, ...],
-    batch_sizes: tuple[int, ...] = (1, LARGE_BATCH),
+    batch_sizes: tuple[int, ...] = (1, 256),
     repeats: int = 30,
     device: torch.device | None = None,
 ) -> dict:
@@ -396,14 +396,14 @@ def layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Te
 def analyze(
     run_dir: Path | None = None,
     model_name: str | None = None,
-    batch_size: int = LARGE_BATCH,
+    batch_size: int | None = None,
     repeats: int = 30,
     device: str = "cpu",
 ) -> dict:
     """Analyse a run's model (saving analysis.json and figures into the run) or an untrained registered model."""
     if (run_dir is None) == (model_name is None):
         raise FashionClfError("give either a run directory or --model NAME")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise FashionClfError(f"--batch-size must be at least 1, got {batch_size}")
     torch_device = resolve_device(device)
     run = open_run(run_dir) if run_dir is not None else None
@@ -414,6 +414,7 @@ def analyze(
         name = str(model_name)  # given when no run is
         model, spec = create_model(name), model_entry(name).spec()
     input_size = spec.input_size
+    batch_size = batch_size or large_batch(spec)
     result = {"model": model_name, **analyze_model(model, input_size, (1, batch_size), repeats, torch_device)}
     result["model_forward_us"] = _time_model(model, input_size, (1, batch_size), repeats, torch_device)
     if run is not None:

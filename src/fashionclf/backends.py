@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, example_input, model_entry
+from fashionclf.models import ModelSpec, example_input, large_batch, model_entry
 from fashionclf.rundir import load_model, spec_of
 from fashionclf.runtime import LARGE_BATCH
 
@@ -36,6 +36,7 @@ METADATA_KEYS = (METADATA_MODEL, METADATA_SPEC, METADATA_METHOD)
 OPENVINO_METADATA = "fashionclf"  # the section of an OpenVINO model's runtime information that holds them
 AGREEMENT_GOAL = 0.995  # top-1 agreement with fp32 on the test set an int8 model needs before inference uses it
 SMALL_BATCH = 16  # up to this many images count as "single images" for the choice of backend
+MAX_BATCH = 4096  # largest batch the exported and compiled models accept
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,22 @@ class Runner:
     @property
     def label(self) -> str:
         return f"{self.method} on {self.backend}"
+
+
+def dynamic_batch() -> tuple[dict, ...]:
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def onnx_program(model: torch.nn.Module, example: torch.Tensor):
+    """The model as an ONNX ModelProto with a dynamic batch axis (input "images", output "logits")."""
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, dynamic_shapes=dynamic_batch(),
+            input_names=["images"], output_names=["logits"], verbose=False,
+        )  # fmt: skip
+    if program is None:  # dynamo=True always returns one; the exporter's type allows none
+        raise RuntimeError("torch.onnx.export returned no program")
+    return program.model_proto
 
 
 def backends_of(path: Path) -> tuple[str, ...]:
@@ -225,7 +242,7 @@ def fastest(runners: list[Runner], batch_size: int, calls: int) -> Runner:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """Single images to the runner fastest at batch 1, larger batches to the one fastest at LARGE_BATCH."""
+    """Single images to the runner fastest at batch 1, larger batches to the one fastest at the large batch."""
 
     small: Runner
     large: Runner
@@ -253,4 +270,5 @@ def dispatch(files: list[tuple[Path, str]]) -> Dispatch:
             problems.append(str(exc))
     if not runners:
         raise FashionClfError("; ".join(problems) or "no model files given")
-    return Dispatch(small=fastest(runners, 1, calls=30), large=fastest(runners, LARGE_BATCH, calls=5))
+    large = large_batch(runners[0].spec)
+    return Dispatch(small=fastest(runners, 1, calls=30), large=fastest(runners, large, calls=5))

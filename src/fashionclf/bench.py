@@ -17,9 +17,9 @@ from fashionclf import plots
 from fashionclf.analysis import forward_flops
 from fashionclf.backends import AGREEMENT_GOAL, latencies, open_runner
 from fashionclf.errors import FashionClfError
-from fashionclf.models import create_model, example_input
+from fashionclf.models import create_model, example_input, large_batch
 from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, write_json
-from fashionclf.runtime import LARGE_BATCH, Cpu, cpu
+from fashionclf.runtime import Cpu, cpu
 
 # The peers: what a user gets from the runtimes themselves. fp32: our fp32 ONNX file on ONNX Runtime or OpenVINO;
 # int8: each runtime's own post-training int8 of it (ONNX Runtime's static QDQ, OpenVINO's NNCF), on any backend.
@@ -34,7 +34,8 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
     model = quantization["model"]
     rows = _rows(run.root, quantization)
     spec = rows[0]["_runner"].spec
-    single, batch = example_input(spec, 1), example_input(spec, LARGE_BATCH)
+    size = large_batch(spec)
+    single, batch = example_input(spec, 1), example_input(spec, size)
     for _ in tqdm(range(rounds), desc="bench rounds", unit="round", disable=None, leave=False):
         for row in rows:
             # A package padding one image to a whole batch costs a batch per call: as many calls as for batches.
@@ -43,7 +44,7 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
             row["_batch"] += latencies(row["_runner"], batch, batch_calls)
     flops = forward_flops(create_model(model, spec), spec.input_size)
     for row in rows:
-        _summarise(row, flops)
+        _summarise(row, flops, size)
     peers = {
         "fp32": [r for r in rows if _is_peer_fp32(r)],
         "int8": [r for r in rows if r["method"] in PEER_INT8_METHODS],
@@ -56,14 +57,14 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
         "cpu": cpu().as_dict(),
         "runtimes": runtimes(),
         "flops_per_image": flops,
-        "large_batch": LARGE_BATCH,
+        "large_batch": size,
         "calls": {"single": rounds * single_calls, "batch": rounds * batch_calls},
         "rows": rows,
         "best": {"fp32": _best(rows, "fp32"), "int8": _best(rows, quantization["best_int8"])},
         "best_peer": {name: _fastest(group) for name, group in peers.items()},
     }
     result["goals"] = goals(result, quantization)
-    result["int8_verdict"] = int8_verdict(rows, quantization["best_int8"], cpu())
+    result["int8_verdict"] = int8_verdict(rows, quantization["best_int8"], cpu(), size)
     with locked(run.root, "fashionclf bench"):
         write_json(run.bench, result)
         plots.bench_bars(rows, run.figures / "bench.png")
@@ -104,7 +105,7 @@ def _rows(root: Path, quantization: dict) -> list[dict]:
     return rows
 
 
-def _summarise(row: dict, flops: int) -> None:
+def _summarise(row: dict, flops: int, size: int) -> None:
     single, batch = sorted(row.pop("_single")), sorted(row.pop("_batch"))
     del row["_runner"]
     row["calls"] = {"single": len(single), "batch": len(batch)}
@@ -112,7 +113,7 @@ def _summarise(row: dict, flops: int) -> None:
         "median": statistics.median(single) * 1e6,
         "p99": single[min(len(single) - 1, round(0.99 * (len(single) - 1)))] * 1e6,
     }
-    row["images_per_s"] = LARGE_BATCH / statistics.median(batch)
+    row["images_per_s"] = size / statistics.median(batch)
     row["gflops"] = row["images_per_s"] * flops / 1e9
 
 
@@ -177,7 +178,7 @@ def _best(rows: list[dict], method: str | None) -> dict:
     return _fastest([r for r in rows if r["method"] == method])
 
 
-def int8_verdict(rows: list[dict], method: str | None, machine: Cpu) -> dict:
+def int8_verdict(rows: list[dict], method: str | None, machine: Cpu, size: int) -> dict:
     """What int8 buys on this CPU, measured against fp32's fastest file, and what predict and serve use (as they
     do: the fastest of fp32 and the int8 model that agrees with it, for single images and for batches), with a line
     that says so."""
@@ -196,7 +197,7 @@ def int8_verdict(rows: list[dict], method: str | None, machine: Cpu) -> dict:
     latency = fp32["single"]["latency_us"]["median"] / int8["single"]["latency_us"]["median"]
     line = (
         f"this CPU {machine.int8_support}: int8 is {1 - size:.0%} smaller than fp32 and "
-        f"{_faster_or_slower(throughput)} at batch {LARGE_BATCH}, {_faster_or_slower(latency)} at batch 1; "
+        f"{_faster_or_slower(throughput)} at batch {size}, {_faster_or_slower(latency)} at batch 1; "
         f"predict and serve use {_served(served)}"
     )
     measured = {"size_vs_fp32": size, "throughput_vs_fp32": throughput, "latency_speedup_vs_fp32": latency}
@@ -250,8 +251,9 @@ RATIO_COLUMNS = ("eager_fp32", "best_peer_fp32", "best_peer_int8")
 
 def bench_table(result: dict) -> Table:
     table = Table(title=f"Inference on {result['cpu_capability']} CPU, {result['threads']} threads")
-    columns = ("method", "backend", "MB", "accuracy", "b1 median us", "b1 p99 us", f"b{LARGE_BATCH} img/s", "GFLOP/s",
-               "x eager fp32", "x best peer fp32", "x best peer int8")  # fmt: skip
+    large = f"b{result['large_batch']} img/s"
+    columns = ("method", "backend", "MB", "accuracy", "b1 median us", "b1 p99 us", large, "GFLOP/s", "x eager fp32",
+               "x best peer fp32", "x best peer int8")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("method", "backend") else "right")
     for row in result["rows"]:

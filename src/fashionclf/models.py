@@ -10,6 +10,7 @@ the input format it is made for.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -19,6 +20,8 @@ from torch import nn
 from fashionclf.data import CLASSES, to_float
 from fashionclf.errors import FashionClfError
 from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
+from fashionclf.pretrained import PhotoTransfer
+from fashionclf.runtime import INPUT_BUDGET, LARGE_BATCH
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class ModelEntry:
     build: Callable[..., nn.Module]
     input: InputFormat
     description: str
+    pretrained: bool = False  # its builds have load_imagenet_weights(), which train calls before training
 
     def spec(self, classes: tuple[str, ...] = CLASSES, size: int | None = None) -> ModelSpec:
         """The entry's spec for a class set, at another input size where the model takes one."""
@@ -65,14 +69,14 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, input: InputFormat = FASHION_MNIST_INPUT):
+def register_model(name: str, *, input: InputFormat = FASHION_MNIST_INPUT, pretrained: bool = False):
     """Register a builder under `name`; its docstring's first line becomes the description."""
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         description = (build.__doc__ or name).strip().splitlines()[0]
-        _REGISTRY[name] = ModelEntry(name, build, input, description)
+        _REGISTRY[name] = ModelEntry(name, build, input, description, pretrained)
         return build
 
     return decorate
@@ -103,6 +107,18 @@ def create_model(name: str, spec: ModelSpec | None = None, **model_args) -> nn.M
     except (TypeError, ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FashionClfError(f"model {name!r} cannot be built with arguments {model_args} ({reason})") from None
+
+
+def images_per_batch(image_shape: tuple[int, ...], wanted: int) -> int:
+    """`wanted` images a batch, fewer where an image is large, so that a batch's memory stays bounded whatever the
+    input (at most INPUT_BUDGET values)."""
+    return max(1, min(wanted, INPUT_BUDGET // max(1, math.prod(image_shape))))
+
+
+def large_batch(spec: ModelSpec) -> int:
+    """The batch that throughput is measured at and that compiled packages take: LARGE_BATCH images, fewer where
+    an image is large (a 384-px photo: 18)."""
+    return images_per_batch(spec.input_size, LARGE_BATCH)
 
 
 def example_input(spec: ModelSpec, batch_size: int = 1) -> torch.Tensor:
@@ -266,6 +282,32 @@ def photo_resnet9(num_classes: int, channels: int, size: int, width: int = 64, f
     return PhotoResNet9(num_classes, channels, size, width, flip_average)
 
 
+def _photo_transfer(variant: str, num_classes: int, channels: int, size: int, head: str, hidden: int, dropout: float):
+    if channels != 3 or head not in HEADS:
+        raise ValueError(f"takes RGB input and a head of {', '.join(HEADS)}")
+    return PhotoTransfer(variant, num_classes, size, head, hidden, dropout)
+
+
+HEADS = ("mlp", "imagenet")
+
+
+@register_model("efficientnet_lite0", input=InputFormat("photo", 3, 384), pretrained=True)
+def efficientnet_lite0(
+    num_classes: int, channels: int, size: int, head: str = "mlp", hidden: int = 512, dropout: float = 0.5
+) -> nn.Module:
+    """EfficientNet-Lite0 pretrained on ImageNet, four views of each photo, a head for the classes (mlp, trained on
+    its frozen features; or imagenet: zero-shot, through a class map)."""
+    return _photo_transfer("lite0", num_classes, channels, size, head, hidden, dropout)
+
+
+@register_model("efficientnet_lite2", input=InputFormat("photo", 3, 384), pretrained=True)
+def efficientnet_lite2(
+    num_classes: int, channels: int, size: int, head: str = "mlp", hidden: int = 512, dropout: float = 0.5
+) -> nn.Module:
+    """EfficientNet-Lite2 pretrained on ImageNet (76.7% there against Lite0's 75.1%), as efficientnet_lite0."""
+    return _photo_transfer("lite2", num_classes, channels, size, head, hidden, dropout)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -304,7 +346,9 @@ def _record_output(rows: list[dict], name: str):
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits of `model` in eval mode for uint8 images (N, C, H, W), in order, on the CPU."""
+    """Logits of `model` in eval mode for uint8 images (N, C, H, W) (or cached features, as they are), in order, on
+    the CPU, in batches of at most `batch_size` images and INPUT_BUDGET values."""
+    batch_size = images_per_batch(tuple(images.shape[1:]), batch_size)
     was_training = model.training
     model.eval()
     outputs = []

@@ -27,6 +27,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -50,11 +51,13 @@ from fashionclf.backends import (
     OPENVINO_METADATA,
     Runner,
     backends_of,
+    dynamic_batch,
+    onnx_program,
     open_runner,
 )
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
-from fashionclf.models import ModelSpec, example_input
+from fashionclf.models import ModelSpec, example_input, images_per_batch, large_batch
 from fashionclf.rundir import (
     RunDir,
     import_torchao,
@@ -66,13 +69,13 @@ from fashionclf.rundir import (
     spec_of,
     write_json,
 )
-from fashionclf.runtime import LARGE_BATCH, Cpu, cpu
+from fashionclf.runtime import Cpu, cpu
 from fashionclf.sources import load_dataset
 
 METHODS = ("dynamic", "static", "qat")
 QAT_THRESHOLD = 0.003  # accuracy lost by static int8 beyond which quantization-aware fine-tuning runs
-CALIBRATION_IMAGES = 2000
-MAX_BATCH = 4096  # largest batch the exported and compiled models accept
+CALIBRATION_IMAGES = 2000  # at most; and at most CALIBRATION_BUDGET input values (a 384-px photo: 606)
+CALIBRATION_BUDGET = 2**28
 QAT_STEPS, QAT_LR, QAT_BATCH = 300, 1e-4, 100
 
 
@@ -95,7 +98,7 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
     spec = spec_of(checkpoint)
     data = load_dataset(run_data(run), spec.input)
     evaluated_on, test = data.evaluation_split
-    calibration = _calibration_images(data.train, seed)
+    calibration = _calibration_images(data.train, spec, seed)
     out = run.quantized
     out.mkdir(parents=True, exist_ok=True)
 
@@ -178,14 +181,11 @@ def _attempted(method: str, make: Callable[[], list[Path]], skipped: dict[str, s
         return None
 
 
-def _calibration_images(train: fmnist.Split, seed: int) -> torch.Tensor:
+def _calibration_images(train: fmnist.Split, spec: ModelSpec, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(len(train), generator=generator)[:CALIBRATION_IMAGES]
+    count = min(CALIBRATION_IMAGES, CALIBRATION_BUDGET // math.prod(spec.input_size))
+    chosen = torch.randperm(len(train), generator=generator)[:count]
     return fmnist.to_float(train.images[chosen])
-
-
-def _dynamic_batch() -> tuple[dict, ...]:
-    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
 
 
 def _metadata(name: str, spec: ModelSpec, method: str) -> dict[str, str]:
@@ -196,14 +196,7 @@ def _metadata(name: str, spec: ModelSpec, method: str) -> dict[str, str]:
 def export_onnx(model: nn.Module, name: str, spec: ModelSpec, method: str, target: Path) -> Path:
     """ONNX with a dynamic batch axis and the model's name, spec and method in its metadata, in one self-contained
     file."""
-    with torch.no_grad():
-        program = torch.onnx.export(
-            model, (example_input(spec, 2),), dynamo=True, dynamic_shapes=_dynamic_batch(),
-            input_names=["images"], output_names=["logits"], verbose=False,
-        )  # fmt: skip
-    if program is None:  # dynamo=True always returns one; the exporter's type allows none
-        raise RuntimeError(f"{target}: torch.onnx.export returned no program")
-    proto = program.model_proto
+    proto = onnx_program(model, example_input(spec, 2))
     for key, value in _metadata(name, spec, method).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -269,9 +262,9 @@ def static_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
     quantizer = _x86_quantizer(model)
     example = calibration[:2]
     with torch.no_grad():
-        exported = torch.export.export(model.eval(), (example,), dynamic_shapes=_dynamic_batch()).module()
+        exported = torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic_batch()).module()
         prepared = prepare_pt2e(exported, quantizer)
-        for batch in calibration.split(500):
+        for batch in calibration.split(images_per_batch(tuple(calibration.shape[1:]), 500)):
             prepared(batch)
         return _converted(prepared)
 
@@ -288,7 +281,7 @@ def quantization_aware(model: nn.Module, train: fmnist.Split, calibration: torch
     quantizer = _x86_quantizer(model, is_qat=True)
     example = calibration[:2]
     folded = fuse(copy.deepcopy(model).eval()).train()
-    exported = torch.export.export(folded, (example,), dynamic_shapes=_dynamic_batch())
+    exported = torch.export.export(folded, (example,), dynamic_shapes=dynamic_batch())
     prepared = prepare_qat_pt2e(exported.module(), quantizer)
     move_exported_model_to_train(prepared)
     optimizer = torch.optim.Adam(prepared.parameters(), lr=QAT_LR)
@@ -337,15 +330,15 @@ def _aot_package(model: nn.Module, checkpoint: dict, method: str, out: Path, ski
 def compile_package(model: nn.Module, name: str, spec: ModelSpec, method: str, target: Path) -> Path:
     """Compile ahead of time with Inductor (weights frozen and prepacked for oneDNN) into one .pt2 package.
 
-    The batch size is fixed at LARGE_BATCH: in PyTorch 2.13, freezing with a dynamic batch axis compiles the
+    The batch size is fixed at the spec's large batch: in PyTorch 2.13, freezing with a dynamic batch axis compiles the
     int8 graph into wrong results (about 10% accuracy), so the runner splits and pads batches to this size."""
     metadata = {
         **_metadata(name, spec, method),
         METADATA_CPU: torch.backends.cpu.get_cpu_capability(),
-        METADATA_BATCH: str(LARGE_BATCH),
+        METADATA_BATCH: str(large_batch(spec)),
     }
     with torch.no_grad():
-        program = torch.export.export(model, (example_input(spec, LARGE_BATCH),))
+        program = torch.export.export(model, (example_input(spec, large_batch(spec)),))
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = torch._inductor.aoti_compile_and_package(
                 program,
@@ -365,7 +358,7 @@ def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path
 
     class Calibration(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(calibration.split(500))
+            self.batches = iter(calibration.split(images_per_batch(tuple(calibration.shape[1:]), 500)))
 
         def get_next(self) -> dict | None:
             batch = next(self.batches, None)
@@ -443,6 +436,7 @@ def model_bytes(path: Path) -> int:
 
 
 def runner_logits(runner: Runner, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    batch_size = images_per_batch(tuple(images.shape[1:]), batch_size)
     with torch.inference_mode():
         return torch.cat([runner(fmnist.to_float(chunk)) for chunk in images.split(batch_size)])
 

@@ -17,6 +17,7 @@ from fashionclf import distributed
 from fashionclf.errors import FashionClfError
 
 LARGE_BATCH = 256  # the batch that throughput is measured at (analysis, bench) and that compiled packages take
+INPUT_BUDGET = 2**23  # input values in one batch (32 MB of float32): fewer than LARGE_BATCH images where they are big
 
 
 # What oneDNN may use under each ONEDNN_MAX_CPU_ISA cap: (int8 dot products, bfloat16, AMX). Caps not listed
