@@ -27,19 +27,27 @@ from tqdm import tqdm
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, Scale, create_model, large_batch, model_entry
+from fashionclf.layers import AvgMaxPool, Mirrored, SamePad, Scale, Standardise, ViewMean, ViewsToPhotos, Vote
+from fashionclf.models import ModelSpec, create_model, large_batch, model_entry
+from fashionclf.pretrained import ScaleInput, Views
 from fashionclf.rundir import RunDir, load_model, locked, open_run, run_data, spec_of, write_json
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
 
 CONVENTION = (
-    "MACs: multiply-accumulates of conv and linear layers; FLOPs = 2 x MACs for them. Element-wise FLOPs (bias, "
-    "BatchNorm, ReLU, pooling, dropout) are counted separately. Training step = forward + backward (2 x forward MACs "
-    "for conv/linear, less the input gradient of the first layer)."
+    "MACs: multiply-accumulates of conv and linear layers (and a class vote's matrix product); FLOPs = 2 x MACs for "
+    "them. Element-wise FLOPs (bias, BatchNorm, ReLU, pooling, dropout, scaling, resizing) are counted separately. "
+    "A model that looks at several views of a picture counts every view. Receptive fields after a Views layer are "
+    "in the pixels of its views. Training step = forward + backward (2 x forward MACs for conv/linear, less the "
+    "input gradient of the first layer)."
 )
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-POINTWISE = (nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Identity, Scale)
-DENSE = (nn.Linear, nn.Flatten)
+POINTWISE = (nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6, nn.Dropout, nn.Identity, Scale, ScaleInput,
+             Standardise, Mirrored)  # fmt: skip
+DENSE = (nn.Linear, nn.Flatten, AvgMaxPool, ViewsToPhotos, ViewMean, Vote)
+SHIFTS = (SamePad,)  # move the window, keep its size and stride
+RESTARTS = (Views,)  # new pictures: fields start again, in their pixels
+OWN_LAYERS = (Scale, ScaleInput, Standardise, Mirrored, AvgMaxPool, ViewsToPhotos, ViewMean, Vote, SamePad, Views)
 ERF_IMAGES = 200  # images whose gradients are averaged into the effective receptive field
 
 
@@ -102,7 +110,7 @@ class _Tracer(fx.Tracer):
     """torch.fx's tracer, with the project's own layers (Scale) kept whole like torch.nn's."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, Scale) or super().is_leaf_module(module, qualified_name)
+        return isinstance(module, OWN_LAYERS) or super().is_leaf_module(module, qualified_name)
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -121,7 +129,7 @@ def _layer(node: fx.Node, names: dict[fx.Node, str], modules: dict[str, nn.Modul
     if node.op == "call_module":
         target = str(node.target)  # a module's qualified name
         module = modules[target]
-        if not isinstance(module, SPATIAL + POINTWISE + DENSE):
+        if not isinstance(module, SPATIAL + POINTWISE + DENSE + SHIFTS + RESTARTS):
             raise _unknown(f"layer {target!r} of type {type(module).__name__}")
         return Layer(target, module, type(module).__name__, in_shapes, out_shape, inputs)
     if node.op == "call_function" and node.target in ADDITIONS and len(sources) == 2:
@@ -148,10 +156,14 @@ def layer_fields(layers: list[Layer]) -> dict[str, Field | None]:
     fields: dict[str, Field | None] = {INPUT: Field((1, 1), (1, 1), (0.0, 0.0))}
     for layer in layers:
         incoming = [field for name in layer.inputs if (field := fields[name]) is not None]
-        if isinstance(layer.op, DENSE) or len(incoming) < len(layer.inputs):
+        if isinstance(layer.op, RESTARTS):
+            fields[layer.name] = fields[INPUT]
+        elif isinstance(layer.op, DENSE) or len(incoming) < len(layer.inputs):
             fields[layer.name] = None
         elif isinstance(layer.op, SPATIAL):
             fields[layer.name] = _grow(incoming[0], layer.op)
+        elif isinstance(layer.op, SHIFTS):
+            fields[layer.name] = _shifted(incoming[0], layer.op, layer.in_shapes[0])
         else:
             fields[layer.name] = _union(layer.name, incoming)
     del fields[INPUT]
@@ -183,6 +195,13 @@ def _grow(field: Field, module: nn.Module) -> Field:
     return Field((size[0], size[1]), (jump[0], jump[1]), (start[0], start[1]))
 
 
+def _shifted(field: Field, pad: SamePad, in_shape: tuple) -> Field:
+    """Padding before a map shifts where its first unit's field lies, by the padding's pixels at the map's jump."""
+    before = [pad.amounts(in_shape[axis])[0] for axis in (-2, -1)]
+    start = tuple(field.start[axis] - before[axis] * field.jump[axis] for axis in range(2))
+    return Field(field.size, field.jump, (start[0], start[1]))
+
+
 def last_spatial_field(fields: dict[str, Field | None]) -> tuple[str, Field]:
     return [(name, field) for name, field in fields.items() if field is not None][-1]
 
@@ -195,8 +214,11 @@ def layer_costs(layer: Layer, first: bool) -> dict:
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         macs = out_elements * (module.in_channels // module.groups) * kh * kw
-    elif isinstance(module, nn.Linear):
-        macs = module.in_features * module.out_features
+    elif isinstance(module, nn.Linear):  # on every row: a picture's views each have theirs
+        macs = out_elements // module.out_features * module.in_features * module.out_features
+    elif isinstance(module, Vote):
+        theirs, ours = module.votes.shape
+        macs = out_elements // ours * theirs * ours
     has_bias = isinstance(module, nn.Conv2d | nn.Linear) and module.bias is not None
     if has_bias or layer.kind == "add":
         elementwise = out_elements
@@ -205,8 +227,14 @@ def layer_costs(layer: Layer, first: bool) -> dict:
     elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
         kh, kw = _pair(module.kernel_size)
         elementwise = (kh * kw - 1) * out_elements
-    elif isinstance(module, nn.ReLU | Scale):
-        elementwise = out_elements
+    elif isinstance(module, nn.ReLU | nn.ReLU6 | Scale | ViewMean):
+        elementwise = out_elements if not isinstance(module, ViewMean) else _numel(layer.in_shapes[0])
+    elif isinstance(module, ScaleInput | Standardise):
+        elementwise = 2 * out_elements
+    elif isinstance(module, AvgMaxPool):
+        elementwise = 2 * _numel(layer.in_shapes[0])
+    elif isinstance(module, Views):  # bilinear resizing of the whole photo: 4 products and 3 sums a pixel
+        elementwise = 7 * out_elements // Views.count
     else:
         elementwise = 0
     training_elementwise = elementwise + (out_elements if isinstance(module, nn.Dropout) else 0)
@@ -246,7 +274,9 @@ def time_layers(layers: list[Layer], batch_size: int, repeats: int, device: torc
     timings = {}
     for layer in tqdm(layers, desc=f"timing layers at batch {batch_size}", unit="layer", disable=None, leave=False):
         op = layer.op.to(device) if isinstance(layer.op, nn.Module) else layer.op
-        inputs = [torch.rand(batch_size, *shape[1:], device=device, requires_grad=True) for shape in layer.in_shapes]
+        # Traced at batch 1: a leading axis of k there (a picture's k views) is k x batch_size here.
+        inputs = [torch.rand(batch_size * shape[0], *shape[1:], device=device, requires_grad=True)
+                  for shape in layer.in_shapes]  # fmt: skip
         with torch.no_grad(), _mode(op, training=False):
             forward = _timed(lambda op=op, inputs=inputs: op(*inputs), repeats, device)
         with _mode(op, training=True):

@@ -178,7 +178,7 @@ def _best(rows: list[dict], method: str | None) -> dict:
     return _fastest([r for r in rows if r["method"] == method])
 
 
-def int8_verdict(rows: list[dict], method: str | None, machine: Cpu, size: int) -> dict:
+def int8_verdict(rows: list[dict], method: str | None, machine: Cpu, batch: int) -> dict:
     """What int8 buys on this CPU, measured against fp32's fastest file, and what predict and serve use (as they
     do: the fastest of fp32 and the int8 model that agrees with it, for single images and for batches), with a line
     that says so."""
@@ -197,7 +197,7 @@ def int8_verdict(rows: list[dict], method: str | None, machine: Cpu, size: int) 
     latency = fp32["single"]["latency_us"]["median"] / int8["single"]["latency_us"]["median"]
     line = (
         f"this CPU {machine.int8_support}: int8 is {1 - size:.0%} smaller than fp32 and "
-        f"{_faster_or_slower(throughput)} at batch {size}, {_faster_or_slower(latency)} at batch 1; "
+        f"{_faster_or_slower(throughput)} at batch {batch}, {_faster_or_slower(latency)} at batch 1; "
         f"predict and serve use {_served(served)}"
     )
     measured = {"size_vs_fp32": size, "throughput_vs_fp32": throughput, "latency_speedup_vs_fp32": latency}

@@ -42,8 +42,10 @@ Recipe = Annotated[
         help="seed: the report's recipe on the channels-last + bf16 step; fast: 90.3% in 2 epochs (the same step, "
         "AdamW one-cycle, batch 256); best: 48 epochs of AdamW one-cycle, weight decay, flips and a moving average "
         "of the weights; resnet: the ResNet-9 model with its own recipe, for the best accuracy; robust: "
-        "Fashion-MNIST with photo-like corruptions and the garment preprocessing, for real photos; photos: "
-        "photo_resnet9 on a folder of RGB photos (--data). Details: docs/recipes.md."
+        "Fashion-MNIST with photo-like corruptions and the garment preprocessing, for real photos; for a folder of "
+        "RGB photos (--data): photos (EfficientNet-Lite0 pretrained on ImageNet, frozen, an MLP head on cached "
+        "features: minutes on a laptop), zero-shot (no labels: its ImageNet classes through a map of garment "
+        "words), photos-scratch (photo_resnet9 from scratch). Details: docs/recipes.md."
     ),
 ]
 ChannelsLast = Annotated[
@@ -107,7 +109,8 @@ def data(data: DataPath = None, as_json: Annotated[bool, typer.Option("--json")]
 def _config(**options):
     from fashionclf.config import TrainConfig
 
-    paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init") if key in options}
+    paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init", "imagenet_map")
+             if key in options}  # fmt: skip
     if options.get("corrupt") is not None:
         options["corrupt"] = dict(_name_and_share(item) for item in options["corrupt"])
     # Options left unset (None) keep the recipe's value.
@@ -188,6 +191,18 @@ def train(
         ),
     ] = None,
     preprocessing: Preprocessing = None,
+    frozen: Annotated[
+        bool | None,
+        typer.Option(
+            "--frozen/--no-frozen",
+            help="A pretrained model: train its head alone, on its backbone's features computed once per photo "
+            "and view and cached [default: the recipe's].",
+        ),
+    ] = None,
+    imagenet_map: Annotated[
+        Path | None,
+        typer.Option(help="Zero-shot: a JSON map of garment words to ImageNet classes [default: the shipped one]."),
+    ] = None,
 ) -> None:
     """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch.
     Started by torchrun, it trains data-parallel across the processes."""

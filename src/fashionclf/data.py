@@ -311,8 +311,9 @@ def concatenate(*splits: Split) -> Split:
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [0, 1]; applied per batch, not to the whole dataset."""
-    return images.float().div_(255)
+    """uint8 (N, C, H, W) -> float32 in [0, 1]; applied per batch, not to the whole dataset. Cached features (a
+    frozen backbone's, float16) come out as float32, as they are."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 
 
 def batches(

@@ -16,10 +16,10 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
-from fashionclf.models import predict_logits
 from fashionclf.rundir import load_model, locked, open_run, read_history, read_json, run_data, spec_of, write_json
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
+from fashionclf.transfer import split_logits
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> dict:
@@ -93,7 +93,7 @@ def evaluate_run(
         data = load_dataset(data_path if data_path is not None else run_data(run), spec.input)
     split_name, images = _chosen_split(data, split)
     torch_device = resolve_device(device)
-    logits = predict_logits(model.to(torch_device), images.images, batch_size, torch_device)
+    logits = split_logits(model.to(torch_device), images, batch_size, torch_device)
     probabilities = F.softmax(logits, dim=1).numpy()
     if class_map is None:
         _check_classes(data, spec.classes)

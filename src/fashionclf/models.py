@@ -19,6 +19,7 @@ from torch import nn
 
 from fashionclf.data import CLASSES, to_float
 from fashionclf.errors import FashionClfError
+from fashionclf.layers import Mirrored, Scale, ViewMean, ViewsToPhotos
 from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
 from fashionclf.pretrained import PhotoTransfer
 from fashionclf.runtime import INPUT_BUDGET, LARGE_BATCH
@@ -228,17 +229,6 @@ def resnet9(num_classes: int, channels: int, size: int, width: int = 32) -> nn.M
     return ResNet9(num_classes, channels, size, width)
 
 
-class Scale(nn.Module):
-    """Multiplies by a constant: a logit scale that keeps a head's effective learning rate low (Page's ResNet-9)."""
-
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-
 class PhotoResNet9(nn.Module):
     """ResNet-9 for RGB photos: a stride-2 stem halves the photo first, then Page's three stages (channels doubled,
     map halved by max-pooling, a residual block in the first and last); the last map is max-pooled whole, and the
@@ -259,12 +249,13 @@ class PhotoResNet9(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(8 * width, num_classes, bias=False)
         self.scale = Scale(0.125)
+        self.mirrored, self.to_photos, self.view_mean = Mirrored(), ViewsToPhotos(Mirrored.count), ViewMean()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.flip_average and not self.training:
             # Test-time flip averaging, inside the network so that every exported and quantized file does it too;
             # one call on both halves, as the int8 quantizer needs each layer called once.
-            return self.logits(torch.cat([x, x.flip(-1)])).unflatten(0, (2, -1)).mean(0)
+            return self.view_mean(self.to_photos(self.logits(self.mirrored(x))))
         return self.logits(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionclf.errors import FashionClfError
+from fashionclf.layers import AvgMaxPool, SamePad, Standardise, ViewMean, ViewsToPhotos, Vote
 
 BN_EPSILON = 1e-3
 FEATURES = 1280  # the last feature map's channels, the same in every lite variant
@@ -90,21 +91,6 @@ def _channels(channels: int, width: float) -> int:
     return rounded + 8 if rounded < 0.9 * scaled else rounded
 
 
-class SamePad(nn.Module):
-    """TensorFlow's "SAME" padding for a strided window: the total a window needs, half before and the rest after."""
-
-    def __init__(self, kernel: int, stride: int):
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size in (x.shape[-1], x.shape[-2]):
-            total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel - size, 0)
-            pads += [total // 2, total - total // 2]
-        return F.pad(x, pads)
-
-
 def _conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Module:
     if stride == 1:
         return nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, groups=groups, bias=False)
@@ -126,11 +112,12 @@ class MBConv(nn.Module):
         self._bn1 = nn.BatchNorm2d(hidden, eps=BN_EPSILON)
         self._project_conv = nn.Conv2d(hidden, out_channels, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(out_channels, eps=BN_EPSILON)
+        self.expand_act, self.depthwise_act = nn.ReLU6(), nn.ReLU6()
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
-        out = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(out)))))
+        out = self.expand_act(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
+        out = self._bn2(self._project_conv(self.depthwise_act(self._bn1(self._depthwise_conv(out)))))
         return out + x if self.residual else out
 
 
@@ -151,6 +138,7 @@ class EfficientNetLite(nn.Module):
         self.scale_input = ScaleInput()
         self._conv_stem = _conv(3, 32, 3, stride=2)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPSILON)
+        self.stem_act = nn.ReLU6()
         blocks, in_channels = [], 32
         for stage, (expand, kernel, stride, channels, repeats) in enumerate(STAGES):
             out_channels = _channels(channels, spec.width)
@@ -161,12 +149,13 @@ class EfficientNetLite(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(in_channels, FEATURES, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(FEATURES, eps=BN_EPSILON)
+        self.head_act = nn.ReLU6()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(self.scale_input(x))))
+        x = self.stem_act(self._bn0(self._conv_stem(self.scale_input(x))))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return self.head_act(self._bn1(self._conv_head(x)))
 
     def load_imagenet_weights(self, variant: str) -> dict[str, torch.Tensor]:
         """The packaged ImageNet weights, verified, into every layer; returns the ImageNet classifier's (`_fc.`)."""
@@ -207,24 +196,12 @@ class Views(nn.Module):
         return torch.cat([pair, pair.flip(-1)])
 
 
-class AvgMaxPool(nn.Module):
-    """(N, C, h, w) -> (N, 2C): each map's mean and maximum (on the photos, 90.9% against the mean's 90.2%)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
-
-
 class MLPHead(nn.Module):
-    """A small MLP on standardised features, its logits averaged over the views of each photo. `shift` and
-    `scale` standardise the features as measured on the training photos before the head is trained."""
-
-    shift: torch.Tensor
-    scale: torch.Tensor
+    """A small MLP on standardised features: (..., features) -> (..., classes)."""
 
     def __init__(self, features: int, num_classes: int, hidden: int, dropout: float):
         super().__init__()
-        self.register_buffer("shift", torch.zeros(features))
-        self.register_buffer("scale", torch.ones(features))
+        self.standardise = Standardise(features)
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(features, hidden),
@@ -234,32 +211,33 @@ class MLPHead(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, features) for one view each, or (N, views, features) for a photo's views, -> (N, classes)."""
-        logits = self.mlp((features - self.shift) * self.scale)
-        return logits.mean(1) if logits.dim() == 3 else logits
+        return self.mlp(self.standardise(features))
 
 
 class ImageNetVote(nn.Module):
     """Zero-shot class scores from the ImageNet classifier: the log of the summed probability of the ImageNet
-    classes that `votes` (ImageNet classes x classes, 0 or 1) maps to each class, averaged over the views."""
-
-    votes: torch.Tensor
+    classes that the class map gives each class. The classifier reads the mean-pooled half of the features (the
+    max-pooled half has zero weights), as it was trained to."""
 
     def __init__(self, num_classes: int):
         super().__init__()
-        self.fc = nn.Linear(FEATURES, IMAGENET_CLASSES)
-        self.register_buffer("votes", torch.zeros(IMAGENET_CLASSES, num_classes))
+        self.fc = nn.Linear(2 * FEATURES, IMAGENET_CLASSES)
+        self.vote = Vote(IMAGENET_CLASSES, num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        probabilities = self.fc(features[..., :FEATURES]).softmax(-1)  # the mean-pooled half, as ImageNet's head
-        if probabilities.dim() == 3:
-            probabilities = probabilities.mean(1)
-        return (probabilities @ self.votes).clamp_min(1e-6).log()
+        return self.vote(self.fc(features))
+
+    def load_classifier(self, classifier: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.weight[:, :FEATURES] = classifier["weight"]
+            self.fc.bias.copy_(classifier["bias"])
 
 
 class PhotoTransfer(nn.Module):
     """A pretrained EfficientNet-Lite backbone for photos of any class set: Views of the photo, the backbone on
-    each, AvgMaxPool, and a head (MLPHead trained on the frozen backbone's features, or ImageNetVote)."""
+    each, AvgMaxPool, and a head (MLPHead trained on the frozen backbone's features, or ImageNetVote) whose logits
+    are averaged over the views."""
 
     def __init__(self, variant: str, num_classes: int, size: int, head: str, hidden: int, dropout: float):
         super().__init__()
@@ -267,19 +245,36 @@ class PhotoTransfer(nn.Module):
         self.views = Views(size)
         self.backbone = EfficientNetLite(variant)
         self.pool = AvgMaxPool()
+        self.to_photos = ViewsToPhotos(Views.count)
         self.head: nn.Module = (
             ImageNetVote(num_classes) if head == "imagenet" else MLPHead(2 * FEATURES, num_classes, hidden, dropout)
         )
+        self.view_mean = ViewMean()
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """(N, views, 2 x FEATURES): what the head reads, for photos (N, 3, size, size) in [0, 1]."""
-        pooled = self.pool(self.backbone(self.views(x)))
-        return pooled.unflatten(0, (Views.count, -1)).transpose(0, 1)
+        return self.to_photos(self.pool(self.backbone(self.views(x))))
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(N, views, 2 x FEATURES) -> (N, classes)."""
+        return self.view_mean(self.head(pooled))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pooled(x))
+        return self.classify(self.pooled(x))
 
     def load_imagenet_weights(self) -> None:
         classifier = self.backbone.load_imagenet_weights(self.variant)
         if isinstance(self.head, ImageNetVote):
-            self.head.fc.load_state_dict(classifier)
+            self.head.load_classifier(classifier)
+
+
+class HeadOnFeatures(nn.Module):
+    """A PhotoTransfer model's head on cached pooled features (N, views, features), or on single views (N,
+    features) as they are trained on: what validation and evaluation run on a frozen backbone's features."""
+
+    def __init__(self, model: PhotoTransfer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.classify(features) if features.dim() == 3 else self.model.head(features)

@@ -24,13 +24,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from fashionclf import data as fmnist
-from fashionclf import distributed
+from fashionclf import distributed, transfer
 from fashionclf.augment import augment, photo_augment
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, count_parameters, create_model, predict_logits
+from fashionclf.models import ModelSpec, count_parameters, create_model, model_entry, predict_logits
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
+from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
 from fashionclf.rundir import (
     CHECKPOINT_FORMAT,
     RunDir,
@@ -65,11 +66,17 @@ class TrainState:
     next_epoch: int = 1
     history: list[dict] = field(default_factory=list)
     best_val_accuracy: float = -1.0
+    frozen: bool = False  # the step trains model.head on cached features of the frozen backbone
 
     @property
     def evaluated(self) -> nn.Module:
-        """The weights validation judges and best.pt keeps: the moving average when there is one."""
+        """The weights best.pt keeps: the moving average when there is one."""
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def validated(self) -> nn.Module:
+        """What validation runs on the validation split: the head alone on features when the backbone is frozen."""
+        return HeadOnFeatures(cast(PhotoTransfer, self.model)) if self.frozen else self.evaluated
 
 
 def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, progress: bool = True) -> RunDir:
@@ -83,11 +90,14 @@ def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, pr
         config, spec = _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
         splits = _splits(config, data)
         distributed.check_batches(len(splits[0]), config.batch_size)
+        if config.frozen and distributed.world_size() > 1:
+            raise FashionClfError("--frozen trains a small head on one process: run it without torchrun")
         with distributed.process_group(resolve_device(config.device)) as device:
             if distributed.is_main():
                 write_json(run.config, _run_record(config, spec, device, data))
             with _resume_hint_on_interrupt(run):
                 state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
+                splits = _frozen_features(state, splits, config, run)
                 parameters = count_parameters(state.model)
                 where = f"{device}{distributed.describe()}"
                 _log(run, f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs")
@@ -107,6 +117,7 @@ def resume(out: Path, data: fmnist.Dataset | None = None, progress: bool = True)
         distributed.check_batches(len(splits[0]), config.batch_size)
         with distributed.process_group(resolve_device(config.device)) as device:
             state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
+            splits = _frozen_features(state, splits, config, run)
             if run.last_checkpoint.exists():
                 # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
                 _restore(state, load_checkpoint(run.last_checkpoint))
@@ -155,6 +166,8 @@ def _resolved(config: TrainConfig, data: fmnist.Dataset) -> TrainConfig:
     values = asdict(config)
     if config.bf16 and not bf16_supported(resolve_device(config.device)):
         values["bf16"] = False  # emulated bfloat16 is slower than float32: not worth it on this machine
+    if config.frozen:
+        values["channels_last"] = values["bf16"] = False  # the step is a small MLP on features
     values["image_size"] = data.input.size
     if config.validation_size is None and data.validation is not None:
         values["validation_size"] = len(data.validation)
@@ -194,19 +207,35 @@ def _new_state(
     model = create_model(config.model, spec, **config.model_args)
     if config.init is not None:
         _start_from(model, load_checkpoint(RunDir(Path(config.init)).best_checkpoint), run)
+    elif model_entry(config.model).pretrained:
+        _start_pretrained(cast(PhotoTransfer, model), spec, config, run)
+    head = cast(nn.Module, model.head) if config.frozen else None
+    if head is not None:
+        model.requires_grad_(False)
+        head.requires_grad_(True)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     model = distributed.sync_batchnorm(model, device)
-    optimizer = _optimizer(config, model)
+    optimizer = _optimizer(config, head or model)
     # Every process keeps the same global RNG (dropout), so rank 0's state in last.pt resumes all of them.
     network = distributed.parallel(model, device)
     # Buffers too: BatchNorm's running statistics must belong to the averaged weights, not the last ones.
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True) if config.ema else None
     scheduler = _scheduler(config, optimizer, steps_per_epoch)
+    if head is not None:
+        return TrainState(spec, model, optimizer, head, None, scheduler, frozen=True)
     if config.compile:
         return TrainState(spec, model, optimizer, cast(nn.Module, torch.compile(network)), network, scheduler, ema)
     return TrainState(spec, model, optimizer, network, None, scheduler, ema)
+
+
+def _start_pretrained(model: PhotoTransfer, spec: ModelSpec, config: TrainConfig, run: RunDir) -> None:
+    """The packaged ImageNet weights; for the zero-shot head, its votes from the class map."""
+    model.load_imagenet_weights()
+    if isinstance(model.head, ImageNetVote):
+        for name, imagenet in transfer.set_votes(model, spec.classes, config.imagenet_map).items():
+            _log(run, f"zero-shot: {name} is scored by the ImageNet classes {', '.join(imagenet)}")
 
 
 def _start_from(model: nn.Module, checkpoint: dict, run: RunDir) -> None:
@@ -259,6 +288,33 @@ def _warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def _frozen_features(
+    state: TrainState, splits: tuple[fmnist.Split, fmnist.Split | None], config: TrainConfig, run: RunDir
+) -> tuple[fmnist.Split, fmnist.Split | None]:
+    """With a frozen backbone, the splits as its cached features: the training split one row per view (each a
+    sample of the head), the validation split (photos, views, features) (the head averages a photo's views); the
+    head's standardisation measured on them, and the schedule stretched over the views' steps."""
+    if not state.frozen:
+        return splits
+    started = time.perf_counter()
+    model = cast(PhotoTransfer, state.model)
+    if config.epochs == 0:  # nothing to train: the validation photos' features alone
+        return splits[0], None if splits[1] is None else transfer.features(model, splits[1], "validation photos")
+    train_split, val_split = (
+        None if split is None else transfer.features(model, split, name)
+        for split, name in zip(splits, ("training photos", "validation photos"), strict=True)
+    )
+    assert train_split is not None  # a training split always exists
+    if isinstance(model.head, MLPHead) and state.next_epoch == 1:
+        transfer.fit_standardisation(model, train_split)
+    views = train_split.images.shape[1]
+    rows = fmnist.Split(train_split.images.flatten(0, 1), train_split.labels.repeat_interleave(views))
+    state.scheduler = _scheduler(config, state.optimizer, _steps_per_epoch(config, (rows, val_split)))
+    _log(run, f"features of {len(train_split):,} + {len(val_split or []):,} photos x {views} views ready in "
+              f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    return rows, val_split
+
+
 def _fit(
     config: TrainConfig,
     run: RunDir,
@@ -268,17 +324,29 @@ def _fit(
     progress: bool,
 ) -> None:
     train_split, val_split = splits
+    if config.epochs == 0 and not state.history:  # the pretrained model as it is: validated and kept
+        started = time.perf_counter()
+        row = _validated({"epoch": 0}, state, val_split, config, device)
+        _end_epoch(config, run, state, {**row, "seconds": time.perf_counter() - started})
     for epoch in range(state.next_epoch, config.epochs + 1):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         label = f"epoch {epoch}/{config.epochs}"
         train_loss, train_acc = train_epoch(state, train_split, config, generator, device, run, label, progress)
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc}
-        if val_split is not None:
-            validate = partial(evaluate_split, state.evaluated, val_split, config.batch_size, device)
-            row["val_loss"], row["val_accuracy"] = distributed.from_main(validate)
+        row = _validated(row, state, val_split, config, device)
         row["seconds"] = time.perf_counter() - started
         _end_epoch(config, run, state, row)
+
+
+def _validated(
+    row: dict, state: TrainState, val_split: fmnist.Split | None, config: TrainConfig, device: torch.device
+) -> dict:
+    """The epoch's row with the validation loss and accuracy, where there is a validation split."""
+    if val_split is not None:
+        validate = partial(evaluate_split, state.validated, val_split, config.batch_size, device)
+        row["val_loss"], row["val_accuracy"] = distributed.from_main(validate)
+    return row
 
 
 @contextmanager
