@@ -10,6 +10,7 @@ Conventions, printed with every result:
 
 from __future__ import annotations
 
+import math
 import operator
 import statistics
 import time
@@ -48,7 +49,12 @@ DENSE = (nn.Linear, nn.Flatten, AvgMaxPool, ViewsToPhotos, ViewMean, Vote)
 SHIFTS = (SamePad,)  # move the window, keep its size and stride
 RESTARTS = (Views,)  # new pictures: fields start again, in their pixels
 OWN_LAYERS = (Scale, ScaleInput, Standardise, Mirrored, AvgMaxPool, ViewsToPhotos, ViewMean, Vote, SamePad, Views)
-ERF_IMAGES = 200  # images whose gradients are averaged into the effective receptive field
+# Seconds of timing runs per batch size, for the layers together and for the whole model: the seed's FashionCNN
+# gets every repeat in far less, EfficientNet-Lite0 at 4 x 18 views of 288 px would take minutes.
+TIMING_BUDGET_S = 20.0
+MIN_REPEATS = 3
+ERF_IMAGES = 200  # images whose gradients are averaged into the effective receptive field,
+ERF_BUDGET = 2**24  # or fewer, to this many input values: 37 photos of 384 px (each four views through Lite0)
 
 
 @dataclass(frozen=True)
@@ -272,18 +278,19 @@ def time_layers(layers: list[Layer], batch_size: int, repeats: int, device: torc
     """Median and spread (interquartile range) of each layer's forward and backward time, run alone on random
     inputs of its real shapes, after warm-up. A benchmark: printed and saved, never asserted."""
     timings = {}
+    budget_s = TIMING_BUDGET_S / (2 * len(layers))
     for layer in tqdm(layers, desc=f"timing layers at batch {batch_size}", unit="layer", disable=None, leave=False):
         op = layer.op.to(device) if isinstance(layer.op, nn.Module) else layer.op
         # Traced at batch 1: a leading axis of k there (a picture's k views) is k x batch_size here.
         inputs = [torch.rand(batch_size * shape[0], *shape[1:], device=device, requires_grad=True)
                   for shape in layer.in_shapes]  # fmt: skip
         with torch.no_grad(), _mode(op, training=False):
-            forward = _timed(lambda op=op, inputs=inputs: op(*inputs), repeats, device)
+            forward = _timed(lambda op=op, inputs=inputs: op(*inputs), repeats, device, budget_s)
         with _mode(op, training=True):
             out = op(*inputs)
         grad = torch.ones_like(out)
         backward = _timed(
-            lambda o=out, i=inputs, g=grad: torch.autograd.grad(o, i, g, retain_graph=True), repeats, device
+            lambda o=out, i=inputs, g=grad: torch.autograd.grad(o, i, g, retain_graph=True), repeats, device, budget_s
         )
         timings[layer.name] = {"forward": forward, "backward": backward}
     return timings
@@ -303,18 +310,24 @@ def _mode(op: Callable, training: bool):
         op.train(was_training)
 
 
-def _timed(fn, repeats: int, device: torch.device) -> dict:
-    for _ in range(max(2, repeats // 5)):
+def _timed(fn, repeats: int, device: torch.device, budget_s: float = math.inf) -> dict:
+    """Median and interquartile range of `repeats` calls after warm-up, fewer (at least MIN_REPEATS) where they
+    would take longer than `budget_s`: a pretrained photo model at its large batch runs seconds a call."""
+    once = _seconds(fn, device)
+    repeats = max(MIN_REPEATS, min(repeats, int(budget_s / max(once, 1e-9))))
+    for _ in range(max(1, repeats // 5) - 1):
         fn()
-    samples = []
-    for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append((time.perf_counter() - started) * 1e6)
+    samples = [_seconds(fn, device) * 1e6 for _ in range(repeats)]
     quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
     return {"median_us": statistics.median(samples), "iqr_us": quartiles[2] - quartiles[0], "repeats": repeats}
+
+
+def _seconds(fn, device: torch.device) -> float:
+    _sync(device)
+    started = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - started
 
 
 def _sync(device: torch.device) -> None:
@@ -395,15 +408,20 @@ def _head_statement(input_size: tuple[int, ...], last_name: str, last: Field) ->
     )
 
 
-def effective_receptive_field(model: nn.Module, layer: str, images: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-    """Mean |d unit / d input| of the centre unit of `layer` over `images` (N, 1, H, W) (Luo et al., 2016), and
-    that unit's (row, column) index."""
+def effective_receptive_field(
+    model: nn.Module, layer: str, images: torch.Tensor, per_pass: int
+) -> tuple[torch.Tensor, tuple]:
+    """Mean |d unit / d input| of the centre unit of `layer` over `images` (N, C, H, W) (Luo et al., 2016), `per_pass`
+    images at a time, and that unit's (row, column) index."""
     model.eval()
-    images = images.clone().requires_grad_(True)
-    out = layer_output(model, layer, images)
-    unit = (out.shape[2] // 2, out.shape[3] // 2)
-    (grad,) = torch.autograd.grad(out[:, :, unit[0], unit[1]].sum(), images)
-    return grad.abs().mean(dim=(0, 1)), unit
+    total = torch.zeros(images.shape[2:])
+    for start in range(0, len(images), per_pass):
+        chunk = images[start : start + per_pass].clone().requires_grad_(True)
+        out = layer_output(model, layer, chunk)
+        unit = (out.shape[2] // 2, out.shape[3] // 2)
+        (grad,) = torch.autograd.grad(out[:, :, unit[0], unit[1]].sum(), chunk)
+        total += grad.abs().sum(dim=(0, 1))
+    return total / (len(images) * images.shape[1]), unit
 
 
 def layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
@@ -461,16 +479,17 @@ def _time_model(
     with torch.no_grad():
         for batch in batch_sizes:
             x = torch.rand(batch, *input_size, device=device)
-            timings[f"batch_{batch}"] = _timed(lambda x=x: model(x), repeats, device)
+            timings[f"batch_{batch}"] = _timed(lambda x=x: model(x), repeats, device, TIMING_BUDGET_S)
     return timings
 
 
 def _save_to_run(run: RunDir, model: nn.Module, spec: ModelSpec, result: dict) -> None:
     split, evaluated = load_dataset(run_data(run), spec.input).evaluation_split
-    images = fmnist.to_float(evaluated.images[:ERF_IMAGES])
+    count = min(ERF_IMAGES, max(1, ERF_BUDGET // evaluated.images[0].numel()))
+    images = fmnist.to_float(evaluated.images[:count])
     result["effective_field_images"] = {"images": len(images), "split": split}
     layer = result["receptive_field"]["layer"]
-    erf, unit = effective_receptive_field(model, layer, images)
+    erf, unit = effective_receptive_field(model, layer, images, large_batch(spec))
     figure = run.figures / "effective_receptive_field.png"
     with locked(run.root, "fashionclf analyze"):
         plots.effective_receptive_field(erf.numpy(), result["receptive_field"], unit, figure)

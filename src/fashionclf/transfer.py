@@ -29,6 +29,9 @@ from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTr
 
 CACHE_VERSION = 1  # part of every cache key: bump it when the views or the pooling change
 PHOTOS_PER_BATCH = 16
+# The export to ONNX Runtime takes about 20 s and saves about 0.15 s a photo (Lite0, four views at 288 px, 2 AVX2
+# cores): fewer photos than this are quicker in PyTorch.
+EXPORT_PAYS_OFF = 128
 IMAGENET_MAP = "garments.json"
 
 
@@ -66,20 +69,35 @@ class _Pooled(torch.nn.Module):
 
 
 def _computed(model: PhotoTransfer, images: torch.Tensor, what: str) -> np.ndarray:
+    pooled = _in_pytorch(model) if len(images) < EXPORT_PAYS_OFF else _on_onnx_runtime(model, images[:2])
+    out = []
+    batches = range(0, len(images), PHOTOS_PER_BATCH)
+    for start in tqdm(batches, desc=f"features of {what}", unit="batch", disable=None, leave=False):
+        batch = images[start : start + PHOTOS_PER_BATCH].numpy().astype(np.float32) / 255
+        out.append(pooled(batch).astype(np.float16))
+    return np.concatenate(out)
+
+
+def _in_pytorch(model: PhotoTransfer):
+    model = model.eval()
+
+    @torch.no_grad()
+    def pooled(batch: np.ndarray) -> np.ndarray:
+        return model.pooled(torch.from_numpy(batch)).numpy()
+
+    return pooled
+
+
+def _on_onnx_runtime(model: PhotoTransfer, example: torch.Tensor):
     import onnxruntime as ort
 
-    proto = onnx_program(_Pooled(model).eval(), images[:2].float() / 255)
+    proto = onnx_program(_Pooled(model).eval(), example.float() / 255)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    out = []
-    batches = range(0, len(images), PHOTOS_PER_BATCH)
-    for start in tqdm(batches, desc=f"features of {what}", unit="batch", disable=None, leave=False):
-        batch = images[start : start + PHOTOS_PER_BATCH].numpy().astype(np.float32) / 255
-        out.append(session.run(None, {name: batch})[0].astype(np.float16))
-    return np.concatenate(out)
+    return lambda batch: session.run(None, {name: batch})[0]
 
 
 def split_logits(model: torch.nn.Module, split: Split, batch_size: int, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,85 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashionclf.config import TrainConfig
+from fashionclf.errors import FashionClfError
+from fashionclf.evaluate import evaluate_run
+from fashionclf.inference import load_classifier, predict_files
+from fashionclf.pretrained import PhotoTransfer
+from fashionclf.rundir import load_model
+from fashionclf.train import train
+from fashionclf.transfer import imagenet_class_names, set_votes
+
+SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
+SMALL = {"image_size": 64, "device": "cpu", "data": str(SAMPLE)}  # views at 48 px: quick, and enough to test with
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _zero_shot(classes: tuple[str, ...], map_path: str | None = None) -> dict[str, list[str]]:
+    return set_votes(PhotoTransfer("lite0", len(classes), 64, "imagenet", 16, 0.5), classes, map_path)
+
+
+def test_the_shipped_map_scores_class_names_by_their_garment_words():
+    model = PhotoTransfer("lite0", 3, 64, "imagenet", 16, 0.5)
+    chosen = set_votes(model, ("T-Shirt", "jeans", "Shoes"), None)
+    assert chosen["T-Shirt"] == ["jersey"] and "running shoe" in chosen["Shoes"]
+    assert chosen["jeans"] == _zero_shot(("pants",))["pants"]  # an alias of pants
+    votes, names = model.head.vote.votes, imagenet_class_names()
+    assert votes[names.index("jersey, T-shirt, tee shirt")].tolist() == [1, 0, 0]
+    assert votes.sum(0).tolist() == [len(chosen[name]) for name in ("T-Shirt", "jeans", "Shoes")]
+
+
+def test_a_class_without_an_entry_is_named(tmp_path):
+    with pytest.raises(FashionClfError, match="garments.json: no entry for the class 'umbrella'"):
+        _zero_shot(("shoes", "umbrella"))
+    edited = tmp_path / "map.json"
+    edited.write_text(json.dumps({"umbrella": {"aliases": [], "imagenet": ["umbrela"]}}))
+    with pytest.raises(FashionClfError, match=f"{edited}: no ImageNet class is called 'umbrela'"):
+        _zero_shot(("umbrella",), str(edited))
+    edited.write_text("[1, 2]")
+    with pytest.raises(FashionClfError, match="a class map is"):
+        _zero_shot(("umbrella",), str(edited))
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory):
+    config = TrainConfig.from_recipe("photos", epochs=3, batch_size=16, **SMALL)
+    return train(config, tmp_path_factory.mktemp("runs") / "frozen", progress=False)
+
+
+def test_a_frozen_run_trains_the_head_alone_on_cached_features(frozen_run, tmp_path):
+    model, _ = load_model(frozen_run.best_checkpoint)
+    imagenet = PhotoTransfer("lite0", 10, 64, "mlp", 512, 0.5)
+    imagenet.load_imagenet_weights()
+    for name, tensor in imagenet.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    assert not torch.equal(model.head.standardise.shift, imagenet.head.standardise.shift)
+    history = json.loads(frozen_run.history_json.read_text())
+    assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_a_frozen_run_evaluates_on_cached_features_as_the_whole_model_predicts(frozen_run):
+    metrics = evaluate_run(frozen_run.root)
+    assert metrics["images"] == 20 and metrics["data"]["split"] == "validation"
+    classifier = load_classifier(frozen_run.root)
+    photos = sorted((SAMPLE / "validation").rglob("*.jpg"))
+    predictions = predict_files(classifier, photos)
+    right = sum(p.top[0]["class"] == photo.parent.name for p, photo in zip(predictions, photos, strict=True))
+    assert right / len(photos) == pytest.approx(metrics["accuracy"])
+
+
+def test_a_zero_shot_run_is_made_without_training_and_is_an_ordinary_run(tmp_path):
+    config = TrainConfig.from_recipe("zero-shot", device="cpu", data=str(SAMPLE))  # at full size: its views matter
+    run = train(config, tmp_path / "zero", progress=False)
+    assert not json.loads(run.history_json.read_text())[-1].get("train_loss")
+    metrics = evaluate_run(run.root)
+    assert metrics["images"] == 20 and metrics["accuracy"] > 0.3  # 10 classes: chance is 0.1
+    log = run.log.read_text()
+    assert "zero-shot: shoes is scored by the ImageNet classes" in log
