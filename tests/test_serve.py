@@ -25,10 +25,12 @@ from PIL import Image
 
 from fashionclf.data import CLASSES
 from fashionclf.inference import Classifier
+from fashionclf.listener import listen, url
 from fashionclf.models import create_model
 from fashionclf.preprocess import to_dataset_domain
 from fashionclf.rundir import CHECKPOINT_FORMAT, save_checkpoint
 from fashionclf.serve import Batcher, Limits, create_app
+from fashionclf.serve import server as uvicorn_server
 
 from pictures import png_header_only
 
@@ -204,15 +206,16 @@ def peak_memory_mb(pid: int) -> int:
 def test_a_chunked_upload_of_a_gigabyte_is_refused_as_it_streams_in(model_file, tmp_path):
     """No Content-Length: the body is counted as it arrives and refused at the limit (1 MB here), never read on,
     spooled to disk or held in memory."""
-    port, spool = free_port(), tmp_path / "spool"
+    spool = tmp_path / "spool"
     spool.mkdir()
     env = {**os.environ, "TMPDIR": str(spool)}
-    command = [sys.executable, "-m", "fashionclf", "serve", str(model_file), "--port", str(port), "--max-mb", "1"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "fashionclf", "serve", str(model_file), "--port", "0", "--max-mb", "1"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_for_health(f"http://127.0.0.1:{port}/", server)
+        url = served_url(server)
+        wait_for_health(url, server)
         before = peak_memory_mb(server.pid)
-        status, sent = chunked_upload(port, total=1 << 30)
+        status, sent = chunked_upload(httpx.URL(url).port, total=1 << 30)
         assert status == 413
         assert sent < 64 << 20, f"the server read {sent:,} bytes before refusing"
         assert peak_memory_mb(server.pid) - before < 50
@@ -248,6 +251,16 @@ def chunked_upload(port: int, total: int, chunk: int = 1 << 16) -> tuple[int, in
     return int(answer.split()[1]), sent
 
 
+def served_url(server: subprocess.Popen) -> str:
+    """The address that `fashionclf serve --port 0` says it serves, with the port it was given."""
+    assert server.stdout is not None
+    readable, _, _ = select.select([server.stdout], [], [], 60)
+    assert readable, "the server did not say where it serves"
+    line = server.stdout.readline()
+    assert line.startswith("serving on http://127.0.0.1:"), line
+    return line.split()[2]
+
+
 def wait_for_health(url: str, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -259,29 +272,21 @@ def wait_for_health(url: str, server: subprocess.Popen) -> None:
             time.sleep(0.1)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def live_server(classifier):
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(classifier), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with listen("127.0.0.1", 0) as listener:
+        server = uvicorn_server(create_app(classifier))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        try:
+            yield url(listener)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

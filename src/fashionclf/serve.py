@@ -14,6 +14,7 @@ import asyncio
 import base64
 import os
 import queue
+import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -214,7 +216,11 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
 
 
-def serve(classifier: Classifier, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits()) -> None:
-    import uvicorn
+def serve(classifier: Classifier, listener: socket.socket, limits: Limits = Limits()) -> None:
+    """Serve on a socket from `listener.listen`, until Ctrl-C."""
+    server(create_app(classifier, limits)).run(sockets=[listener])
 
-    uvicorn.run(create_app(classifier, limits), host=host, port=port, log_level="info")
+
+def server(app: FastAPI) -> uvicorn.Server:
+    """uvicorn serving `app`, given its listening socket when run."""
+    return uvicorn.Server(uvicorn.Config(app, log_level="info"))
