@@ -106,10 +106,19 @@ def test_a_request_without_files_gets_a_json_422(client):
     assert answer.status_code == 422 and answer.json()["error"].startswith("top_k: ")
 
 
-def test_too_many_files_in_one_request_get_413(client):
-    picture = jpeg_of_a_garment()
-    answer = client.post("/predict", files=[("files", (f"{i}.jpg", picture)) for i in range(4)])
-    assert answer.status_code == 413 and "error" in answer.json()
+@pytest.mark.parametrize(("limit", "count"), [(3, 4), (32, 1001)])  # 1,001: past the form parser's own default
+def test_too_many_files_in_one_request_get_413(classifier, limit, count):
+    client = TestClient(create_app(classifier, Limits(files=limit)))
+    answer = client.post("/predict", files=[("files", (f"{i}.jpg", b"not read")) for i in range(count)])
+    assert answer.status_code == 413
+    assert answer.json() == {"error": f"request holds more files than the limit of {limit}"}
+
+
+def test_a_limit_over_a_thousand_files_is_the_servers_own(classifier):
+    """The form parser's default of 1,000 files does not cut a larger --max-files short: each file is read."""
+    client = TestClient(create_app(classifier, Limits(files=1001)))
+    answer = client.post("/predict", files=[("files", (f"{i}.png", b"not a picture")) for i in range(1001)])
+    assert answer.status_code == 400 and answer.json()["error"].startswith("0.png: not an image")
 
 
 def test_too_many_pixels_in_one_request_get_413_before_any_is_decoded(client):
