@@ -134,6 +134,24 @@ def test_an_unknown_path_gets_a_json_404(client):
     assert answer.status_code == 404 and answer.json() == {"error": "Not Found"}
 
 
+@pytest.mark.parametrize("path", ["/", "/health", "/docs"])
+def test_head_is_answered_wherever_get_is(client, path):
+    got, head = client.get(path), client.head(path)
+    assert head.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == str(len(got.content))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("DELETE", "/health", "GET, HEAD"), ("GET", "/predict", "POST"), ("HEAD", "/predict", "POST")],
+)
+def test_a_wrong_method_gets_a_json_405_with_the_methods_allowed(client, method, path, allowed):
+    answer = client.request(method, path)
+    assert answer.status_code == 405 and answer.headers["allow"] == allowed
+    assert answer.headers["content-type"] == "application/json"
+
+
 def test_a_failing_model_gets_a_json_500_and_the_server_keeps_serving():
     def broken(images: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("the model's file went away")

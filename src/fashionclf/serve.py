@@ -16,6 +16,7 @@ import os
 import queue
 import socket
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -80,6 +81,34 @@ class BodyLimit:
             return event
 
         await self.app(scope, counted, send)
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD answered wherever GET is, as HTTP asks and FastAPI's routes do not (they take only the
+    methods declared): routed as GET, so the headers are GET's; the server sends no body for a HEAD. A 405's Allow
+    header names HEAD wherever it names GET."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def answer(message):
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                message = {**message, "headers": [_with_head(name, value) for name, value in message["headers"]]}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"} if scope["method"] == "HEAD" else scope, receive, answer)
+
+
+def _with_head(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    methods = value.split(b", ")
+    if name == b"allow" and b"GET" in methods and b"HEAD" not in methods:
+        return name, value + b", HEAD"
+    return name, value
 
 
 class Batcher:
@@ -156,6 +185,7 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
     description = f"Classify clothing pictures into {len(classes)} classes: {', '.join(classes)}."
     app = FastAPIOffline(title="fashionclf", description=description, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.bytes)
+    app.add_middleware(HeadAsGet)
     _add_error_handlers(app, limits)
     page = resources.files("fashionclf").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -207,7 +237,7 @@ def _add_error_handlers(app: FastAPI, limits: Limits) -> None:
         # Starlette tells a form of too many files by its message alone; test_serve holds it to that wording.
         if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):
             return _error(413, f"request holds more files than the limit of {limits.files}")
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), exc.headers)  # a 405's Allow, for one
 
     @app.exception_handler(Exception)
     async def server_fault(_request: Request, exc: Exception) -> JSONResponse:
@@ -215,8 +245,8 @@ def _add_error_handlers(app: FastAPI, limits: Limits) -> None:
         return _error(500, f"the server failed on this request ({type(exc).__name__})")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
 def serve(classifier: Classifier, listener: socket.socket, limits: Limits = Limits()) -> None:
