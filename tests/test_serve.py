@@ -3,6 +3,7 @@ concurrency), and its page in a real browser (headless Chromium)."""
 
 import base64
 import io
+import json
 import os
 import re
 import select
@@ -215,6 +216,18 @@ def test_health_answers_while_a_prediction_is_running():
         finally:
             gate.release.set()
         assert pending.result().status_code == 200
+
+
+def test_a_request_that_is_not_http_gets_a_json_400(classifier):
+    """Refused by uvicorn itself, before the app: a raw socket sees what a client gets."""
+    with live_server(classifier) as url:
+        for request in (b"NOT HTTP\r\n\r\n", b"GET /health HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"):
+            with socket.create_connection((httpx.URL(url).host, httpx.URL(url).port), timeout=30) as connection:
+                connection.sendall(request)
+                answer = connection.makefile("rb").read()
+            head, body = answer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+            assert json.loads(body) == {"error": "Invalid HTTP request received."}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import queue
 import socket
@@ -22,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
+import h11
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Query, Request, UploadFile
@@ -29,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fashionclf.errors import FashionClfError
 from fashionclf.inference import Classifier
@@ -256,4 +259,19 @@ def serve(classifier: Classifier, listener: socket.socket, limits: Limits = Limi
 
 def server(app: FastAPI) -> uvicorn.Server:
     """uvicorn serving `app`, given its listening socket when run."""
-    return uvicorn.Server(uvicorn.Config(app, log_level="info"))
+    return uvicorn.Server(uvicorn.Config(app, http=JsonBadRequest, log_level="info"))
+
+
+class JsonBadRequest(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11, what uvicorn runs without httptools), with the 400 that it sends itself,
+    for a request it cannot parse, in JSON like every other error. Such a request never reaches the app, and
+    uvicorn offers no setting for this answer: this overrides its send_400_response, and a raw-socket test in
+    test_serve holds it to that."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": msg}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]  # fmt: skip
+        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
