@@ -334,22 +334,89 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (make test installs it)")
-def test_the_page_in_a_browser_shows_the_prediction(classifier, tmp_path):
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module's page tests: starting it is most of their time."""
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
     from playwright.sync_api import sync_playwright
 
-    picture = tmp_path / "shirt.jpg"
-    picture.write_bytes(jpeg_of_a_garment())
-    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))[None]])).argmax()
-    with live_server(classifier) as url, sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tab(browser):
+    tab = browser.new_page()
+    yield tab
+    tab.close()
+
+
+@pytest.fixture
+def photos(tmp_path) -> tuple[Path, Path]:
+    """A garment picture and a text file given as a picture."""
+    picture, notes = tmp_path / "shirt.jpg", tmp_path / "notes.txt"
+    picture.write_bytes(jpeg_of_a_garment())
+    notes.write_text("not a picture")
+    return picture, notes
+
+
+def wait_for_error(tab) -> str:
+    tab.wait_for_function("document.getElementById('error').textContent !== ''", timeout=20_000)
+    return tab.text_content("#error")
+
+
+def test_the_page_in_a_browser_shows_the_prediction(classifier, tab, photos):
+    picture, _ = photos
+    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))[None]])).argmax()
+    with live_server(classifier) as url:
+        tab.goto(url)
+        tab.set_input_files("#file", str(picture))
+        tab.wait_for_selector(".bar", state="visible", timeout=20_000)
+        assert tab.text_content("#label") == CLASSES[expected]
+        assert tab.locator(".bar").count() == 10
+        assert tab.get_attribute("#seen", "src").startswith("data:image/png;base64,")
+
+
+def test_the_page_shows_an_error_without_the_last_answer(classifier, tab, photos):
+    picture, notes = photos
+    with live_server(classifier) as url:
+        tab.goto(url)
+        tab.set_input_files("#file", str(picture))
+        tab.wait_for_selector(".bar", state="visible", timeout=20_000)
+        tab.set_input_files("#file", str(notes))
+        assert wait_for_error(tab).startswith("notes.txt: not an image")
+        assert not tab.is_visible("#label") and not tab.is_visible("#seen")
+        assert tab.locator(".bar:visible").count() == 0
+
+
+def test_the_page_does_not_show_an_answer_that_comes_after_a_later_error(tab, photos):
+    """The model holds the first picture; a text file is given meanwhile, and its error is shown; the first
+    picture's answer, arriving after it, must not appear beside the error and the text file."""
+    picture, notes = photos
+    gate = Gate()
+    with live_server(Classifier(backend=gate, description="gate")) as url:
         try:
-            page = browser.new_page()
-            page.goto(url)
-            page.set_input_files("#file", str(picture))
-            page.wait_for_selector("#result", state="visible", timeout=20_000)
-            assert page.text_content("#label") == CLASSES[expected]
-            assert page.locator(".bar").count() == 10
-            assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
+            tab.goto(url)
+            tab.set_input_files("#file", str(picture))
+            assert gate.entered.wait(timeout=30)
+            tab.set_input_files("#file", str(notes))
+            assert wait_for_error(tab).startswith("notes.txt: not an image")
+            with tab.expect_response(lambda response: "/predict" in response.url) as late:
+                gate.release.set()
+            assert late.value.status == 200
+            late.value.finished()  # its body is in the page too
         finally:
-            browser.close()
+            gate.release.set()
+        tab.evaluate("() => fetch('health').then(() => null)")  # a round trip through the page after it
+        assert not tab.is_visible("#label") and tab.text_content("#error").startswith("notes.txt")
+
+
+def test_the_page_says_when_the_server_cannot_be_reached(classifier, tab, photos):
+    picture, _ = photos
+    with live_server(classifier) as url:
+        tab.goto(url)
+    tab.set_input_files("#file", str(picture))
+    assert "could not be reached" in wait_for_error(tab)
