@@ -26,7 +26,8 @@ from PIL import Image
 
 from fashionclf.data import CLASSES
 from fashionclf.inference import Classifier
-from fashionclf.listener import listen, url
+from fashionclf.listener import listen
+from fashionclf.listener import url as url_of
 from fashionclf.models import create_model
 from fashionclf.preprocess import to_dataset_domain
 from fashionclf.rundir import CHECKPOINT_FORMAT, save_checkpoint
@@ -323,7 +324,7 @@ def live_server(classifier):
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.05)
         try:
-            yield url(listener)
+            yield url_of(listener)
         finally:
             server.should_exit = True
             thread.join(timeout=10)
@@ -407,7 +408,7 @@ def test_the_page_does_not_show_an_answer_that_comes_after_a_later_error(tab, ph
             with tab.expect_response(lambda response: "/predict" in response.url) as late:
                 gate.release.set()
             assert late.value.status == 200
-            late.value.finished()  # its body is in the page too
+            late.value.finished()  # waits for its body too
         finally:
             gate.release.set()
         tab.evaluate("() => fetch('health').then(() => null)")  # a round trip through the page after it
