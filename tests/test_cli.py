@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -143,6 +144,32 @@ def test_predict_with_a_file_of_another_program(tmp_path):
     picture = tmp_path / "a.png"
     picture.write_bytes(b"")
     assert_one_line_error(fashionclf("predict", str(model), str(picture)), str(model), "not a fashionclf checkpoint")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "fragment"),
+    [
+        ("--port", "99999", "--port: 99999 is not a port number (0 to 65535"),
+        ("--max-mb", "-1", "--max-mb: -1 is not a positive finite number"),
+        ("--max-mb", "1e-9", "--max-mb: 1e-09 is less than one byte"),
+        ("--max-files", "0", "--max-files: 0 is not a positive"),
+        ("--max-megapixels", "nan", "--max-megapixels: nan is not a positive finite number"),
+        ("--max-megapixels", "inf", "--max-megapixels: inf is not a positive finite number"),
+        ("--host", "192.0.2.1", "cannot listen on 192.0.2.1:8000"),  # a documentation address, no machine's own
+    ],
+)
+def test_serve_refuses_a_bad_option_before_loading_the_model(tmp_path, option, value, fragment):
+    """The model does not even exist: the options are checked, and the port bound, before it is loaded."""
+    assert_one_line_error(fashionclf("serve", str(tmp_path / "no-model"), option, value), fragment)
+
+
+def test_serve_refuses_a_port_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = fashionclf("serve", str(tmp_path / "no-model"), "--port", str(port))
+    assert_one_line_error(result, f"127.0.0.1:{port} is already in use")
 
 
 def test_quantize_and_bench_need_a_run(tmp_path):

@@ -3,6 +3,7 @@ concurrency), and its page in a real browser (headless Chromium)."""
 
 import base64
 import io
+import json
 import os
 import re
 import select
@@ -25,10 +26,13 @@ from PIL import Image
 
 from fashionclf.data import CLASSES
 from fashionclf.inference import Classifier
+from fashionclf.listener import listen
+from fashionclf.listener import url as url_of
 from fashionclf.models import create_model
 from fashionclf.preprocess import to_dataset_domain
 from fashionclf.rundir import CHECKPOINT_FORMAT, save_checkpoint
 from fashionclf.serve import Batcher, Limits, create_app
+from fashionclf.serve import server as uvicorn_server
 
 from pictures import png_header_only
 
@@ -104,10 +108,19 @@ def test_a_request_without_files_gets_a_json_422(client):
     assert answer.status_code == 422 and answer.json()["error"].startswith("top_k: ")
 
 
-def test_too_many_files_in_one_request_get_413(client):
-    picture = jpeg_of_a_garment()
-    answer = client.post("/predict", files=[("files", (f"{i}.jpg", picture)) for i in range(4)])
-    assert answer.status_code == 413 and "error" in answer.json()
+@pytest.mark.parametrize(("limit", "count"), [(3, 4), (32, 1001)])  # 1,001: past the form parser's own default
+def test_too_many_files_in_one_request_get_413(classifier, limit, count):
+    client = TestClient(create_app(classifier, Limits(files=limit)))
+    answer = client.post("/predict", files=[("files", (f"{i}.jpg", b"not read")) for i in range(count)])
+    assert answer.status_code == 413
+    assert answer.json() == {"error": f"request holds more files than the limit of {limit}"}
+
+
+def test_a_limit_over_a_thousand_files_is_the_servers_own(classifier):
+    """The form parser's default of 1,000 files does not cut a larger --max-files short: each file is read."""
+    client = TestClient(create_app(classifier, Limits(files=1001)))
+    answer = client.post("/predict", files=[("files", (f"{i}.png", b"not a picture")) for i in range(1001)])
+    assert answer.status_code == 400 and answer.json()["error"].startswith("0.png: not an image")
 
 
 def test_too_many_pixels_in_one_request_get_413_before_any_is_decoded(client):
@@ -121,6 +134,24 @@ def test_too_many_pixels_in_one_request_get_413_before_any_is_decoded(client):
 def test_an_unknown_path_gets_a_json_404(client):
     answer = client.get("/nope")
     assert answer.status_code == 404 and answer.json() == {"error": "Not Found"}
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/docs"])
+def test_head_is_answered_wherever_get_is(client, path):
+    got, head = client.get(path), client.head(path)
+    assert head.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == str(len(got.content))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("DELETE", "/health", "GET, HEAD"), ("GET", "/predict", "POST"), ("HEAD", "/predict", "POST")],
+)
+def test_a_wrong_method_gets_a_json_405_with_the_methods_allowed(client, method, path, allowed):
+    answer = client.request(method, path)
+    assert answer.status_code == 405 and answer.headers["allow"] == allowed
+    assert answer.headers["content-type"] == "application/json"
 
 
 def test_a_failing_model_gets_a_json_500_and_the_server_keeps_serving():
@@ -188,6 +219,18 @@ def test_health_answers_while_a_prediction_is_running():
         assert pending.result().status_code == 200
 
 
+def test_a_request_that_is_not_http_gets_a_json_400(classifier):
+    """Refused by uvicorn itself, before the app: a raw socket sees what a client gets."""
+    with live_server(classifier) as url:
+        for request in (b"NOT HTTP\r\n\r\n", b"GET /health HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"):
+            with socket.create_connection((httpx.URL(url).host, httpx.URL(url).port), timeout=30) as connection:
+                connection.sendall(request)
+                answer = connection.makefile("rb").read()
+            head, body = answer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+            assert json.loads(body) == {"error": "Invalid HTTP request received."}
+
+
 @pytest.fixture
 def model_file(tmp_path) -> Path:
     path = tmp_path / "model.pt"
@@ -204,15 +247,16 @@ def peak_memory_mb(pid: int) -> int:
 def test_a_chunked_upload_of_a_gigabyte_is_refused_as_it_streams_in(model_file, tmp_path):
     """No Content-Length: the body is counted as it arrives and refused at the limit (1 MB here), never read on,
     spooled to disk or held in memory."""
-    port, spool = free_port(), tmp_path / "spool"
+    spool = tmp_path / "spool"
     spool.mkdir()
     env = {**os.environ, "TMPDIR": str(spool)}
-    command = [sys.executable, "-m", "fashionclf", "serve", str(model_file), "--port", str(port), "--max-mb", "1"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "fashionclf", "serve", str(model_file), "--port", "0", "--max-mb", "1"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_for_health(f"http://127.0.0.1:{port}/", server)
+        url = served_url(server)
+        wait_for_health(url, server)
         before = peak_memory_mb(server.pid)
-        status, sent = chunked_upload(port, total=1 << 30)
+        status, sent = chunked_upload(httpx.URL(url).port, total=1 << 30)
         assert status == 413
         assert sent < 64 << 20, f"the server read {sent:,} bytes before refusing"
         assert peak_memory_mb(server.pid) - before < 50
@@ -248,6 +292,16 @@ def chunked_upload(port: int, total: int, chunk: int = 1 << 16) -> tuple[int, in
     return int(answer.split()[1]), sent
 
 
+def served_url(server: subprocess.Popen) -> str:
+    """The address that `fashionclf serve --port 0` says it serves, with the port it was given."""
+    assert server.stdout is not None
+    readable, _, _ = select.select([server.stdout], [], [], 60)
+    assert readable, "the server did not say where it serves"
+    line = server.stdout.readline()
+    assert line.startswith("serving on http://127.0.0.1:"), line
+    return line.split()[2]
+
+
 def wait_for_health(url: str, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -259,29 +313,21 @@ def wait_for_health(url: str, server: subprocess.Popen) -> None:
             time.sleep(0.1)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def live_server(classifier):
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(classifier), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with listen("127.0.0.1", 0) as listener:
+        server = uvicorn_server(create_app(classifier))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        try:
+            yield url_of(listener)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -289,22 +335,89 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (make test installs it)")
-def test_the_page_in_a_browser_shows_the_prediction(classifier, tmp_path):
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module's page tests: starting it is most of their time."""
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
     from playwright.sync_api import sync_playwright
 
-    picture = tmp_path / "shirt.jpg"
-    picture.write_bytes(jpeg_of_a_garment())
-    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))[None]])).argmax()
-    with live_server(classifier) as url, sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tab(browser):
+    tab = browser.new_page()
+    yield tab
+    tab.close()
+
+
+@pytest.fixture
+def photos(tmp_path) -> tuple[Path, Path]:
+    """A garment picture and a text file given as a picture."""
+    picture, notes = tmp_path / "shirt.jpg", tmp_path / "notes.txt"
+    picture.write_bytes(jpeg_of_a_garment())
+    notes.write_text("not a picture")
+    return picture, notes
+
+
+def wait_for_error(tab) -> str:
+    tab.wait_for_function("document.getElementById('error').textContent !== ''", timeout=20_000)
+    return tab.text_content("#error")
+
+
+def test_the_page_in_a_browser_shows_the_prediction(classifier, tab, photos):
+    picture, _ = photos
+    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))[None]])).argmax()
+    with live_server(classifier) as url:
+        tab.goto(url)
+        tab.set_input_files("#file", str(picture))
+        tab.wait_for_selector(".bar", state="visible", timeout=20_000)
+        assert tab.text_content("#label") == CLASSES[expected]
+        assert tab.locator(".bar").count() == 10
+        assert tab.get_attribute("#seen", "src").startswith("data:image/png;base64,")
+
+
+def test_the_page_shows_an_error_without_the_last_answer(classifier, tab, photos):
+    picture, notes = photos
+    with live_server(classifier) as url:
+        tab.goto(url)
+        tab.set_input_files("#file", str(picture))
+        tab.wait_for_selector(".bar", state="visible", timeout=20_000)
+        tab.set_input_files("#file", str(notes))
+        assert wait_for_error(tab).startswith("notes.txt: not an image")
+        assert not tab.is_visible("#label") and not tab.is_visible("#seen")
+        assert tab.locator(".bar:visible").count() == 0
+
+
+def test_the_page_does_not_show_an_answer_that_comes_after_a_later_error(tab, photos):
+    """The model holds the first picture; a text file is given meanwhile, and its error is shown; the first
+    picture's answer, arriving after it, must not appear beside the error and the text file."""
+    picture, notes = photos
+    gate = Gate()
+    with live_server(Classifier(backend=gate, description="gate")) as url:
         try:
-            page = browser.new_page()
-            page.goto(url)
-            page.set_input_files("#file", str(picture))
-            page.wait_for_selector("#result", state="visible", timeout=20_000)
-            assert page.text_content("#label") == CLASSES[expected]
-            assert page.locator(".bar").count() == 10
-            assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
+            tab.goto(url)
+            tab.set_input_files("#file", str(picture))
+            assert gate.entered.wait(timeout=30)
+            tab.set_input_files("#file", str(notes))
+            assert wait_for_error(tab).startswith("notes.txt: not an image")
+            with tab.expect_response(lambda response: "/predict" in response.url) as late:
+                gate.release.set()
+            assert late.value.status == 200
+            late.value.finished()  # waits for its body too
         finally:
-            browser.close()
+            gate.release.set()
+        tab.evaluate("() => fetch('health').then(() => null)")  # a round trip through the page after it
+        assert not tab.is_visible("#label") and tab.text_content("#error").startswith("notes.txt")
+
+
+def test_the_page_says_when_the_server_cannot_be_reached(classifier, tab, photos):
+    picture, _ = photos
+    with live_server(classifier) as url:
+        tab.goto(url)
+    tab.set_input_files("#file", str(picture))
+    assert "could not be reached" in wait_for_error(tab)

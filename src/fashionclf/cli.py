@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -389,20 +390,40 @@ def predict(
 def serve(
     model: Annotated[Path, typer.Argument(help="A run directory or a model file this project wrote.")],
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
-    port: int = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on, 0 to 65535; 0 picks a free one.")] = 8000,
     max_mb: Annotated[float, typer.Option(help="Largest request accepted, in MB.")] = 10.0,
-    max_files: Annotated[int, typer.Option(min=1, help="Most pictures in one request.")] = 32,
+    max_files: Annotated[int, typer.Option(help="Most pictures in one request.")] = 32,
     max_megapixels: Annotated[float, typer.Option(help="Most pixels in one request's pictures, in millions.")] = 100.0,
     precision: Precision = "auto",
     preprocessing: Preprocessing = None,
 ) -> None:
     """Serve the model: POST /predict, GET /health, an upload page at /, the API's documentation at /docs."""
-    from fashionclf.inference import load_classifier
-    from fashionclf.serve import Limits
-    from fashionclf.serve import serve as run_server
+    from fashionclf.listener import listen, url
 
-    limits = Limits(bytes=int(max_mb * 1024 * 1024), files=max_files, pixels=int(max_megapixels * 1_000_000))
-    run_server(load_classifier(model, precision, preprocessing), host=host, port=port, limits=limits)
+    # Checked before anything slow is imported or loaded, so that a wrong value is told at once.
+    limits = dict(
+        bytes=_limit("--max-mb", max_mb, 1024 * 1024, "byte"),
+        files=_limit("--max-files", max_files, 1, "file"),
+        pixels=_limit("--max-megapixels", max_megapixels, 1_000_000, "pixel"),
+    )
+    with listen(host, port) as listener:
+        from fashionclf.inference import load_classifier
+        from fashionclf.serve import Limits
+        from fashionclf.serve import serve as run_server
+
+        classifier = load_classifier(model, precision, preprocessing)
+        print(f"serving on {url(listener)} (Ctrl-C stops it)", flush=True)
+        run_server(classifier, listener, Limits(**limits))
+
+
+def _limit(option: str, value: float, unit: int, name: str) -> int:
+    """A limit in whole units (bytes, files, pixels). A value under one unit would answer every request with 413,
+    and nan or inf is no limit a user meant: both are refused."""
+    if not math.isfinite(value) or value <= 0:
+        raise FashionClfError(f"{option}: {value:g} is not a positive finite number")
+    if value * unit < 1:
+        raise FashionClfError(f"{option}: {value:g} is less than one {name}")
+    return int(min(value * unit, sys.maxsize))  # the product of a finite value may still overflow to inf
 
 
 @app.command("models")

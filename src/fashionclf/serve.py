@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import queue
+import socket
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
+import h11
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fashionclf.errors import FashionClfError
 from fashionclf.inference import Classifier
@@ -78,6 +84,34 @@ class BodyLimit:
             return event
 
         await self.app(scope, counted, send)
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD answered wherever GET is, as HTTP asks and FastAPI's routes do not (they take only the
+    methods declared): routed as GET, so the headers are GET's; the server sends no body for a HEAD. A 405's Allow
+    header names HEAD wherever it names GET."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def answer(message):
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                message = {**message, "headers": [_with_head(name, value) for name, value in message["headers"]]}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"} if scope["method"] == "HEAD" else scope, receive, answer)
+
+
+def _with_head(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    methods = value.split(b", ")
+    if name == b"allow" and b"GET" in methods and b"HEAD" not in methods:
+        return name, value + b", HEAD"
+    return name, value
 
 
 class Batcher:
@@ -154,7 +188,8 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
     description = f"Classify clothing pictures into {len(classes)} classes: {', '.join(classes)}."
     app = FastAPIOffline(title="fashionclf", description=description, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.bytes)
-    _add_error_handlers(app)
+    app.add_middleware(HeadAsGet)
+    _add_error_handlers(app, limits)
     page = resources.files("fashionclf").joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -167,11 +202,11 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
         return {"status": "ok", "model": classifier.description, "classes": list(spec.classes),
                 "input": vars(spec.input)}  # fmt: skip
 
-    @app.post("/predict")
+    # The form parser stops at the file past the limit, before it is spooled (its default stops at 1,000 whatever
+    # the limit); the error handlers turn its 400 into a 413.
+    @app.post("/predict", form_limits={"max_files": limits.files})
     async def predict(files: list[UploadFile], top_k: int = Query(k, ge=1, le=10)) -> dict:
         """Top-k classes for each uploaded picture, and the image the model saw (base64 PNG)."""
-        if len(files) > limits.files:
-            raise RequestTooLarge(f"request holds {len(files)} files, over the limit of {limits.files}")
         uploads = [(upload.filename or "upload", await upload.read()) for upload in files]
         loop, input = asyncio.get_running_loop(), classifier.spec.input
         arrays = await loop.run_in_executor(decoders, prepare, uploads, input, limits.pixels)
@@ -187,7 +222,7 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
     return app
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, limits: Limits) -> None:
     """Every error as {"error": "..."}: the user's own (400), a limit (413), FastAPI's validation (422), HTTP's, and
     the server's own failures (500)."""
 
@@ -202,7 +237,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        # Starlette tells a form of too many files by its message alone; test_serve holds it to that wording.
+        if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):
+            return _error(413, f"request holds more files than the limit of {limits.files}")
+        return _error(exc.status_code, str(exc.detail), exc.headers)  # a 405's Allow, for one
 
     @app.exception_handler(Exception)
     async def server_fault(_request: Request, exc: Exception) -> JSONResponse:
@@ -210,11 +248,30 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(500, f"the server failed on this request ({type(exc).__name__})")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
-def serve(classifier: Classifier, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits()) -> None:
-    import uvicorn
+def serve(classifier: Classifier, listener: socket.socket, limits: Limits = Limits()) -> None:
+    """Serve on a socket from `listener.listen`, until Ctrl-C."""
+    server(create_app(classifier, limits)).run(sockets=[listener])
 
-    uvicorn.run(create_app(classifier, limits), host=host, port=port, log_level="info")
+
+def server(app: FastAPI) -> uvicorn.Server:
+    """uvicorn serving `app`, given its listening socket when run."""
+    return uvicorn.Server(uvicorn.Config(app, http=JsonBadRequest, log_level="info"))
+
+
+class JsonBadRequest(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11, what uvicorn runs without httptools), with the 400 that it sends itself,
+    for a request it cannot parse, in JSON like every other error. Such a request never reaches the app, and
+    uvicorn offers no setting for this answer: this overrides its send_400_response, and a raw-socket test in
+    test_serve holds it to that."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": msg}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]  # fmt: skip
+        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
