@@ -52,9 +52,10 @@ OWN_LAYERS = (Scale, ScaleInput, Standardise, Mirrored, AvgMaxPool, ViewsToPhoto
 # Seconds of timing runs per batch size, for the layers together and for the whole model: the seed's FashionCNN
 # gets every repeat in far less, EfficientNet-Lite0 at 4 x 18 views of 288 px would take minutes.
 TIMING_BUDGET_S = 20.0
-MIN_REPEATS = 3
+MIN_REPEATS = 1  # after the first call, which warms up
 ERF_IMAGES = 200  # images whose gradients are averaged into the effective receptive field,
-ERF_BUDGET = 2**24  # or fewer, to this many input values: 37 photos of 384 px (each four views through Lite0)
+ERF_BUDGET = 2**24  # or fewer, to this many input values: 37 photos of 384 px (each four views through Lite0),
+ERF_PASS_BUDGET = 2**21  # this many a backward pass (4 such photos): with 18 a pass, analyze peaked at 10 GB
 
 
 @dataclass(frozen=True)
@@ -489,7 +490,8 @@ def _save_to_run(run: RunDir, model: nn.Module, spec: ModelSpec, result: dict) -
     images = fmnist.to_float(evaluated.images[:count])
     result["effective_field_images"] = {"images": len(images), "split": split}
     layer = result["receptive_field"]["layer"]
-    erf, unit = effective_receptive_field(model, layer, images, large_batch(spec))
+    per_pass = max(1, ERF_PASS_BUDGET // evaluated.images[0].numel())
+    erf, unit = effective_receptive_field(model, layer, images, per_pass)
     figure = run.figures / "effective_receptive_field.png"
     with locked(run.root, "fashionclf analyze"):
         plots.effective_receptive_field(erf.numpy(), result["receptive_field"], unit, figure)

@@ -263,8 +263,11 @@ def report(run_dir: RunArg) -> None:
 def analyze(
     run_dir: Annotated[Path | None, typer.Argument(help="A trained run; omit it and give --model instead.")] = None,
     model: Annotated[str | None, typer.Option(help="Analyse an untrained registered model.")] = None,
-    batch_size: Annotated[int, typer.Option(help="The large batch for timing (batch 1 is always timed).")] = 256,
-    repeats: Annotated[int, typer.Option(help="Timed runs per layer, after warm-up.")] = 30,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="The large batch for timing (batch 1 is always timed); default: 256, fewer large inputs."),
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Timed runs per layer, after warm-up (fewer where slow).")] = 30,
     device: Device = "cpu",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
