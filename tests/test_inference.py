@@ -1,6 +1,7 @@
 """Classifying pictures from a run directory or a model file: folders, bad files, int8, and agreement with the model."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,15 +46,21 @@ def test_a_folder_run_classifies_the_good_files_and_lists_the_bad(tmp_path, untr
     (folder / "sub" / "b.webp").write_bytes(encode(garment_on_white(), "WEBP"))
     for name, (content, _) in bad_inputs().items():
         (folder / name).write_bytes(content)
-    result = fashionclf("predict", str(untrained_model), str(folder), "--json", "--top-k", "2",
-                        "--save-input", str(tmp_path / "seen"))  # fmt: skip
+    os.mkfifo(folder / "pipe.png")
+    os.mkfifo(tmp_path / "fifo.png")  # given by name, it was opened, and predict waited for a writer forever
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    result = fashionclf("predict", str(untrained_model), str(folder), str(tmp_path / "fifo.png"), "--json",
+                        "--top-k", "2", "--save-input", str(tmp_path / "seen"))  # fmt: skip
     assert result.returncode == 2
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(Path(line["file"]).name for line in lines) == ["a.jpg", "b.webp"]
     assert all(len(line["top_k"]) == 2 and line["top_k"][0]["probability"] >= line["top_k"][1]["probability"]
                for line in lines)  # fmt: skip
     errors = result.stderr.strip().splitlines()
-    assert len(errors) == len(bad_inputs()) and "Traceback" not in result.stderr
+    assert len(errors) == len(bad_inputs()) + 3 and "Traceback" not in result.stderr
+    assert f"fashionclf: error: {tmp_path / 'fifo.png'}: not a regular file (a FIFO)" in errors
+    assert f"fashionclf: error: {folder / 'pipe.png'}: not a regular file (a FIFO)" in errors
+    assert f"fashionclf: error: {folder / 'gone.png'}: broken symbolic link (to {tmp_path / 'deleted.png'})" in errors
     assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["a.png", "b.png"]
     assert Image.open(tmp_path / "seen" / "a.png").size == (28, 28)
 

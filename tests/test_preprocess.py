@@ -1,5 +1,6 @@
 """Pictures as users have them: formats, modes, orientation, bad files, limits, and what the model is shown."""
 
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fashionclf.errors import FashionClfError
-from fashionclf.preprocess import image_files, open_image, read_header, to_dataset_domain
+from fashionclf.preprocess import REACHED_AGAIN, image_files, open_image, read_header, to_dataset_domain
 
 from pictures import bad_inputs, encode, garment_on_white
 
@@ -88,6 +89,32 @@ def test_missing_paths_and_empty_folders_are_reported(tmp_path):
     assert problems == [
         (str(tmp_path / "nope.png"), "file does not exist"),
         (str(tmp_path / "empty"), "folder holds no files"),
+    ]
+
+
+def test_special_files_and_links_are_listed_with_their_reason_and_links_followed(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "linked.png").write_bytes(b"x")
+    folder = tmp_path / "pictures"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"x")
+    (folder / "sub" / "b.png").write_bytes(b"x")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "outside").symlink_to(outside)  # a folder of the user's elsewhere: followed
+    (folder / "again").symlink_to(folder / "sub")  # the same folder twice: its files would count twice
+    (folder / "sub" / "loop").symlink_to(folder)
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(tmp_path / "fifo")
+    files, problems = image_files([folder, tmp_path / "fifo", "/dev/null"])
+    assert files == [folder / "a.png", folder / "outside" / "linked.png", folder / "sub" / "b.png"]
+    assert problems == [
+        (str(folder / "again"), REACHED_AGAIN),
+        (str(folder / "gone.png"), f"broken symbolic link (to {tmp_path / 'deleted.png'})"),
+        (str(folder / "pipe.png"), "not a regular file (a FIFO)"),
+        (str(folder / "sub" / "loop"), REACHED_AGAIN),
+        (str(tmp_path / "fifo"), "not a regular file (a FIFO)"),
+        ("/dev/null", "not a regular file (a character device)"),
     ]
 
 

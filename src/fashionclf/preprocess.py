@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -283,20 +285,107 @@ def to_picture(array: np.ndarray) -> Image.Image:
 
 
 def image_files(inputs: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files to classify (a folder's files, recursively, sorted) and the inputs that name nothing usable."""
+    """Files to classify (a folder's files, recursively, sorted; see `folder_files`) and the inputs that name
+    nothing usable, with the reason."""
     files, problems = [], []
-    for item in inputs:
-        item = Path(item)
+    for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not found:
+            (found,), skipped = folder_files([item])
+            if not found and not skipped:
                 problems.append((str(item), "folder holds no files"))
             files.extend(found)
-        elif item.exists():
-            files.append(item)
+            problems.extend(skipped)
+        elif problem := not_a_file(item):
+            problems.append((str(item), problem))
         else:
-            problems.append((str(item), "file does not exist"))
+            files.append(item)
     return files, problems
+
+
+FolderId = tuple[int, int]  # (device, inode): one folder, whatever path leads to it
+REACHED_AGAIN = "a folder already included, reached again through a symbolic link"
+
+
+def folder_files(
+    roots: Sequence[Path], walked: set[FolderId] | None = None
+) -> tuple[list[list[Path]], list[tuple[str, str]]]:
+    """The regular files below each root, sorted, hidden files and folders left out, and what was skipped, with the
+    reason: broken links, special files (see `not_a_file`), and folders reached a second time. Symbolic links are
+    followed wherever they point, as the user made them, but every folder is walked once: the roots' own trees first,
+    then the links in them, so that a link loop ends and a link to a folder already included (another root, or the
+    roots' own sub-folders) does not count its files twice. `walked` holds folders not to walk (the other folders of
+    a photo layout)."""
+    walked = set() if walked is None else walked
+    trees = [_real_tree(root, walked) for root in roots]
+    skipped = [problem for _, _, left_out in trees for problem in left_out]
+    files_of_roots = []
+    for files, links, _ in trees:
+        while links:
+            link = links.pop(0)
+            if folder_id(link) in walked:
+                skipped.append((str(link), REACHED_AGAIN))
+                continue
+            more_files, more_links, left_out = _real_tree(link, walked)
+            files += more_files
+            links += more_links
+            skipped += left_out
+        files_of_roots.append(sorted(files))
+    return files_of_roots, sorted(skipped)
+
+
+def _real_tree(root: Path, walked: set[FolderId]) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """The files below `root` reached without following a link to a folder, those links, and what was skipped; the
+    folders walked are added to `walked`."""
+    walked.add(folder_id(root))
+    files: list[Path] = []
+    links: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append((str(exc.filename), f"cannot be read ({exc.strerror})"))
+
+    for here, folders, names in os.walk(root, onerror=unreadable):
+        kept = []
+        for path in sorted(Path(here, name) for name in folders if not name.startswith(".")):
+            if path.is_symlink():
+                links.append(path)
+            elif folder_id(path) in walked:  # a folder of another root, inside a tree reached through a link
+                skipped.append((str(path), REACHED_AGAIN))
+            else:
+                walked.add(folder_id(path))
+                kept.append(path.name)
+        folders[:] = kept  # os.walk descends into these alone
+        for path in (Path(here, name) for name in names if not name.startswith(".")):
+            if problem := not_a_file(path):
+                skipped.append((str(path), problem))
+            else:
+                files.append(path)
+    return files, links, skipped
+
+
+def folder_id(folder: Path) -> FolderId:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
+
+
+_SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}  # fmt: skip
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path` is not a file to read, found without opening it (a FIFO or a device would wait forever to be
+    read), or None for a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "file does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image"
+    return f"not a regular file ({_SPECIAL.get(stat.S_IFMT(mode), 'a special file')})"
 
 
 def png_bytes(array: np.ndarray) -> bytes:
