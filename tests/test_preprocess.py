@@ -1,6 +1,7 @@
 """Pictures as users have them: formats, modes, orientation, bad files, limits, and what the model is shown."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,14 @@ import pytest
 from PIL import Image
 
 from fashionclf.errors import FashionClfError
-from fashionclf.preprocess import REACHED_AGAIN, image_files, open_image, read_header, to_dataset_domain
+from fashionclf.preprocess import (
+    REACHED_AGAIN,
+    InputFormat,
+    image_files,
+    open_image,
+    read_header,
+    to_dataset_domain,
+)
 
 from pictures import bad_inputs, encode, garment_on_white
 
@@ -51,6 +59,34 @@ def test_every_format_and_mode_gives_the_same_picture(variant):
     }[variant]
     decoded = to_dataset_domain(open_image(encode(image, fmt), f"x.{variant}"))
     assert np.abs(decoded.astype(int) - reference.astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize(
+    ("levels", "scale"), [("float in [0, 1]", 1 / 255), ("float in [0, 255]", 1), ("16-bit", 257), ("32-bit", 257)]
+)
+@pytest.mark.parametrize("preprocessing", ["fashion-mnist", "garment", "photo"])
+def test_float_and_16_bit_pictures_are_read_by_their_levels(levels, scale, preprocessing):
+    """A float TIFF in [0, 1] reached the model as a black picture, a 16-bit one a white picture for photo models."""
+    eight_bit = garment_on_white()
+    values = np.asarray(eight_bit).astype(np.float32 if levels.startswith("float") else np.int32) * scale
+    twin = open_image(encode(Image.fromarray(values.astype(np.uint16) if levels == "16-bit" else values), "TIFF"), "x")
+    assert twin.mode == "F"
+    format = InputFormat(preprocessing, 3, 32) if preprocessing == "photo" else InputFormat(preprocessing)
+    assert np.array_equal(format.prepare(twin), format.prepare(eight_bit))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.full((20, 20), -0.5, np.float32), "pixel values from -0.5 to -0.5, in no range of levels ([0, 1], "),
+        (np.full((20, 20), 7e4, np.float32), "pixel values from 70000 to 70000, in no range of levels ([0, 1], [0, "),
+        (np.full((20, 20), np.nan, np.float32), "pixel values that are not numbers (NaN or infinite)"),
+        (np.full((20, 20), 70_000, np.int32), "pixel values from 70000 to 70000, in no range of levels ([0, 255], "),
+    ],
+)
+def test_levels_that_fit_no_range_are_refused(values, message):
+    with pytest.raises(FashionClfError, match=f"^odd.tif: {re.escape(message)}"):
+        open_image(encode(Image.fromarray(values), "TIFF"), "odd.tif")
 
 
 def test_transparency_counts_as_a_white_background():

@@ -9,7 +9,7 @@ decoded picture itself: at most 4 bytes a pixel, 200 MB at the pixel limit.
 Fashion-MNIST images are a light garment centred on a black background, 28x28, the object's longest side filling
 the frame (measured on the test set: the longest side of every object's bounding box is 28 px; Zalando resized the
 longest edge to 28). A photo is none of that, so `to_dataset_domain` brings it there:
-1. grayscale in [0, 1] (8- or 16-bit, colour, CMYK, palette; transparency composited on white);
+1. grayscale in [0, 1] (8-bit, 16-bit or float levels, colour, CMYK, palette; transparency composited on white);
 2. a light background (the median of the border) is inverted to dark, and the background level is subtracted;
 3. crop to the object, pad to a square (keeping the aspect ratio), resize to 28x28; an object that already spans
    the picture keeps its place in it.
@@ -46,15 +46,16 @@ _ORIENTATION = 0x0112  # the EXIF tag
 
 
 def open_image(source: Path | bytes, name: str) -> Image.Image:
-    """Decode one picture (first frame, EXIF orientation applied, longest side at most WORK_SIDE); FashionClfError
-    naming `name` if it cannot be, or if it is outside the limits."""
+    """Decode one picture (first frame, EXIF orientation applied, longest side at most WORK_SIDE, 16-bit and float
+    levels as float levels in [0, 1]); FashionClfError naming `name` if it cannot be, or if it is outside the
+    limits."""
     with _decoding(source, name) as image:
         check_size(image.size, name)
         image.seek(0)
         orientation = image.getexif().get(_ORIENTATION, 1)
         image.draft(None, (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale where that still suffices
         image.load()
-        image = _shrunk(image)
+        image = _levels(_shrunk(image), name)
     image.getexif()[_ORIENTATION] = orientation  # shrinking made a new image; its orientation is the file's
     return ImageOps.exif_transpose(image)
 
@@ -125,16 +126,39 @@ def _shrunk(image: Image.Image) -> Image.Image:
     return image.reduce(factor) if factor > 1 else image
 
 
+# The full scales of a picture's levels, smallest first: a float picture's are in [0, 1], or 8- or 16-bit levels; an
+# integer one's (16- or 32-bit) are 16-bit levels, or 8-bit ones stored in 16 bits.
+FULL_SCALES = {"F": (1.0, 255.0, 65535.0), "I": (255.0, 65535.0)}
+
+
+def _levels(image: Image.Image, name: str) -> Image.Image:
+    """16-bit, 32-bit and float pictures as float levels in [0, 1] (mode F), scaled by the smallest full scale that
+    holds their values; Pillow's own conversions read every value as an 8-bit level, so a float picture in [0, 1]
+    became black and a 16-bit one white. Values that fit no scale are refused, not guessed at."""
+    if image.mode not in FULL_SCALES:
+        return image
+    values = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise FashionClfError(f"{name}: pixel values that are not numbers (NaN or infinite)")
+    low, high = float(values.min()), float(values.max())
+    scale = next((full for full in FULL_SCALES[image.mode] if low >= 0 and high <= full), None)
+    if scale is None:
+        ranges = ", ".join(f"[0, {full:g}]" for full in FULL_SCALES[image.mode])
+        raise FashionClfError(f"{name}: pixel values from {low:g} to {high:g}, in no range of levels ({ranges})")
+    return Image.fromarray(values / scale)
+
+
 def grayscale(image: Image.Image) -> np.ndarray:
     """float32 (H, W) in [0, 1]; transparency composited on white, as a product cut-out is shown on a page."""
-    if image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float32)
-        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0, 1)
+    if image.mode == "F":  # levels in [0, 1] already (open_image)
+        return np.asarray(image, dtype=np.float32)
     return np.asarray(on_white(image).convert("L"), dtype=np.float32) / 255.0
 
 
 def on_white(image: Image.Image) -> Image.Image:
     """The picture in RGB, transparency composited on white, as a product cut-out is shown on a page."""
+    if image.mode == "F":  # levels in [0, 1] (open_image), which Pillow's conversion would read as 0-255
+        image = Image.fromarray(np.round(np.asarray(image) * 255).astype(np.uint8))
     if image.mode in ("PA", "LA", "RGBA", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -156,18 +180,10 @@ def garment_in_domain(image: Image.Image) -> np.ndarray:
     if _in_domain(gray):
         return np.round(gray * 255).astype(np.uint8)
     if not garment.has_plain_background(gray):
-        found = garment.segmented(_colour(image, gray), FASHION_MNIST_SIDE)
+        found = garment.segmented(on_white(image), FASHION_MNIST_SIDE)
         if found is not None:
             return found
     return _framed_object(gray)
-
-
-def _colour(image: Image.Image, gray: np.ndarray) -> Image.Image:
-    """The picture in RGB for segmentation; 16-bit and float pictures from their levels in `gray`, which a
-    conversion to RGB would clip to white."""
-    if image.mode in ("I", "F"):
-        return Image.fromarray(np.round(gray * 255).astype(np.uint8)).convert("RGB")
-    return on_white(image)
 
 
 def _in_domain(gray: np.ndarray) -> bool:
