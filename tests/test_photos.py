@@ -130,6 +130,20 @@ def test_a_folder_without_splits_gets_a_seeded_stratified_test_hold_out(tmp_path
     assert torch.equal(again.test.images, data.test.images)
 
 
+@pytest.mark.parametrize("per_class", [1, 4])
+def test_a_folder_too_small_to_hold_out_a_test_split_says_how_many_photos_a_class_needs(tmp_path, per_class):
+    """One photo per class failed with scikit-learn's "test_size=0 should be ..." message."""
+    images, labels = colour_photos(3 * per_class, 3)
+    write_photo_folder(tmp_path / "photos", images, labels, names=lambda k: f"class{k}")
+    message = (
+        f"{tmp_path / 'photos'}: {3 * per_class} photos in 3 classes, too few to hold out a fifth as a test split with "
+        f"one of each class (the smallest class has {per_class}); give every class at least 5 photos, and 7 to hold "
+        "out a validation split too"
+    )
+    with pytest.raises(FashionClfError, match=f"^{re.escape(message)}$"):
+        read_photo_dataset(tmp_path / "photos", SMALL_RGB, cache_dir=tmp_path / "cache")
+
+
 def test_fashion_mnist_class_names_keep_fashion_mnists_classes(tmp_path):
     images = np.zeros((20, 1, 28, 28), dtype=np.uint8)
     images[:, :, 5:20, 5:20] = np.arange(20, dtype=np.uint8)[:, None, None, None] * 10

@@ -54,7 +54,7 @@ def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None 
         origins[name] = f"{name}/ of {folder.name} ({len(splits[name]):,} photos)"
         _check_every_class_read(folder / name if name != "all" else folder, classes, label_of, splits[name])
     if "all" in splits:  # no split folders: the test split is held out here, the same for every run
-        splits["train"], splits["test"], origins = split_off_test(splits.pop("all"), folder.name, "photos")
+        splits["train"], splits["test"], origins = split_off_test(splits.pop("all"), folder, "photos")
     return Dataset(
         train=splits["train"],
         test=splits.get("test"),

@@ -75,7 +75,7 @@ def _csv_pair(path: Path) -> Dataset:
 
 
 def _single_csv(path: Path) -> Dataset:
-    train, test, origins = split_off_test(read_csv(path), path.name)
+    train, test, origins = split_off_test(read_csv(path), path)
     return Dataset(train, test, path, "csv", {path.name: file_sha256(path)}, origins)
 
 
