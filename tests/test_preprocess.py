@@ -1,13 +1,16 @@
 """Pictures as users have them: formats, modes, orientation, bad files, limits, and what the model is shown."""
 
+import functools
+import operator
 import os
 import re
+import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 
 from fashionclf.errors import FashionClfError
 from fashionclf.preprocess import (
@@ -116,6 +119,20 @@ def test_bad_images_are_refused_with_their_name(name):
     content, message = bad_inputs()[name]
     with pytest.raises(FashionClfError, match=f"^{name}: .*{message}"):
         open_image(content, name)
+
+
+def test_formats_pillow_cannot_decode_here_are_named_as_not_supported(monkeypatch):
+    """EPS said "truncated or corrupt image (Unable to locate Ghostscript on paths)", as if the file were damaged."""
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: False)  # as where Ghostscript is not installed
+    eps = encode(garment_on_white(), "EPS")
+    with pytest.raises(FashionClfError, match=re.escape("a.eps: format not supported (EPS, which Pillow draws with "
+                                                        "Ghostscript, not installed here)")):  # fmt: skip
+        open_image(eps, "a.eps")
+    header = struct.pack("<LHhhhhHL", 0x9AC6CDD7, 0, 0, 0, 1000, 1000, 1440, 0)  # a placeable Windows metafile
+    checksum = functools.reduce(operator.xor, struct.unpack("<10H", header))
+    wmf = header + struct.pack("<H", checksum) + b"\x01\x00\x09\x00\x00\x03" + bytes(40)
+    with pytest.raises(FashionClfError, match=re.escape("a.wmf: format not supported (WMF, which Pillow recognises")):
+        open_image(wmf, "a.wmf")
 
 
 def test_missing_paths_and_empty_folders_are_reported(tmp_path):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import EpsImagePlugin, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from fashionclf import garment
 from fashionclf.errors import FashionClfError
@@ -73,6 +73,8 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
         raise FashionClfError(f"{name}: empty file")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as image:
+            if why := _unsupported(image):
+                raise FashionClfError(f"{name}: format not supported ({why})")
             yield image
     except FashionClfError:
         raise
@@ -88,6 +90,16 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
         raise FashionClfError(f"{name}: not an image (no format Pillow reads)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise FashionClfError(f"{name}: truncated or corrupt image ({exc})") from None
+
+
+def _unsupported(image: Image.Image) -> str | None:
+    """Why Pillow recognises the picture's format but cannot decode it on this machine, or None: its decoding error
+    ("Unable to locate Ghostscript", "cannot find loader") would read as a corrupt file."""
+    if image.format == "EPS" and not EpsImagePlugin.has_ghostscript():
+        return "EPS, which Pillow draws with Ghostscript, not installed here"
+    if isinstance(image, ImageFile.StubImageFile) and image._handler is None:
+        return f"{image.format}, which Pillow recognises but cannot decode here"
+    return None
 
 
 def _empty(path: Path) -> bool:
