@@ -65,6 +65,72 @@ def test_a_folder_run_classifies_the_good_files_and_lists_the_bad(tmp_path, untr
     assert Image.open(tmp_path / "seen" / "a.png").size == (28, 28)
 
 
+@pytest.fixture
+def three_pictures(tmp_path) -> Path:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.png").write_bytes(encode(garment_on_white(), "PNG"))
+    return folder
+
+
+# The disk fills up after the first picture's model input; a real full disk needs a file system of its own.
+FULL_AFTER_ONE = """
+import errno, os, sys
+from PIL import Image
+
+def save(self, *args, saved=[], real=Image.Image.save, **kwargs):
+    if saved:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    saved.append(real(self, *args, **kwargs))
+
+Image.Image.save = save
+from fashionclf.cli import main
+main()
+"""
+
+
+def test_a_disk_filling_up_under_save_input_stops_predict_with_what_was_done_kept_and_said(
+    tmp_path, untrained_model, three_pictures
+):
+    seen = tmp_path / "seen"
+    result = subprocess.run([sys.executable, "-c", FULL_AFTER_ONE, "predict", str(untrained_model),
+                             str(three_pictures), "--save-input", str(seen)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    printed = [line.split(": ")[0] for line in result.stdout.splitlines()]
+    assert printed == [str(three_pictures / "a.png"), str(three_pictures / "b.png")]
+    assert result.stderr == (
+        f"fashionclf: error: {seen / 'b.png'}: cannot write (no space left on the device); predict stopped after 2 "
+        "of 3 pictures\n"
+    )
+    assert [p.name for p in seen.iterdir()] == ["a.png"]  # kept, and no half-written file beside it
+
+
+def test_save_input_onto_a_file_is_one_line(tmp_path, untrained_model, three_pictures):
+    (tmp_path / "seen").write_text("a file")
+    result = fashionclf("predict", str(untrained_model), str(three_pictures), "--save-input", str(tmp_path / "seen"))
+    assert result.returncode == 2 and len(result.stdout.splitlines()) == 1
+    assert result.stderr == (
+        f"fashionclf: error: {tmp_path / 'seen'}: cannot write (exists and is not a folder); predict stopped after 1 "
+        "of 3 pictures\n"
+    )
+
+
+def test_a_reader_that_stops_reading_stops_predict_with_one_line(untrained_model, three_pictures):
+    """As `fashionclf predict ... --json | head -1` does once it has its line; the reader here stops before any."""
+    reader, writer = os.pipe()
+    os.close(reader)  # before predict starts: its first line finds the pipe broken, whatever the timing
+    command = [sys.executable, "-m", "fashionclf", "predict", str(untrained_model), str(three_pictures), "--json"]
+    result = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(writer)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "fashionclf: error: stdout: cannot write (broken pipe: the program reading it stopped); predict stopped "
+        "after 0 of 3 pictures\n"
+    )
+
+
 def test_predict_refuses_a_missing_model(tmp_path):
     result = fashionclf("predict", str(tmp_path / "nope"), str(tmp_path))
     assert result.returncode == 2

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fashionclf.data import CLASSES, Dataset, Split, default_cache_dir, split_off_test
 from fashionclf.errors import FashionClfError
-from fashionclf.files import file_sha256
+from fashionclf.files import file_sha256, writing
 from fashionclf.preprocess import InputFormat, folder_files, folder_id, not_a_file, open_image
 
 CACHE_VERSION = 4  # part of every cache key: bump it when decoding or preprocessing changes
@@ -210,21 +210,22 @@ def _digests(paths: list[Path]) -> list[str]:
 
 def _build(entry: Path, labelled: list[tuple[Path, int]], input: InputFormat, what: str) -> None:
     """Decode every photo into a raw uint8 file beside an index; written under a temporary name and renamed, so a
-    cache entry is whole or absent."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
+    cache entry is whole or absent. A full or read-only disk is one error naming the entry."""
     building = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir()
-    try:
-        with (building / "images.u8").open("wb") as out:
-            labels, skipped = _decode_into(out, labelled, input, what)
-        np.save(building / "labels.npy", np.array(labels, dtype=np.int64))
-        index = {"photos": len(labels), "shape": list(input_shape(input)), "skipped": skipped}
-        (building / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-        os.replace(building, entry)
-    except BaseException:
+    with writing(entry):
+        entry.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(building, ignore_errors=True)
-        raise
+        building.mkdir()
+        try:
+            with (building / "images.u8").open("wb") as out:
+                labels, skipped = _decode_into(out, labelled, input, what)
+            np.save(building / "labels.npy", np.array(labels, dtype=np.int64))
+            index = {"photos": len(labels), "shape": list(input_shape(input)), "skipped": skipped}
+            (building / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+            os.replace(building, entry)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
 
 
 def _decode_into(out, labelled: list[tuple[Path, int]], input: InputFormat, what: str) -> tuple[list[int], list[str]]:
