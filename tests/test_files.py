@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fashionclf.errors import FashionClfError
-from fashionclf.files import CheckedStdout, atomic_write, file_sha256
+from fashionclf.files import CheckedStdout, atomic_write, file_sha256, one_line
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
@@ -105,3 +105,8 @@ def test_stdout_that_cannot_be_written_is_one_error_and_the_exit_flush_finds_not
     with os.fdopen(writer, "w") as pipe:
         with pytest.raises(FashionClfError, match=r"^stdout: cannot write \(broken pipe: the program reading it"):
             CheckedStdout(pipe).write("a result\n")
+
+
+def test_text_is_kept_on_one_line_with_its_control_characters_escaped():
+    assert one_line("two\nlines\r\tand \x1b[31mred\u2028.png") == r"two\nlines\r\tand \x1b[31mred\u2028.png"
+    assert one_line("été/C:\\chemise 👕.png") == "été/C:\\chemise 👕.png"  # the rest as it is

@@ -131,6 +131,19 @@ def test_a_reader_that_stops_reading_stops_predict_with_one_line(untrained_model
     )
 
 
+def test_a_file_name_with_a_newline_stays_on_its_line(tmp_path, untrained_model):
+    """A newline in a file name split predict's line in two; JSON output escapes it already."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "two\nlines.png").write_bytes(encode(garment_on_white(), "PNG"))
+    (folder / "red\x1b[31m.png").write_bytes(b"not a picture")
+    result = fashionclf("predict", str(untrained_model), str(folder))
+    assert result.returncode == 2
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{folder}/two\\nlines.png: ")
+    assert result.stderr == f"fashionclf: error: {folder}/red\\x1b[31m.png: not an image (no format Pillow reads)\n"
+
+
 def test_predict_refuses_a_missing_model(tmp_path):
     result = fashionclf("predict", str(tmp_path / "nope"), str(tmp_path))
     assert result.returncode == 2

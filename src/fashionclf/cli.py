@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fashionclf.errors import FashionClfError, FashionClfWarning
-from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, write_error
+from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, one_line, write_error
 
 if TYPE_CHECKING:
     from fashionclf.inference import Prediction  # imports torch: only where a command needs it
@@ -392,12 +392,17 @@ def predict(
 
 def _result_line(result: Prediction) -> str:
     labels = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in result.top)
-    return f"{result.name}: {labels}"
+    return f"{one_line(result.name)}: {labels}"
 
 
 def _print_problems(problems: list[tuple[str, str]]) -> None:
     for name, problem in problems:
-        print(f"fashionclf: error: {name}: {problem}", file=sys.stderr)
+        _print_error(f"{name}: {problem}")
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr, whatever the message holds: a file name with a newline in it cannot split it."""
+    print(f"fashionclf: error: {one_line(message)}", file=sys.stderr)
 
 
 @app.command()
@@ -442,16 +447,16 @@ def main() -> None:
     try:
         app()
     except FashionClfError as exc:
-        print(f"fashionclf: error: {exc}", file=sys.stderr)
+        _print_error(str(exc))
         sys.exit(2)
     except MemoryError:
-        print("fashionclf: error: not enough memory for this input", file=sys.stderr)
+        _print_error("not enough memory for this input")
         sys.exit(2)
     except OSError as exc:
         if exc.errno not in STORAGE_PROBLEMS:
             raise
         # A write that does not go through files.writing (train.py's log lines): one line as well.
-        print(f"fashionclf: error: {write_error(exc.filename or 'a file', exc)}", file=sys.stderr)
+        _print_error(str(write_error(exc.filename or "a file", exc)))
         sys.exit(2)
 
 
@@ -484,6 +489,6 @@ def _quiet_third_parties() -> None:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, FashionClfWarning):
-        print(f"fashionclf: warning: {message}", file=sys.stderr)
+        print(f"fashionclf: warning: {one_line(str(message))}", file=sys.stderr)
     else:
         _third_party_warning(message, category, filename, lineno, file, line)

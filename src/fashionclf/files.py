@@ -1,5 +1,5 @@
-"""What fashionclf writes: files whole or not at all, their content hashes, and one message for a write that fails,
-to a file or to stdout."""
+"""What fashionclf writes: files whole or not at all, their content hashes, one message for a write that fails (to a
+file or to stdout), and text kept on one line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,3 +121,9 @@ class CheckedStdout:
             os.dup2(devnull, self._stream.fileno())
             os.close(devnull)
             raise write_error("stdout", exc) from None
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters and line separators escaped as Python writes them (a newline as \\n, ESC
+    as \\x1b), so that a file name can neither split a line of output nor move the terminal's cursor."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fashionclf.data import CLASSES, Dataset, Split, default_cache_dir, split_off_test
 from fashionclf.errors import FashionClfError
-from fashionclf.files import file_sha256, writing
+from fashionclf.files import file_sha256, one_line, writing
 from fashionclf.preprocess import InputFormat, folder_files, folder_id, not_a_file, open_image
 
 CACHE_VERSION = 4  # part of every cache key: bump it when decoding or preprocessing changes
@@ -45,7 +45,7 @@ def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None 
     folder = Path(folder)
     layout, skipped = photo_layout(folder)
     for path, problem in skipped:
-        tqdm.write(f"skipped {path}: {problem}", file=sys.stderr)
+        tqdm.write(one_line(f"skipped {path}: {problem}"), file=sys.stderr)
     classes, label_of = class_names(folder, layout)
     splits, keys, origins = {}, {}, {}
     for name, class_files in layout.items():
@@ -266,7 +266,7 @@ def _decoded(input: InputFormat):
 def _load(entry: Path, input: InputFormat, what: str) -> Split:
     index = json.loads((entry / "index.json").read_text(encoding="utf-8"))
     for problem in index["skipped"]:
-        tqdm.write(f"skipped {problem}", file=sys.stderr)
+        tqdm.write(one_line(f"skipped {problem}"), file=sys.stderr)
     if not index["photos"]:
         raise FashionClfError(f"{what}: no readable photos")
     shape = (index["photos"], *input_shape(input))
