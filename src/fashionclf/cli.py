@@ -382,7 +382,7 @@ def predict(
                 printed += 1
                 if save_input is not None:
                     save_model_input(result, save_input)
-    except FashionClfError as exc:  # a write that failed: what was done is printed, and where it stopped is said
+    except FashionClfError as exc:  # a write that failed: what was done is printed above, where it stopped is said
         _print_problems(problems)
         raise FashionClfError(f"{exc}; predict stopped after {printed} of {len(files)} pictures") from None
     _print_problems(problems)

@@ -401,8 +401,8 @@ _SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_I
 
 
 def not_a_file(path: Path) -> str | None:
-    """Why `path` is not a file to read, found without opening it (a FIFO or a device would wait forever to be
-    read), or None for a regular file."""
+    """Why `path`, which is not a folder, is not a file to read, found without opening it (a FIFO or a device would
+    wait forever to be read), or None for a regular file."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -411,8 +411,6 @@ def not_a_file(path: Path) -> str | None:
         return f"cannot be read ({exc.strerror})"
     if stat.S_ISREG(mode):
         return None
-    if stat.S_ISDIR(mode):
-        return "is a folder, not an image"
     return f"not a regular file ({_SPECIAL.get(stat.S_IFMT(mode), 'a special file')})"
 
 

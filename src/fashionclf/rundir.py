@@ -135,7 +135,7 @@ def locked(root: Path, holder: str) -> Iterator[None]:
         finally:
             _held[root] -= 1
         return
-    with writing(root):  # a read-only run, or --out naming a file: said here, before any work is done
+    with writing(root):  # a read-only run, or --out naming a file: one line naming the run
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
