@@ -146,6 +146,9 @@ def test_the_line_of_a_bad_cell_counts_blank_lines_as_an_editor_does(tmp_path):
     path.write_text("\n".join([CSV_HEADER, GOOD_ROW, "", GOOD_ROW, "   ", "", "," * 784, GOOD_ROW, bad_row]) + "\n")
     with pytest.raises(FashionClfError, match="line 9: pixel401 'dark' is not an integer"):
         read_csv(path)
+    path.write_text("\n".join([CSV_HEADER, "", GOOD_ROW, "", GOOD_ROW + ",7"]) + "\n")
+    with pytest.raises(FashionClfError, match="line 5: 786 columns, expected 785"):
+        read_csv(path)
     path.write_text("\n".join([CSV_HEADER, "", GOOD_ROW, "", GOOD_ROW, ""]) + "\n")
     assert len(read_csv(path)) == 2  # blank lines, of nothing, spaces or commas, are no rows
 
