@@ -130,6 +130,47 @@ def test_a_run_directory_in_use_is_refused_with_its_holder(held_run):
     assert_one_line_error(result, f"{run}: in use by fashionclf train (pid {holder.pid} on ")
 
 
+def test_an_out_folder_that_is_a_file_is_refused_before_training(tmp_path):
+    (tmp_path / "notes").write_text("a file")
+    result = fashionclf("train", "--out", str(tmp_path / "notes"), "--device", "cpu")
+    assert_one_line_error(result, f"{tmp_path / 'notes'}: cannot write (exists and is not a folder)")
+
+
+def test_stdout_on_a_full_disk_is_one_line_not_a_traceback():
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "fashionclf", "models"], stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=120)  # fmt: skip
+    assert_one_line_error(result, "fashionclf: error: stdout: cannot write (no space left on the device)")
+
+
+# A full disk found by a write that does not go through fashionclf.files (train.py appends to train.log).
+FULL_LOG = """
+import errno, os, sys
+from pathlib import Path
+
+def full_for_the_log(self, *args, opened=Path.open, **kwargs):
+    if self.name == "train.log":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return opened(self, *args, **kwargs)
+
+Path.open = full_for_the_log
+from fashionclf.cli import main
+main()
+"""
+
+
+def test_any_write_on_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    write_csv(tmp_path / "data.csv", synthetic_split(200, seed=0))
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_LOG, "train", "--out", str(run), "--data", str(tmp_path / "data.csv"),
+         "--device", "cpu", "--epochs", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert_one_line_error(result, f"fashionclf: error: {run / 'train.log'}: cannot write (no space left on the device)")
+    assert (run / "config.json").is_file()  # what was written before stays
+
+
 def test_predict_with_a_corrupted_onnx_model(tmp_path):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not a protobuf at all")

@@ -266,8 +266,13 @@ def test_split_validation_is_stratified_disjoint_and_seeded():
 
 def test_a_validation_set_smaller_than_the_class_count_is_a_user_error():
     split = Split(images=torch.zeros(100, 28, 28, dtype=torch.uint8), labels=torch.arange(100) % 10)
-    with pytest.raises(FashionClfError, match="validation size 5"):
+    with pytest.raises(
+        FashionClfError, match=r"^validation size 5: .* each of the 10 classes .*, so 10 to 90 held out"
+    ):
         fmnist.hold_out(split, size=5)
+    single = Split(images=split.images[:11], labels=torch.tensor([0] * 10 + [1]))
+    with pytest.raises(FashionClfError, match=r"at least 2 images in every class \(the smallest has 1\)$"):
+        fmnist.hold_out(single, size=2)
 
 
 def test_batches_cover_every_image_once_and_keep_the_last_partial_batch():

@@ -33,7 +33,7 @@ def test_a_cluttered_background_is_removed():
 def test_a_16_bit_photo_is_segmented_as_its_8_bit_twin():
     gray = np.asarray(shirt_on_planks().convert("L"))
     sixteen = open_image(encode(Image.fromarray(gray.astype(np.uint16) * 257), "PNG"), "shirt16.png")
-    assert sixteen.mode == "I"
+    assert sixteen.mode == "F"  # its levels, in [0, 1]
     assert np.array_equal(GARMENT.prepare(sixteen), GARMENT.prepare(Image.fromarray(gray)))
 
 

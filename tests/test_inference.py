@@ -1,6 +1,7 @@
 """Classifying pictures from a run directory or a model file: folders, bad files, int8, and agreement with the model."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,17 +46,102 @@ def test_a_folder_run_classifies_the_good_files_and_lists_the_bad(tmp_path, untr
     (folder / "sub" / "b.webp").write_bytes(encode(garment_on_white(), "WEBP"))
     for name, (content, _) in bad_inputs().items():
         (folder / name).write_bytes(content)
-    result = fashionclf("predict", str(untrained_model), str(folder), "--json", "--top-k", "2",
-                        "--save-input", str(tmp_path / "seen"))  # fmt: skip
+    os.mkfifo(folder / "pipe.png")
+    os.mkfifo(tmp_path / "fifo.png")  # given by name, it was opened, and predict waited for a writer forever
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    result = fashionclf("predict", str(untrained_model), str(folder), str(tmp_path / "fifo.png"), "--json",
+                        "--top-k", "2", "--save-input", str(tmp_path / "seen"))  # fmt: skip
     assert result.returncode == 2
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(Path(line["file"]).name for line in lines) == ["a.jpg", "b.webp"]
     assert all(len(line["top_k"]) == 2 and line["top_k"][0]["probability"] >= line["top_k"][1]["probability"]
                for line in lines)  # fmt: skip
     errors = result.stderr.strip().splitlines()
-    assert len(errors) == len(bad_inputs()) and "Traceback" not in result.stderr
+    assert len(errors) == len(bad_inputs()) + 3 and "Traceback" not in result.stderr
+    assert f"fashionclf: error: {tmp_path / 'fifo.png'}: not a regular file (a FIFO)" in errors
+    assert f"fashionclf: error: {folder / 'pipe.png'}: not a regular file (a FIFO)" in errors
+    assert f"fashionclf: error: {folder / 'gone.png'}: broken symbolic link (to {tmp_path / 'deleted.png'})" in errors
     assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["a.png", "b.png"]
     assert Image.open(tmp_path / "seen" / "a.png").size == (28, 28)
+
+
+@pytest.fixture
+def three_pictures(tmp_path) -> Path:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.png").write_bytes(encode(garment_on_white(), "PNG"))
+    return folder
+
+
+# The disk fills up after the first picture's model input; a real full disk needs a file system of its own.
+FULL_AFTER_ONE = """
+import errno, os, sys
+from PIL import Image
+
+def save(self, *args, saved=[], real=Image.Image.save, **kwargs):
+    if saved:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    saved.append(real(self, *args, **kwargs))
+
+Image.Image.save = save
+from fashionclf.cli import main
+main()
+"""
+
+
+def test_a_disk_filling_up_under_save_input_stops_predict_with_what_was_done_kept_and_said(
+    tmp_path, untrained_model, three_pictures
+):
+    seen = tmp_path / "seen"
+    result = subprocess.run([sys.executable, "-c", FULL_AFTER_ONE, "predict", str(untrained_model),
+                             str(three_pictures), "--save-input", str(seen)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    printed = [line.split(": ")[0] for line in result.stdout.splitlines()]
+    assert printed == [str(three_pictures / "a.png"), str(three_pictures / "b.png")]
+    assert result.stderr == (
+        f"fashionclf: error: {seen / 'b.png'}: cannot write (no space left on the device); predict stopped after 2 "
+        "of 3 pictures\n"
+    )
+    assert [p.name for p in seen.iterdir()] == ["a.png"]  # kept, and no half-written file beside it
+
+
+def test_save_input_onto_a_file_is_one_line(tmp_path, untrained_model, three_pictures):
+    (tmp_path / "seen").write_text("a file")
+    result = fashionclf("predict", str(untrained_model), str(three_pictures), "--save-input", str(tmp_path / "seen"))
+    assert result.returncode == 2 and len(result.stdout.splitlines()) == 1
+    assert result.stderr == (
+        f"fashionclf: error: {tmp_path / 'seen'}: cannot write (exists and is not a folder); predict stopped after 1 "
+        "of 3 pictures\n"
+    )
+
+
+def test_a_reader_that_stops_reading_stops_predict_with_one_line(untrained_model, three_pictures):
+    """As `fashionclf predict ... --json | head -1` does once it has its line; the reader here stops before any."""
+    reader, writer = os.pipe()
+    os.close(reader)  # before predict starts: its first line finds the pipe broken, whatever the timing
+    command = [sys.executable, "-m", "fashionclf", "predict", str(untrained_model), str(three_pictures), "--json"]
+    result = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(writer)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "fashionclf: error: stdout: cannot write (broken pipe: the program reading it stopped); predict stopped "
+        "after 0 of 3 pictures\n"
+    )
+
+
+def test_a_file_name_with_a_newline_stays_on_its_line(tmp_path, untrained_model):
+    """A newline in a file name split predict's line in two; JSON output escapes it already."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "two\nlines.png").write_bytes(encode(garment_on_white(), "PNG"))
+    (folder / "red\x1b[31m.png").write_bytes(b"not a picture")
+    result = fashionclf("predict", str(untrained_model), str(folder))
+    assert result.returncode == 2
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{folder}/two\\nlines.png: ")
+    assert result.stderr == f"fashionclf: error: {folder}/red\\x1b[31m.png: not an image (no format Pillow reads)\n"
 
 
 def test_predict_refuses_a_missing_model(tmp_path):

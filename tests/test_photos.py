@@ -2,6 +2,7 @@
 decoded and memory-mapped cache, and one-line errors for every way a folder can be laid out wrong."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
 from fashionclf.inference import load_classifier, predict_files
 from fashionclf.photos import read_photo_dataset
-from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
+from fashionclf.preprocess import FASHION_MNIST_INPUT, REACHED_AGAIN, InputFormat
 from fashionclf.report import build_report
 from fashionclf.serve import create_app
 from fashionclf.train import train
@@ -129,6 +130,20 @@ def test_a_folder_without_splits_gets_a_seeded_stratified_test_hold_out(tmp_path
     assert torch.equal(again.test.images, data.test.images)
 
 
+@pytest.mark.parametrize("per_class", [1, 4])
+def test_a_folder_too_small_to_hold_out_a_test_split_says_how_many_photos_a_class_needs(tmp_path, per_class):
+    """One photo per class failed with scikit-learn's "test_size=0 should be ..." message."""
+    images, labels = colour_photos(3 * per_class, 3)
+    write_photo_folder(tmp_path / "photos", images, labels, names=lambda k: f"class{k}")
+    message = (
+        f"{tmp_path / 'photos'}: {3 * per_class} photos in 3 classes, too few to hold out a fifth as a test split with "
+        f"one of each class (the smallest class has {per_class}); give every class at least 5 photos, and 7 to hold "
+        "out a validation split too"
+    )
+    with pytest.raises(FashionClfError, match=f"^{re.escape(message)}$"):
+        read_photo_dataset(tmp_path / "photos", SMALL_RGB, cache_dir=tmp_path / "cache")
+
+
 def test_fashion_mnist_class_names_keep_fashion_mnists_classes(tmp_path):
     images = np.zeros((20, 1, 28, 28), dtype=np.uint8)
     images[:, :, 5:20, 5:20] = np.arange(20, dtype=np.uint8)[:, None, None, None] * 10
@@ -180,6 +195,28 @@ def test_every_bad_layout_gets_one_line_and_exit_2(tmp_path, kind, message):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert lines[-1].startswith("fashionclf: error: ") and message in lines[-1]
     assert all(line.startswith("skipped ") for line in lines[:-1])
+
+
+def test_links_in_a_photo_folder_are_followed_once_and_what_is_skipped_is_said(tmp_path):
+    write_splits(tmp_path / "photos", {"train": 6, "validation": 3})
+    write_splits(tmp_path / "more", {"hats": 3}, names=("hat",))
+    train = tmp_path / "photos" / "train"
+    (train / "hat" / "more").symlink_to(tmp_path / "more" / "hats" / "hat")  # photos kept elsewhere: followed
+    (train / "hat" / "shoes").symlink_to(train / "shoes")  # photos of another class: not a second time as hats
+    (train / "hat" / "up").symlink_to(train)  # a loop
+    (train / "hat" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(train / "shoes" / "pipe.png")
+    (train / "skirt-old").symlink_to(tmp_path / "deleted")
+    layout, skipped = photos.photo_layout(tmp_path / "photos")
+    assert [path.parent.name for path in layout["train"]["hat"]] == ["hat", "hat", "more", "more", "more"]
+    assert sorted(layout["train"]) == ["hat", "shoes", "skirt"] and len(layout["train"]["shoes"]) == 2
+    assert skipped == [
+        (str(train / "skirt-old"), f"broken symbolic link (to {tmp_path / 'deleted'})"),
+        (str(train / "hat" / "gone.png"), f"broken symbolic link (to {tmp_path / 'deleted.png'})"),
+        (str(train / "hat" / "shoes"), REACHED_AGAIN),
+        (str(train / "hat" / "up"), REACHED_AGAIN),
+        (str(train / "shoes" / "pipe.png"), "not a regular file (a FIFO)"),
+    ]
 
 
 def test_a_license_beside_the_split_folders_is_fine(tmp_path):

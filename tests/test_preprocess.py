@@ -1,14 +1,26 @@
 """Pictures as users have them: formats, modes, orientation, bad files, limits, and what the model is shown."""
 
+import functools
+import operator
+import os
+import re
+import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 
 from fashionclf.errors import FashionClfError
-from fashionclf.preprocess import image_files, open_image, read_header, to_dataset_domain
+from fashionclf.preprocess import (
+    REACHED_AGAIN,
+    InputFormat,
+    image_files,
+    open_image,
+    read_header,
+    to_dataset_domain,
+)
 
 from pictures import bad_inputs, encode, garment_on_white
 
@@ -52,6 +64,34 @@ def test_every_format_and_mode_gives_the_same_picture(variant):
     assert np.abs(decoded.astype(int) - reference.astype(int)).mean() < 6
 
 
+@pytest.mark.parametrize(
+    ("levels", "scale"), [("float in [0, 1]", 1 / 255), ("float in [0, 255]", 1), ("16-bit", 257), ("32-bit", 257)]
+)
+@pytest.mark.parametrize("preprocessing", ["fashion-mnist", "garment", "photo"])
+def test_float_and_16_bit_pictures_are_read_by_their_levels(levels, scale, preprocessing):
+    """A float TIFF in [0, 1] reached the model as a black picture, a 16-bit one a white picture for photo models."""
+    eight_bit = garment_on_white()
+    values = np.asarray(eight_bit).astype(np.float32 if levels.startswith("float") else np.int32) * scale
+    twin = open_image(encode(Image.fromarray(values.astype(np.uint16) if levels == "16-bit" else values), "TIFF"), "x")
+    assert twin.mode == "F"
+    format = InputFormat(preprocessing, 3, 32) if preprocessing == "photo" else InputFormat(preprocessing)
+    assert np.array_equal(format.prepare(twin), format.prepare(eight_bit))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.full((20, 20), -0.5, np.float32), "pixel values from -0.5 to -0.5, in no range of levels ([0, 1], "),
+        (np.full((20, 20), 7e4, np.float32), "pixel values from 70000 to 70000, in no range of levels ([0, 1], [0, "),
+        (np.full((20, 20), np.nan, np.float32), "pixel values that are not numbers (NaN or infinite)"),
+        (np.full((20, 20), 70_000, np.int32), "pixel values from 70000 to 70000, in no range of levels ([0, 255], "),
+    ],
+)
+def test_levels_that_fit_no_range_are_refused(values, message):
+    with pytest.raises(FashionClfError, match=f"^odd.tif: {re.escape(message)}"):
+        open_image(encode(Image.fromarray(values), "TIFF"), "odd.tif")
+
+
 def test_transparency_counts_as_a_white_background():
     pixels = np.zeros((200, 200, 4), dtype=np.uint8)
     pixels[40:160, 70:130] = (30, 30, 30, 255)  # an opaque dark garment; the rest fully transparent
@@ -81,6 +121,20 @@ def test_bad_images_are_refused_with_their_name(name):
         open_image(content, name)
 
 
+def test_formats_pillow_cannot_decode_here_are_named_as_not_supported(monkeypatch):
+    """EPS said "truncated or corrupt image (Unable to locate Ghostscript on paths)", as if the file were damaged."""
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: False)  # as where Ghostscript is not installed
+    eps = encode(garment_on_white(), "EPS")
+    with pytest.raises(FashionClfError, match=re.escape("a.eps: format not supported (EPS, which Pillow draws with "
+                                                        "Ghostscript, not installed here)")):  # fmt: skip
+        open_image(eps, "a.eps")
+    header = struct.pack("<LHhhhhHL", 0x9AC6CDD7, 0, 0, 0, 1000, 1000, 1440, 0)  # a placeable Windows metafile
+    checksum = functools.reduce(operator.xor, struct.unpack("<10H", header))
+    wmf = header + struct.pack("<H", checksum) + b"\x01\x00\x09\x00\x00\x03" + bytes(40)
+    with pytest.raises(FashionClfError, match=re.escape("a.wmf: format not supported (WMF, which Pillow recognises")):
+        open_image(wmf, "a.wmf")
+
+
 def test_missing_paths_and_empty_folders_are_reported(tmp_path):
     (tmp_path / "empty").mkdir()
     files, problems = image_files([tmp_path / "nope.png", tmp_path / "empty"])
@@ -88,6 +142,32 @@ def test_missing_paths_and_empty_folders_are_reported(tmp_path):
     assert problems == [
         (str(tmp_path / "nope.png"), "file does not exist"),
         (str(tmp_path / "empty"), "folder holds no files"),
+    ]
+
+
+def test_special_files_and_links_are_listed_with_their_reason_and_links_followed(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "linked.png").write_bytes(b"x")
+    folder = tmp_path / "pictures"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"x")
+    (folder / "sub" / "b.png").write_bytes(b"x")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "outside").symlink_to(outside)  # a folder of the user's elsewhere: followed
+    (folder / "again").symlink_to(folder / "sub")  # the same folder twice: its files would count twice
+    (folder / "sub" / "loop").symlink_to(folder)
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(tmp_path / "fifo")
+    files, problems = image_files([folder, tmp_path / "fifo", "/dev/null"])
+    assert files == [folder / "a.png", folder / "outside" / "linked.png", folder / "sub" / "b.png"]
+    assert problems == [
+        (str(folder / "again"), REACHED_AGAIN),
+        (str(folder / "gone.png"), f"broken symbolic link (to {tmp_path / 'deleted.png'})"),
+        (str(folder / "pipe.png"), "not a regular file (a FIFO)"),
+        (str(folder / "sub" / "loop"), REACHED_AGAIN),
+        (str(tmp_path / "fifo"), "not a regular file (a FIFO)"),
+        ("/dev/null", "not a regular file (a character device)"),
     ]
 
 

@@ -77,7 +77,7 @@ def bad_csv(kind: str) -> str:
         ("a non-number", "line 3: pixel401 'dark' is not an integer"),
         ("empty file", "empty file"),
         ("header only", "a header but no rows"),
-        ("a huge header", "line 1: longer than 65,536 bytes, not a header of 785 columns (label and 784 pixels)"),
+        ("a huge header", "line 1: longer than 65,536 characters, not a header of 785 columns (label and 784 pixels)"),
         ("a wide header", "line 1: 1000 columns, expected 785 (label and 784 pixels)"),
     ],
 )
@@ -97,8 +97,60 @@ def test_the_header_is_checked_before_any_row_is_parsed(tmp_path, monkeypatch):
     path = tmp_path / "wide.csv"
     path.write_text(bad_csv("a huge header"))
     monkeypatch.setattr(sources.pd, "read_csv", lambda *args, **kwargs: pytest.fail("rows were parsed"))
-    with pytest.raises(FashionClfError, match="line 1: longer than 65,536 bytes"):
+    with pytest.raises(FashionClfError, match="line 1: longer than 65,536 characters"):
         read_csv(path)
+
+
+GOOD_ROW = "3," + ",".join(["0"] * 784)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-16-be", "utf-32-le"])
+def test_a_csv_with_a_byte_order_mark_reads_as_utf_8_does(tmp_path, encoding):
+    """Spreadsheets save "Unicode" CSVs as UTF-16 with a byte-order mark, and "UTF-8" ones with a mark too."""
+    split = small_split(3)
+    write_csv(tmp_path / "plain.csv", split)
+    text = (tmp_path / "plain.csv").read_text(encoding="utf-8")
+    (tmp_path / "marked.csv").write_bytes(("\ufeff" + text).encode(encoding))
+    read = read_csv(tmp_path / "marked.csv")
+    assert torch.equal(read.images, split.images) and torch.equal(read.labels, split.labels)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "\n".join([CSV_HEADER, GOOD_ROW, "4," + ",".join(["0"] * 783) + ",\xe9"]).encode("latin-1"),
+            "line 3: byte 0xe9 at offset 10,092 is not UTF-8 (unexpected end of data); save the file as UTF-8",
+        ),
+        (
+            "\n".join([CSV_HEADER.replace("label", "lab\xe9l"), GOOD_ROW]).encode("latin-1"),
+            "line 1: byte 0xe9 at offset 3 is not UTF-8 (invalid continuation byte)",
+        ),
+        (
+            "\n".join([CSV_HEADER, GOOD_ROW]).encode("utf-16-le"),
+            "line 1: NUL characters, as in UTF-16 or UTF-32 without a byte-order mark; save the file as UTF-8",
+        ),
+    ],
+    ids=["a Latin-1 byte in a row", "a Latin-1 byte in the header", "UTF-16 without a byte-order mark"],
+)
+def test_text_that_is_not_utf_8_is_refused_where_it_goes_wrong(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(FashionClfError, match=f"^{re.escape(f'{path}: {message}')}"):
+        read_csv(path)
+
+
+def test_the_line_of_a_bad_cell_counts_blank_lines_as_an_editor_does(tmp_path):
+    bad_row = "2," + ",".join(["0"] * 400 + ["dark"] + ["0"] * 383)
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join([CSV_HEADER, GOOD_ROW, "", GOOD_ROW, "   ", "", "," * 784, GOOD_ROW, bad_row]) + "\n")
+    with pytest.raises(FashionClfError, match="line 9: pixel401 'dark' is not an integer"):
+        read_csv(path)
+    path.write_text("\n".join([CSV_HEADER, "", GOOD_ROW, "", GOOD_ROW + ",7"]) + "\n")
+    with pytest.raises(FashionClfError, match="line 5: 786 columns, expected 785"):
+        read_csv(path)
+    path.write_text("\n".join([CSV_HEADER, "", GOOD_ROW, "", GOOD_ROW, ""]) + "\n")
+    assert len(read_csv(path)) == 2  # blank lines, of nothing, spaces or commas, are no rows
 
 
 def test_fashion_mnist_files_cannot_feed_a_photo_model(tmp_path):

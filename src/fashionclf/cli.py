@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO, cast
 
 import typer
 from PIL import Image
@@ -17,6 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fashionclf.errors import FashionClfError, FashionClfWarning
+from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, one_line, write_error
+
+if TYPE_CHECKING:
+    from fashionclf.inference import Prediction  # imports torch: only where a command needs it
 
 app = typer.Typer(
     add_completion=False,
@@ -370,23 +374,39 @@ def predict(
 
     classifier = load_classifier(model, precision, preprocessing)
     files, problems = image_files(inputs)
-    with tqdm(total=len(files), unit="image", disable=None, leave=False) as bar:
-        for result in predict_files(classifier, files, k=top_k):
-            bar.update()
-            if not isinstance(result, Prediction):
-                problems.append(result)
-                continue
-            if save_input is not None:
-                save_model_input(result, save_input)
-            if as_json:
-                bar.write(json.dumps({"file": result.name, "top_k": result.top}))
-            else:
-                labels = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in result.top)
-                bar.write(f"{result.name}: {labels}")
-    for name, problem in problems:
-        print(f"fashionclf: error: {name}: {problem}", file=sys.stderr)
+    printed = 0
+    try:
+        with tqdm(total=len(files), unit="image", disable=None, leave=False) as bar:
+            for result in predict_files(classifier, files, k=top_k):
+                bar.update()
+                if not isinstance(result, Prediction):
+                    problems.append(result)
+                    continue
+                bar.write(json.dumps({"file": result.name, "top_k": result.top}) if as_json else _result_line(result))
+                printed += 1
+                if save_input is not None:
+                    save_model_input(result, save_input)
+    except FashionClfError as exc:  # a write that failed: what was done is printed above, where it stopped is said
+        _print_problems(problems)
+        raise FashionClfError(f"{exc}; predict stopped after {printed} of {len(files)} pictures") from None
+    _print_problems(problems)
     if problems:
         sys.exit(2)
+
+
+def _result_line(result: Prediction) -> str:
+    labels = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in result.top)
+    return f"{one_line(result.name)}: {labels}"
+
+
+def _print_problems(problems: list[tuple[str, str]]) -> None:
+    for name, problem in problems:
+        _print_error(f"{name}: {problem}")
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr, whatever the message holds: a file name with a newline in it cannot split it."""
+    print(f"fashionclf: error: {one_line(message)}", file=sys.stderr)
 
 
 @app.command()
@@ -439,21 +459,28 @@ def list_registered() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2 (typer maps Ctrl-C to 130); the project's
-    warnings one line each; its progress messages on stdout, around the progress bars; third-party noise that tells
-    a user nothing filtered out."""
+    """Entry point: user errors, and writes that fail (to stdout too), become one line on stderr and exit code 2
+    (typer maps Ctrl-C to 130); the project's warnings one line each; its progress messages on stdout, around the
+    progress bars; third-party noise that tells a user nothing filtered out."""
     warnings.showwarning = _show_warning
     _quiet_third_parties()
     progress = logging.getLogger("fashionclf")
     progress.addHandler(_AroundBars())
     progress.setLevel(logging.INFO)
+    sys.stdout = cast(TextIO, CheckedStdout(sys.stdout))
     try:
         app()
     except FashionClfError as exc:
-        print(f"fashionclf: error: {exc}", file=sys.stderr)
+        _print_error(str(exc))
         sys.exit(2)
     except MemoryError:
-        print("fashionclf: error: not enough memory for this input", file=sys.stderr)
+        _print_error("not enough memory for this input")
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in STORAGE_PROBLEMS:
+            raise
+        # A write that does not go through files.writing (train.py's log lines): one line as well.
+        _print_error(str(write_error(exc.filename or "a file", exc)))
         sys.exit(2)
 
 
@@ -486,6 +513,6 @@ def _quiet_third_parties() -> None:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, FashionClfWarning):
-        print(f"fashionclf: warning: {message}", file=sys.stderr)
+        print(f"fashionclf: warning: {one_line(str(message))}", file=sys.stderr)
     else:
         _third_party_warning(message, category, filename, lineno, file, line)

@@ -282,26 +282,52 @@ def hold_out(split: Split, size: int, seed: int = 0, purpose: str = "validation"
     """A seeded, stratified hold-out of `size` images: (the rest, the hold-out), each in the original order."""
     from sklearn.model_selection import train_test_split  # scikit-learn takes a second to import; only needed here
 
+    if not _stratifiable(split, size):  # scikit-learn's own message names none of the numbers to change
+        classes, smallest = _class_counts(split)
+        raise FashionClfError(
+            f"{purpose} size {size}: a stratified hold-out needs one image of each of the {classes} classes held out "
+            f"and one kept, so {classes} to {len(split) - classes} held out, and at least 2 images in every class (the "
+            f"smallest has {smallest})"
+        )
     indices = np.arange(len(split))
-    try:
-        kept, held = train_test_split(indices, test_size=size, random_state=seed, stratify=split.labels.numpy())
-    except ValueError as exc:  # a size the split cannot honour, e.g. fewer held-out images than classes
-        raise FashionClfError(f"{purpose} size {size}: {exc}") from None
+    kept, held = train_test_split(indices, test_size=size, random_state=seed, stratify=split.labels.numpy())
     kept, held = torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
     return Split(split.images[kept], split.labels[kept]), Split(split.images[held], split.labels[held])
 
 
+def _class_counts(split: Split) -> tuple[int, int]:
+    """(the number of classes in the split, the images of the smallest)"""
+    counts = torch.bincount(split.labels)
+    counts = counts[counts > 0]
+    return len(counts), int(counts.min()) if len(counts) else 0
+
+
+def _stratifiable(split: Split, size: int) -> bool:
+    """Whether a stratified hold-out of `size` can be made: scikit-learn's conditions, each class on both sides."""
+    classes, smallest = _class_counts(split)
+    return min(size, len(split) - size) >= classes and smallest >= 2
+
+
 TEST_SEED = 0  # the test hold-out of a source without a test split is the same for every run: runs compare on it
+TEST_SHARE = 5  # a fifth of such a source is held out for testing
+MIN_PER_CLASS = 7  # images of each class that leave a test hold-out and then train's validation hold-out possible
 
 
-def split_off_test(split: Split, name: str, unit: str = "images") -> tuple[Split, Split, dict[str, str]]:
+def split_off_test(split: Split, source: Path, unit: str = "images") -> tuple[Split, Split, dict[str, str]]:
     """For a source without a test split: a fifth of its images, at most 10,000 (Fashion-MNIST's test size), held
     out by a seeded, stratified split; returns (train, test, where each came from)."""
-    size = min(10_000, len(split) // 5)
+    size = min(10_000, len(split) // TEST_SHARE)
+    if not _stratifiable(split, size):
+        classes, smallest = _class_counts(split)
+        raise FashionClfError(
+            f"{source}: {len(split):,} {unit} in {classes} classes, too few to hold out a fifth as a test split with "
+            f"one of each class (the smallest class has {smallest}); give every class at least {TEST_SHARE} {unit}, "
+            f"and {MIN_PER_CLASS} to hold out a validation split too"
+        )
     train, test = hold_out(split, size, seed=TEST_SEED, purpose="test")
     origins = {
-        "train": f"{name}, less the test hold-out ({len(train):,} {unit})",
-        "test": f"a seeded (seed {TEST_SEED}), stratified hold-out of {size:,} {unit} of {name}",
+        "train": f"{source.name}, less the test hold-out ({len(train):,} {unit})",
+        "test": f"a seeded (seed {TEST_SEED}), stratified hold-out of {size:,} {unit} of {source.name}",
     }
     return train, test, origins
 

@@ -16,6 +16,7 @@ trains with memory bounded by what a batch touches.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -31,10 +32,10 @@ from tqdm import tqdm
 
 from fashionclf.data import CLASSES, Dataset, Split, default_cache_dir, split_off_test
 from fashionclf.errors import FashionClfError
-from fashionclf.files import file_sha256
-from fashionclf.preprocess import InputFormat, open_image
+from fashionclf.files import file_sha256, one_line, writing
+from fashionclf.preprocess import InputFormat, folder_files, folder_id, not_a_file, open_image
 
-CACHE_VERSION = 3  # part of every cache key: bump it when decoding or preprocessing changes
+CACHE_VERSION = 4  # part of every cache key: bump it when decoding or preprocessing changes
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 DECODE_CHUNK = 1024  # photos decoded at a time: bounds the memory of a cache being built
 
@@ -42,7 +43,9 @@ DECODE_CHUNK = 1024  # photos decoded at a time: bounds the memory of a cache be
 def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None = None) -> Dataset:
     """A folder of labelled photos as a Dataset whose images are in `input`'s format."""
     folder = Path(folder)
-    layout = photo_layout(folder)
+    layout, skipped = photo_layout(folder)
+    for path, problem in skipped:
+        tqdm.write(one_line(f"skipped {path}: {problem}"), file=sys.stderr)
     classes, label_of = class_names(folder, layout)
     splits, keys, origins = {}, {}, {}
     for name, class_files in layout.items():
@@ -51,7 +54,7 @@ def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None 
         origins[name] = f"{name}/ of {folder.name} ({len(splits[name]):,} photos)"
         _check_every_class_read(folder / name if name != "all" else folder, classes, label_of, splits[name])
     if "all" in splits:  # no split folders: the test split is held out here, the same for every run
-        splits["train"], splits["test"], origins = split_off_test(splits.pop("all"), folder.name, "photos")
+        splits["train"], splits["test"], origins = split_off_test(splits.pop("all"), folder, "photos")
     return Dataset(
         train=splits["train"],
         test=splits.get("test"),
@@ -65,28 +68,57 @@ def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None 
     )
 
 
-def photo_layout(folder: Path) -> dict[str, dict[str, list[Path]]]:
-    """split -> class -> files ("all" for a folder without split folders); every rule of the layout is checked."""
-    subfolders = _subfolders(folder)
+def photo_layout(folder: Path) -> tuple[dict[str, dict[str, list[Path]]], list[tuple[str, str]]]:
+    """split -> class -> files ("all" for a folder without split folders), every rule of the layout checked, and
+    what was left out, with the reason (broken links, special files: see `preprocess.folder_files`)."""
+    subfolders, skipped = _entries(folder)
     if not subfolders:
         raise FashionClfError(f"{folder}: neither Fashion-MNIST files (IDX or CSV) nor class sub-folders of photos")
     _check_no_loose_photos(folder)
-    if not any(sub.name.lower() == "train" for sub in subfolders):
-        return {"all": _classes_in(folder)}
+    split_folders = _split_folders(folder, subfolders)
+    class_folders = {}
+    for split, split_folder in split_folders.items():
+        class_folders[split], left_out = _class_folders(split_folder) if split != "all" else (subfolders, [])
+        skipped += left_out
+    # Every folder of the layout counts as walked: a link in a class folder to another class or split is skipped.
+    layout_folders = [folder, *split_folders.values(), *itertools.chain.from_iterable(class_folders.values())]
+    walked = {folder_id(path) for path in layout_folders}
     layout = {}
+    for split, folders in class_folders.items():
+        files, left_out = folder_files(folders, walked)
+        layout[split] = {sub.name: found for sub, found in zip(folders, files, strict=True)}
+        skipped += left_out
+    if "all" not in layout:
+        _check_same_classes(folder, layout)
+    return layout, skipped
+
+
+def _split_folders(folder: Path, subfolders: list[Path]) -> dict[str, Path]:
+    """split -> its folder; {"all": folder} where there are no split folders."""
+    if not any(sub.name.lower() == "train" for sub in subfolders):
+        _check_two_classes(folder, subfolders)
+        return {"all": folder}
+    splits: dict[str, Path] = {}
     for sub in subfolders:
         split = SPLIT_FOLDERS.get(sub.name.lower())
         if split is None:
             raise FashionClfError(f"{sub}: not a split folder (expected train, validation or val, test)")
-        if split in layout:
+        if split in splits:
             raise FashionClfError(f"{folder}: both val/ and validation/; keep one")
-        layout[split] = _classes_in(sub)
-    _check_same_classes(folder, layout)
-    return layout
+        splits[split] = sub
+    return splits
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _entries(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The folder's sub-folders, sorted, and what is neither a folder nor a file (a broken link, a FIFO), with the
+    reason; hidden entries left out."""
+    subfolders, skipped = [], []
+    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if path.is_dir():
+            subfolders.append(path)
+        elif problem := not_a_file(path):
+            skipped.append((str(path), problem))
+    return subfolders, skipped
 
 
 def _check_no_loose_photos(folder: Path) -> None:
@@ -104,13 +136,18 @@ def is_picture(path: Path) -> bool:
         return False
 
 
-def _classes_in(folder: Path) -> dict[str, list[Path]]:
-    _check_no_loose_photos(folder)
-    classes = {sub.name: sorted(p for p in sub.rglob("*") if p.is_file() and not p.name.startswith("."))
-               for sub in _subfolders(folder)}  # fmt: skip
-    if len(classes) < 2:
-        raise FashionClfError(f"{folder}: {len(classes)} class folder(s); a classifier needs at least two classes")
-    return classes
+def _class_folders(split_folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    subfolders, skipped = _entries(split_folder)
+    _check_no_loose_photos(split_folder)
+    _check_two_classes(split_folder, subfolders)
+    return subfolders, skipped
+
+
+def _check_two_classes(folder: Path, class_folders: list[Path]) -> None:
+    if len(class_folders) < 2:
+        raise FashionClfError(
+            f"{folder}: {len(class_folders)} class folder(s); a classifier needs at least two classes"
+        )
 
 
 def _check_same_classes(folder: Path, layout: dict[str, dict[str, list[Path]]]) -> None:
@@ -173,21 +210,22 @@ def _digests(paths: list[Path]) -> list[str]:
 
 def _build(entry: Path, labelled: list[tuple[Path, int]], input: InputFormat, what: str) -> None:
     """Decode every photo into a raw uint8 file beside an index; written under a temporary name and renamed, so a
-    cache entry is whole or absent."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
+    cache entry is whole or absent. A full or read-only disk is one error naming the entry."""
     building = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir()
-    try:
-        with (building / "images.u8").open("wb") as out:
-            labels, skipped = _decode_into(out, labelled, input, what)
-        np.save(building / "labels.npy", np.array(labels, dtype=np.int64))
-        index = {"photos": len(labels), "shape": list(input_shape(input)), "skipped": skipped}
-        (building / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-        os.replace(building, entry)
-    except BaseException:
+    with writing(entry):
+        entry.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(building, ignore_errors=True)
-        raise
+        building.mkdir()
+        try:
+            with (building / "images.u8").open("wb") as out:
+                labels, skipped = _decode_into(out, labelled, input, what)
+            np.save(building / "labels.npy", np.array(labels, dtype=np.int64))
+            index = {"photos": len(labels), "shape": list(input_shape(input)), "skipped": skipped}
+            (building / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+            os.replace(building, entry)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
 
 
 def _decode_into(out, labelled: list[tuple[Path, int]], input: InputFormat, what: str) -> tuple[list[int], list[str]]:
@@ -228,7 +266,7 @@ def _decoded(input: InputFormat):
 def _load(entry: Path, input: InputFormat, what: str) -> Split:
     index = json.loads((entry / "index.json").read_text(encoding="utf-8"))
     for problem in index["skipped"]:
-        tqdm.write(f"skipped {problem}", file=sys.stderr)
+        tqdm.write(one_line(f"skipped {problem}"), file=sys.stderr)
     if not index["photos"]:
         raise FashionClfError(f"{what}: no readable photos")
     shape = (index["photos"], *input_shape(input))

@@ -9,7 +9,7 @@ decoded picture itself: at most 4 bytes a pixel, 200 MB at the pixel limit.
 Fashion-MNIST images are a light garment centred on a black background, 28x28, the object's longest side filling
 the frame (measured on the test set: the longest side of every object's bounding box is 28 px; Zalando resized the
 longest edge to 28). A photo is none of that, so `to_dataset_domain` brings it there:
-1. grayscale in [0, 1] (8- or 16-bit, colour, CMYK, palette; transparency composited on white);
+1. grayscale in [0, 1] (8-bit, 16-bit or float levels, colour, CMYK, palette; transparency composited on white);
 2. a light background (the median of the border) is inverted to dark, and the background level is subtracted;
 3. crop to the object, pad to a square (keeping the aspect ratio), resize to 28x28; an object that already spans
    the picture keeps its place in it.
@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import EpsImagePlugin, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from fashionclf import garment
 from fashionclf.errors import FashionClfError
@@ -44,15 +46,16 @@ _ORIENTATION = 0x0112  # the EXIF tag
 
 
 def open_image(source: Path | bytes, name: str) -> Image.Image:
-    """Decode one picture (first frame, EXIF orientation applied, longest side at most WORK_SIDE); FashionClfError
-    naming `name` if it cannot be, or if it is outside the limits."""
+    """Decode one picture (first frame, EXIF orientation applied, longest side at most WORK_SIDE, 16-bit and float
+    levels as float levels in [0, 1]); FashionClfError naming `name` if it cannot be, or if it is outside the
+    limits."""
     with _decoding(source, name) as image:
         check_size(image.size, name)
         image.seek(0)
         orientation = image.getexif().get(_ORIENTATION, 1)
         image.draft(None, (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale where that still suffices
         image.load()
-        image = _shrunk(image)
+        image = _levels(_shrunk(image), name)
     image.getexif()[_ORIENTATION] = orientation  # shrinking made a new image; its orientation is the file's
     return ImageOps.exif_transpose(image)
 
@@ -70,6 +73,8 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
         raise FashionClfError(f"{name}: empty file")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as image:
+            if why := _unsupported(image):
+                raise FashionClfError(f"{name}: format not supported ({why})")
             yield image
     except FashionClfError:
         raise
@@ -85,6 +90,16 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
         raise FashionClfError(f"{name}: not an image (no format Pillow reads)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise FashionClfError(f"{name}: truncated or corrupt image ({exc})") from None
+
+
+def _unsupported(image: Image.Image) -> str | None:
+    """Why Pillow recognises the picture's format but cannot decode it on this machine, or None: its decoding error
+    ("Unable to locate Ghostscript", "cannot find loader") would read as a corrupt file."""
+    if image.format == "EPS" and not EpsImagePlugin.has_ghostscript():
+        return "EPS, which Pillow draws with Ghostscript, not installed here"
+    if isinstance(image, ImageFile.StubImageFile) and image._handler is None:
+        return f"{image.format}, which Pillow recognises but cannot decode here"
+    return None
 
 
 def _empty(path: Path) -> bool:
@@ -123,16 +138,39 @@ def _shrunk(image: Image.Image) -> Image.Image:
     return image.reduce(factor) if factor > 1 else image
 
 
+# The full scales of a picture's levels, smallest first: a float picture's are in [0, 1], or 8- or 16-bit levels; an
+# integer one's (16- or 32-bit) are 16-bit levels, or 8-bit ones stored in 16 bits.
+FULL_SCALES = {"F": (1.0, 255.0, 65535.0), "I": (255.0, 65535.0)}
+
+
+def _levels(image: Image.Image, name: str) -> Image.Image:
+    """16-bit, 32-bit and float pictures as float levels in [0, 1] (mode F), scaled by the smallest full scale that
+    holds their values; Pillow's own conversions read every value as an 8-bit level, so a float picture in [0, 1]
+    became black and a 16-bit one white. Values that fit no scale are refused, not guessed at."""
+    if image.mode not in FULL_SCALES:
+        return image
+    values = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise FashionClfError(f"{name}: pixel values that are not numbers (NaN or infinite)")
+    low, high = float(values.min()), float(values.max())
+    scale = next((full for full in FULL_SCALES[image.mode] if low >= 0 and high <= full), None)
+    if scale is None:
+        ranges = ", ".join(f"[0, {full:g}]" for full in FULL_SCALES[image.mode])
+        raise FashionClfError(f"{name}: pixel values from {low:g} to {high:g}, in no range of levels ({ranges})")
+    return Image.fromarray(values / scale)
+
+
 def grayscale(image: Image.Image) -> np.ndarray:
     """float32 (H, W) in [0, 1]; transparency composited on white, as a product cut-out is shown on a page."""
-    if image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float32)
-        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0, 1)
+    if image.mode == "F":  # levels in [0, 1] already (open_image)
+        return np.asarray(image, dtype=np.float32)
     return np.asarray(on_white(image).convert("L"), dtype=np.float32) / 255.0
 
 
 def on_white(image: Image.Image) -> Image.Image:
     """The picture in RGB, transparency composited on white, as a product cut-out is shown on a page."""
+    if image.mode == "F":  # levels in [0, 1] (open_image), which Pillow's conversion would read as 0-255
+        image = Image.fromarray(np.round(np.asarray(image) * 255).astype(np.uint8))
     if image.mode in ("PA", "LA", "RGBA", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -154,18 +192,10 @@ def garment_in_domain(image: Image.Image) -> np.ndarray:
     if _in_domain(gray):
         return np.round(gray * 255).astype(np.uint8)
     if not garment.has_plain_background(gray):
-        found = garment.segmented(_colour(image, gray), FASHION_MNIST_SIDE)
+        found = garment.segmented(on_white(image), FASHION_MNIST_SIDE)
         if found is not None:
             return found
     return _framed_object(gray)
-
-
-def _colour(image: Image.Image, gray: np.ndarray) -> Image.Image:
-    """The picture in RGB for segmentation; 16-bit and float pictures from their levels in `gray`, which a
-    conversion to RGB would clip to white."""
-    if image.mode in ("I", "F"):
-        return Image.fromarray(np.round(gray * 255).astype(np.uint8)).convert("RGB")
-    return on_white(image)
 
 
 def _in_domain(gray: np.ndarray) -> bool:
@@ -283,20 +313,105 @@ def to_picture(array: np.ndarray) -> Image.Image:
 
 
 def image_files(inputs: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files to classify (a folder's files, recursively, sorted) and the inputs that name nothing usable."""
+    """Files to classify (a folder's files, recursively, sorted; see `folder_files`) and the inputs that name
+    nothing usable, with the reason."""
     files, problems = [], []
-    for item in inputs:
-        item = Path(item)
+    for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not found:
+            (found,), skipped = folder_files([item])
+            if not found and not skipped:
                 problems.append((str(item), "folder holds no files"))
             files.extend(found)
-        elif item.exists():
-            files.append(item)
+            problems.extend(skipped)
+        elif problem := not_a_file(item):
+            problems.append((str(item), problem))
         else:
-            problems.append((str(item), "file does not exist"))
+            files.append(item)
     return files, problems
+
+
+FolderId = tuple[int, int]  # (device, inode): one folder, whatever path leads to it
+REACHED_AGAIN = "a folder already included, reached again through a symbolic link"
+
+
+def folder_files(
+    roots: Sequence[Path], walked: set[FolderId] | None = None
+) -> tuple[list[list[Path]], list[tuple[str, str]]]:
+    """The regular files below each root, sorted, hidden files and folders left out, and what was skipped, with the
+    reason: broken links, special files (see `not_a_file`), and folders reached a second time. Symbolic links are
+    followed wherever they point, as the user made them, but every folder is walked once: the roots' own trees first,
+    then the links in them, so that a link loop ends and a link to a folder already included (another root, or the
+    roots' own sub-folders) does not count its files twice. `walked` holds folders not to walk (the other folders of
+    a photo layout)."""
+    walked = set() if walked is None else walked
+    trees = [_real_tree(root, walked) for root in roots]
+    skipped = [problem for _, _, left_out in trees for problem in left_out]
+    files_of_roots = []
+    for files, links, _ in trees:
+        while links:
+            link = links.pop(0)
+            if folder_id(link) in walked:
+                skipped.append((str(link), REACHED_AGAIN))
+                continue
+            more_files, more_links, left_out = _real_tree(link, walked)
+            files += more_files
+            links += more_links
+            skipped += left_out
+        files_of_roots.append(sorted(files))
+    return files_of_roots, sorted(skipped)
+
+
+def _real_tree(root: Path, walked: set[FolderId]) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """The files below `root` reached without following a link to a folder, those links, and what was skipped; the
+    folders walked are added to `walked`."""
+    walked.add(folder_id(root))
+    files: list[Path] = []
+    links: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append((str(exc.filename), f"cannot be read ({exc.strerror})"))
+
+    for here, folders, names in os.walk(root, onerror=unreadable):
+        kept = []
+        for path in sorted(Path(here, name) for name in folders if not name.startswith(".")):
+            if path.is_symlink():
+                links.append(path)
+            elif folder_id(path) in walked:  # a folder of another root, inside a tree reached through a link
+                skipped.append((str(path), REACHED_AGAIN))
+            else:
+                walked.add(folder_id(path))
+                kept.append(path.name)
+        folders[:] = kept  # os.walk descends into these alone
+        for path in (Path(here, name) for name in names if not name.startswith(".")):
+            if problem := not_a_file(path):
+                skipped.append((str(path), problem))
+            else:
+                files.append(path)
+    return files, links, skipped
+
+
+def folder_id(folder: Path) -> FolderId:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
+
+
+_SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}  # fmt: skip
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path`, which is not a folder, is not a file to read, found without opening it (a FIFO or a device would
+    wait forever to be read), or None for a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "file does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"not a regular file ({_SPECIAL.get(stat.S_IFMT(mode), 'a special file')})"
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from fashionclf.errors import FashionClfError
-from fashionclf.files import atomic_write, file_sha256
+from fashionclf.files import atomic_write, file_sha256, writing
 from fashionclf.models import ModelSpec, create_model
 
 CHECKPOINT_FORMAT = "fashionclf-checkpoint"
@@ -135,17 +135,22 @@ def locked(root: Path, holder: str) -> Iterator[None]:
         finally:
             _held[root] -= 1
         return
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    with writing(root):  # a read-only run, or --out naming a file: one line naming the run
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        with writing(root):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{holder} (pid {os.getpid()} on {socket.gethostname()}, since {since})\n".encode(), 0)
     except BlockingIOError:
         other = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
         raise FashionClfError(f"{root}: in use by {other}; wait for it to finish, or stop it") from None
-    since = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{holder} (pid {os.getpid()} on {socket.gethostname()}, since {since})\n".encode(), 0)
+    except FashionClfError:
+        os.close(fd)
+        raise
     _held[root] = 1
     try:
         yield

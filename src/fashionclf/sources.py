@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -27,7 +28,14 @@ from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
 CSV_COLUMNS = 1 + IMAGE_SIZE * IMAGE_SIZE
 CSV_NAMES = ("fashion-mnist_train.csv", "fashion-mnist_test.csv")
 CHUNK_ROWS = 2_000  # parsed as text to name a bad cell: about 40 MB of Python strings a chunk
-MAX_HEADER_BYTES = 65_536  # the real header, label and pixel1 to pixel784, is 6,875 bytes
+MAX_HEADER_CHARACTERS = 65_536  # the real header, label and pixel1 to pixel784, is 6,875 characters
+# Spreadsheets save "Unicode" CSVs as UTF-16 with a byte-order mark; UTF-32's marks begin with UTF-16's, so first.
+BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 
 
 def load_dataset(path: Path | str | None, input: InputFormat = FASHION_MNIST_INPUT) -> Dataset:
@@ -67,43 +75,86 @@ def _csv_pair(path: Path) -> Dataset:
 
 
 def _single_csv(path: Path) -> Dataset:
-    train, test, origins = split_off_test(read_csv(path), path.name)
+    train, test, origins = split_off_test(read_csv(path), path)
     return Dataset(train, test, path, "csv", {path.name: file_sha256(path)}, origins)
 
 
 def read_csv(path: Path) -> Split:
-    """A Kaggle Fashion-MNIST CSV, read in chunks and checked row by row; errors name the file and line. The header
-    is checked before any row is parsed, so memory stays bounded by a chunk."""
-    _check_header(path)
+    """A Kaggle Fashion-MNIST CSV in UTF-8 (with or without a byte-order mark) or UTF-16 or UTF-32 with one, read in
+    chunks and checked row by row; errors name the file and the line as an editor numbers it. The header is checked
+    before any row is parsed, so memory stays bounded by a chunk."""
+    encoding = _encoding(path)
+    _check_header(path, encoding)
     images, labels = [], []
     try:
-        for chunk in pd.read_csv(path, header=0, dtype=str, chunksize=CHUNK_ROWS, keep_default_na=False):
-            if chunk.empty:
-                continue
-            values = _checked_values(path, chunk)
-            labels.append(values[:, 0])
-            images.append(values[:, 1:].reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+        # Blank lines are kept as rows, so a row's index still gives its line, then dropped here.
+        for chunk in pd.read_csv(path, header=0, dtype=str, chunksize=CHUNK_ROWS, keep_default_na=False,
+                                 skip_blank_lines=False, encoding=encoding):  # fmt: skip
+            text, lines = _rows_with_lines(chunk)
+            if len(text):
+                values = _checked_values(path, text, lines)
+                labels.append(values[:, 0])
+                images.append(values[:, 1:].reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
     except pd.errors.EmptyDataError:
         raise FashionClfError(f"{path}: empty file") from None
     except pd.errors.ParserError as exc:
         raise FashionClfError(f"{path}: {_parser_problem(exc)}") from None
+    except UnicodeDecodeError:
+        raise FashionClfError(f"{path}: {_undecodable(path, encoding)}") from None
     if not labels:
         raise FashionClfError(f"{path}: a header but no rows")
     return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels).astype(np.int64)))
 
 
-def _check_header(path: Path) -> None:
-    """Read the first line alone, with a bound on its length, and count its columns."""
+def _encoding(path: Path) -> str:
+    """UTF-16 or UTF-32 where a byte-order mark says so, else UTF-8 (whose own mark pandas skips)."""
     with path.open("rb") as stream:
-        header = stream.readline(MAX_HEADER_BYTES + 1)
+        start = stream.read(4)
+    return next((encoding for mark, encoding in BYTE_ORDER_MARKS if start.startswith(mark)), "utf-8")
+
+
+def _check_header(path: Path, encoding: str) -> None:
+    """Read the first line alone, with a bound on its length, and count its columns."""
+    try:
+        with path.open(encoding=encoding) as stream:
+            header = stream.readline(MAX_HEADER_CHARACTERS + 1)
+    except UnicodeDecodeError:
+        raise FashionClfError(f"{path}: {_undecodable(path, encoding)}") from None
     if not header.strip():
         raise FashionClfError(f"{path}: empty file")
-    if len(header) > MAX_HEADER_BYTES:
+    if len(header) > MAX_HEADER_CHARACTERS:
         raise FashionClfError(
-            f"{path}: line 1: longer than {MAX_HEADER_BYTES:,} bytes, not a header of {CSV_COLUMNS} columns "
+            f"{path}: line 1: longer than {MAX_HEADER_CHARACTERS:,} characters, not a header of {CSV_COLUMNS} columns "
             "(label and 784 pixels)"
         )
-    _check_columns(path, header.count(b",") + 1)
+    if "\0" in header:  # as UTF-8, UTF-16 text holds a NUL beside every ASCII character
+        raise FashionClfError(
+            f"{path}: line 1: NUL characters, as in UTF-16 or UTF-32 without a byte-order mark; save the file as UTF-8"
+        )
+    _check_columns(path, header.count(",") + 1)
+
+
+def _undecodable(path: Path, encoding: str) -> str:
+    """Where the file stops being `encoding`: the line and byte offset of the first bad byte, for the error. Read
+    in blocks, so a large file costs no more memory than a small one."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, lines = 0, 0  # bytes read before the block, line breaks decoded before it
+    with path.open("rb") as stream:
+        while True:
+            block = stream.read(1 << 20)
+            held = decoder.getstate()[0]  # the end of the last block, an unfinished character
+            try:
+                lines += decoder.decode(block, final=not block).count("\n")
+            except UnicodeDecodeError as exc:
+                data = held + block
+                line = lines + data[: exc.start].decode(encoding).count("\n") + 1
+                return (
+                    f"line {line}: byte 0x{data[exc.start]:02x} at offset {offset - len(held) + exc.start:,} is not "
+                    f"{encoding.upper()} ({exc.reason}); save the file as UTF-8"
+                )
+            if not block:
+                return f"not {encoding.upper()} text; save the file as UTF-8"
+            offset += len(block)
 
 
 def _check_columns(path: Path, columns: int) -> None:
@@ -118,11 +169,19 @@ def _parser_problem(exc: pd.errors.ParserError) -> str:
     return f"not a readable CSV file ({str(exc).strip().splitlines()[0]})"
 
 
-def _checked_values(path: Path, chunk: pd.DataFrame) -> np.ndarray:
-    """uint8 values of a chunk; the first bad cell is reported with its line number (the header is line 1)."""
+def _rows_with_lines(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's cells less its blank rows (lines of nothing, spaces or commas, which pandas reads as rows of
+    empty cells), and each remaining row's line in the file (the header is line 1)."""
     text = chunk.to_numpy()
+    maybe_blank = np.flatnonzero([not str(cell).strip() for cell in text[:, 0]])
+    kept = np.ones(len(text), dtype=bool)
+    kept[[row for row in maybe_blank if not "".join(map(str, text[row])).strip()]] = False
+    return text[kept], chunk.index.to_numpy()[kept] + 2
+
+
+def _checked_values(path: Path, text: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """uint8 values of a chunk's rows; the first bad cell is reported with its line."""
     numbers = pd.DataFrame(text).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    first_line = int(chunk.index[0]) + 2
     problems = [  # (cells at fault, index of their first column, what is wrong)
         (~np.isfinite(numbers) | (numbers != np.round(numbers)), 0, "is not an integer"),
         ((numbers[:, :1] < 0) | (numbers[:, :1] > 9), 0, "is not a label 0-9"),
@@ -133,5 +192,5 @@ def _checked_values(path: Path, chunk: pd.DataFrame) -> np.ndarray:
             row, column = np.argwhere(mask)[0]
             column += offset
             name = "label" if column == 0 else f"pixel{column}"
-            raise FashionClfError(f"{path}: line {first_line + row}: {name} {text[row, column]!r} {problem}")
+            raise FashionClfError(f"{path}: line {lines[row]}: {name} {text[row, column]!r} {problem}")
     return numbers.astype(np.uint8)
