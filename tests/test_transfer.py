@@ -7,9 +7,9 @@ import torch
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
-from fashionclf.inference import load_classifier, predict_files
 from fashionclf.pretrained import PhotoTransfer
-from fashionclf.rundir import load_model
+from fashionclf.rundir import load_model, spec_of
+from fashionclf.sources import load_dataset
 from fashionclf.train import train
 from fashionclf.transfer import imagenet_class_names, set_votes
 
@@ -65,14 +65,14 @@ def test_a_frozen_run_trains_the_head_alone_on_cached_features(frozen_run, tmp_p
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
 
 
+@torch.no_grad()
 def test_a_frozen_run_evaluates_on_cached_features_as_the_whole_model_predicts(frozen_run):
     metrics = evaluate_run(frozen_run.root)
     assert metrics["images"] == 20 and metrics["data"]["split"] == "validation"
-    classifier = load_classifier(frozen_run.root)
-    photos = sorted((SAMPLE / "validation").rglob("*.jpg"))
-    predictions = predict_files(classifier, photos)
-    right = sum(p.top[0]["class"] == photo.parent.name for p, photo in zip(predictions, photos, strict=True))
-    assert right / len(photos) == pytest.approx(metrics["accuracy"])
+    model, checkpoint = load_model(frozen_run.best_checkpoint)
+    validation = load_dataset(SAMPLE, spec_of(checkpoint).input).validation
+    predicted = model.eval()(validation.images.float() / 255).argmax(1)
+    assert (predicted == validation.labels).float().mean().item() == pytest.approx(metrics["accuracy"])
 
 
 def test_a_zero_shot_run_is_made_without_training_and_is_an_ordinary_run(tmp_path):

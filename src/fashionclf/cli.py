@@ -290,7 +290,8 @@ def quantize(
         list[str] | None,
         typer.Option(
             help="dynamic, static or qat; repeat for several [default: dynamic and static, and qat when "
-            "static int8 loses more than 0.3 points or agrees with fp32 on fewer than 99.5% of the test images]."
+            "static int8 loses more than 0.3 points or agrees with fp32 on fewer than 99.5% of the test images, "
+            "unless the model is pretrained]."
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
