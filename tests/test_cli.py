@@ -67,6 +67,15 @@ def test_bad_corruptions(tmp_path, setting, fragment):
     assert_one_line_error(fashionclf("train", "--corrupt", setting, "--out", str(tmp_path / "r")), fragment)
 
 
+@pytest.mark.parametrize("bad", [("--label-smoothing", "2"), ("--weight-decay", "-1")])
+def test_a_bad_value_is_refused_before_the_run_directory_is_written(tmp_path, bad):
+    write_csv(tmp_path / "good.csv", synthetic_split(100, seed=0))
+    out = tmp_path / "x"
+    result = fashionclf("train", "--data", str(tmp_path / "good.csv"), "--epochs", "1", *bad, "--out", str(out))
+    assert_one_line_error(result, f"{bad[0]} must be", f"got {float(bad[1])}")
+    assert not out.exists()  # so the corrected command finds no run in the way
+
+
 def test_a_preprocessing_the_model_cannot_take(tmp_path):
     out = str(tmp_path / "r")
     assert_one_line_error(fashionclf("train", "--preprocessing", "photo", "--out", out), "fashion-mnist, garment")

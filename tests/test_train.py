@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -172,7 +173,28 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"lr": -1.0}, "--lr")],
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"lr": -1.0}, "--lr must be a positive number, got -1.0"),
+        ({"lr": math.inf}, "--lr must be a positive number, got inf"),
+        ({"lr": "0.1"}, "--lr must be a positive number, got '0.1'"),  # a hand-edited config.json
+        ({"label_smoothing": 2.0}, r"--label-smoothing must be in \[0, 1\), got 2.0"),
+        ({"label_smoothing": 1.0}, r"--label-smoothing must be in \[0, 1\), got 1.0"),
+        ({"weight_decay": -1.0}, "--weight-decay must be 0 or more, got -1.0"),
+        ({"weight_decay": math.nan}, "--weight-decay must be 0 or more, got nan"),
+        ({"ema": 1.0}, r"--ema must be a decay in \[0, 1\), got 1.0"),
+        ({"rotate": math.nan}, "--rotate must be 0 or more, got nan"),
+        ({"erase": 1.5}, r"--erase must be a probability in \[0, 1\], got 1.5"),
+        ({"crop_scale": -0.1}, r"--crop-scale must be in \[0, 1\], got -0.1"),
+        ({"jitter": 2.0}, r"--jitter must be in \[0, 1\], got 2.0"),
+        ({"crop_padding": -1}, "--crop-padding must be 0 or more, got -1"),
+        ({"seed": -1}, r"--seed must be in \[0, 2\^32\), got -1"),
+        ({"seed": 2**64}, r"--seed must be in \[0, 2\^32\)"),
+        ({"mix_fashion_mnist": -5, "init": "runs/base"}, "--mix-fashion-mnist must be 0 or more, got -5"),
+        ({"model": "photo_resnet9", "image_size": 0}, "--image-size must be a multiple of 16 from 16 to 512, got 0"),
+        ({"model": "photo_resnet9", "image_size": 100}, "--image-size must be a multiple of 16 from 16 to 512"),
+    ],
 )
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(FashionClfError, match=message):
