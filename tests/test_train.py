@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
-from fashionclf.rundir import load_checkpoint
+from fashionclf.rundir import load_checkpoint, write_json
 from fashionclf.runtime import bf16_supported
 from fashionclf.train import ema_with_warmup, resume, train
 
@@ -281,6 +282,33 @@ def test_a_compile_that_cannot_build_here_falls_back_to_eager_training(tmp_path,
     torch._dynamo.reset()
     assert "torch.compile cannot build here (" in run.log.read_text() and "training eagerly" in run.log.read_text()
     assert json.loads(run.history_json.read_text())[0]["val_accuracy"] > 0.3
+
+
+def test_a_start_that_finished_no_epoch_leaves_a_directory_that_a_new_run_takes_over(tmp_path, monkeypatch):
+    import fashionclf.train as training
+
+    def fail(*args):
+        raise FashionClfError("the first step failed")
+
+    monkeypatch.setattr(training, "train_epoch", fail)
+    small = TrainConfig(epochs=1, batch_size=50, validation_size=0, device="cpu")
+    with pytest.raises(FashionClfError, match="the first step failed"):
+        train(replace(small, lr=0.5), tmp_path / "run", data=synthetic_data(train=100), progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["lr"] == 0.5
+    monkeypatch.undo()
+    run = train(small, tmp_path / "run", data=synthetic_data(train=100), progress=False)
+    assert json.loads(run.config.read_text())["train"]["lr"] == small.lr
+    assert load_checkpoint(run.last_checkpoint)["epoch"] == 1
+    assert "an earlier start finished no epoch here; training anew, its config.json replaced" in run.log.read_text()
+
+
+def test_resuming_a_start_whose_settings_fail_their_checks_says_how_to_start_again(tmp_path):
+    """config.json as a version without the bound left it: written before the optimizer refused the value."""
+    run = tmp_path / "run"
+    write_json(run / "config.json", {"train": {"weight_decay": -1.0}})
+    expected = f"{run / 'config.json'}: --weight-decay must be 0 or more, got -1.0; no epoch finished: train anew"
+    with pytest.raises(FashionClfError, match=f"^{re.escape(expected)} with --out {re.escape(str(run))}, other"):
+        resume(run, progress=False)
 
 
 def test_resume_without_last_pt_after_finished_epochs_is_refused(tmp_path):
