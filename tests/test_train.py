@@ -19,7 +19,7 @@ from fashionclf.rundir import load_checkpoint, write_json
 from fashionclf.runtime import bf16_supported
 from fashionclf.train import ema_with_warmup, resume, train
 
-from synthetic import band_photos, synthetic_data
+from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv
 
 SMALL = dict(epochs=3, batch_size=50, validation_size=100, device="cpu")
 
@@ -112,7 +112,7 @@ def test_resume_after_kill_9_inside_an_epoch_gives_identical_weights(tmp_path):
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import fashionclf.train as training
-        from synthetic import band_photos, synthetic_data
+        from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv
         real, steps = training._gradients, []
         def stop_inside_epoch_2(state, *args):
             steps.append(1)
@@ -309,6 +309,13 @@ def test_resuming_a_start_whose_settings_fail_their_checks_says_how_to_start_aga
     expected = f"{run / 'config.json'}: --weight-decay must be 0 or more, got -1.0; no epoch finished: train anew"
     with pytest.raises(FashionClfError, match=f"^{re.escape(expected)} with --out {re.escape(str(run))}, other"):
         resume(run, progress=False)
+
+
+def test_resume_refuses_data_that_changed_since_the_run_started(tmp_path):
+    run, csv = csv_run(tmp_path)
+    write_csv(csv, synthetic_split(200, seed=7))
+    with pytest.raises(FashionClfError, match=r"not the data .* \(data.csv has SHA-256 .*\); put back the data"):
+        resume(run.root, progress=False)
 
 
 def test_resume_without_last_pt_after_finished_epochs_is_refused(tmp_path):

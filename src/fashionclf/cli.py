@@ -74,6 +74,14 @@ Preprocessing = Annotated[
     ),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
+AllowChangedData = Annotated[
+    bool,
+    typer.Option(
+        "--allow-changed-data",
+        help="Go on with the run's own data though its checksums differ from those config.json recorded in "
+        "training: with a warning, and recorded in the result file as data_changed [default: refuse it].",
+    ),
+]
 
 
 def _show(result: dict, as_json: bool, *tables: Callable[[dict], Table]) -> None:
@@ -239,14 +247,16 @@ def evaluate(
         ),
     ] = None,
     preprocessing: Preprocessing = None,
+    allow_changed_data: AllowChangedData = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate a run's best checkpoint on its own data, or on --data: metrics.json and figures."""
     from fashionclf.evaluate import evaluate_run, metrics_table
 
     metrics = evaluate_run(
-        run_dir, device=device, data_path=data, split=split, class_map=class_map, preprocessing=preprocessing
-    )
+        run_dir, device=device, data_path=data, split=split, class_map=class_map, preprocessing=preprocessing,
+        allow_changed_data=allow_changed_data,
+    )  # fmt: skip
     _show(metrics, as_json, metrics_table)
 
 
@@ -265,13 +275,16 @@ def analyze(
     batch_size: Annotated[int, typer.Option(help="The large batch for timing (batch 1 is always timed).")] = 256,
     repeats: Annotated[int, typer.Option(help="Timed runs per layer, after warm-up.")] = 30,
     device: Device = "cpu",
+    allow_changed_data: AllowChangedData = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Receptive field, FLOPs and MACs, and measured per-layer time; saved into the run when one is given."""
     from fashionclf.analysis import analysis_table
     from fashionclf.analysis import analyze as analyze_model
 
-    result = analyze_model(run_dir, model, batch_size=batch_size, repeats=repeats, device=device)
+    result = analyze_model(
+        run_dir, model, batch_size=batch_size, repeats=repeats, device=device, allow_changed_data=allow_changed_data
+    )
     _show(result, as_json, analysis_table)
 
 
@@ -285,12 +298,14 @@ def quantize(
             "static int8 loses more than 0.3 points or agrees with fp32 on fewer than 99.5% of the test images]."
         ),
     ] = None,
+    allow_changed_data: AllowChangedData = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Quantize the run's best model to int8 and export ONNX; every file's test accuracy is measured."""
     from fashionclf.quantize import quantization_table, quantize_run
 
-    _show(quantize_run(run_dir, tuple(method or ("dynamic", "static"))), as_json, quantization_table)
+    summary = quantize_run(run_dir, tuple(method or ("dynamic", "static")), allow_changed_data=allow_changed_data)
+    _show(summary, as_json, quantization_table)
 
 
 @app.command()

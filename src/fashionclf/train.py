@@ -32,6 +32,7 @@ from fashionclf.models import ModelSpec, count_parameters, create_model, model_e
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
+from fashionclf.provenance import changed_data, data_changes
 from fashionclf.rundir import (
     CHECKPOINT_FORMAT,
     RunDir,
@@ -112,7 +113,7 @@ def resume(out: Path, data: fmnist.Dataset | None = None, progress: bool = True)
     with _writing(run, "fashionclf train --resume"):
         _check_resumable(run)
         config, spec = _recorded_config(run), run_spec(run)
-        splits = _splits(config, data or load_dataset(config.data, spec.input))
+        splits = _splits(config, data or _unchanged_data(run, config, spec))
         distributed.check_batches(len(splits[0]), config.batch_size)
         with distributed.process_group(resolve_device(config.device)) as device:
             state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
@@ -161,6 +162,16 @@ def _recorded_config(run: RunDir) -> TrainConfig:
     except FashionClfError as exc:
         way_out = "" if _epoch_files(run) else f"; no epoch finished: train anew with --out {run.root}, other options"
         raise FashionClfError(f"{run.config}: {exc}{way_out}") from None
+
+
+def _unchanged_data(run: RunDir, config: TrainConfig, spec: ModelSpec) -> fmnist.Dataset:
+    """The run's data, refused where it is not what the run started on: the epochs would mix two data sets."""
+    data = load_dataset(config.data, spec.input)
+    if changes := data_changes(read_json(run.config).get("data", {}), data):
+        raise FashionClfError(
+            f"{changed_data(run, data, changes)}; put back the data it started on, or train a new run"
+        )
+    return data
 
 
 def _check_resumable(run: RunDir) -> None:
