@@ -8,7 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fashionclf.config import TrainConfig
 from fashionclf.data import Dataset, Split
+from fashionclf.rundir import RunDir
+from fashionclf.train import train
 
 
 def synthetic_split(n: int, seed: int) -> Split:
@@ -49,3 +52,11 @@ def band_photos(root, names=("hat", "shoes", "skirt"), per_class=40) -> None:
             folder.mkdir(parents=True)
             for i in np.flatnonzero(images.labels.numpy() == k):
                 Image.fromarray(images.images[i, 0].numpy()).save(folder / f"{i}.png")
+
+
+def csv_run(root: Path) -> tuple[RunDir, Path]:
+    """A one-epoch run trained as `train --data root/data.csv` trains it: (the run, the CSV file it records)."""
+    csv = root / "data.csv"
+    write_csv(csv, synthetic_split(200, seed=1))
+    config = TrainConfig(epochs=1, batch_size=50, validation_size=0, device="cpu", data=str(csv))
+    return train(config, root / "run", progress=False), csv

@@ -9,8 +9,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fashionclf.analysis import analyze, analyze_model, layer_output, receptive_fields
-from fashionclf.errors import FashionClfError
+from fashionclf.errors import FashionClfError, FashionClfWarning
+from fashionclf.files import file_sha256
 from fashionclf.models import create_model, example_input, list_models, model_entry
+
+from synthetic import csv_run, synthetic_split, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +205,25 @@ def test_adding_maps_of_different_strides_is_refused():
 
     with pytest.raises(FashionClfError, match="adds maps whose units lie at different strides"):
         receptive_fields(Mismatched(), (1, 28, 28))
+
+
+def test_a_runs_replaced_data_is_refused_before_any_timing_unless_allowed(tmp_path, monkeypatch):
+    import fashionclf.analysis as analysis
+
+    run, csv = csv_run(tmp_path)
+    recorded = file_sha256(csv)
+    write_csv(csv, synthetic_split(200, seed=7))
+    timed = analysis.analyze_model
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed before the data was checked")
+
+    monkeypatch.setattr(analysis, "analyze_model", no_timing)
+    with pytest.raises(FashionClfError, match=r"\(data.csv has SHA-256 .*; pass --allow-changed-data to analyze it"):
+        analyze(run.root, batch_size=8, repeats=2)
+    monkeypatch.setattr(analysis, "analyze_model", timed)
+    with pytest.warns(FashionClfWarning, match="analyze goes on"):
+        result = analyze(run.root, batch_size=8, repeats=2, allow_changed_data=True)
+    saved = json.loads(run.analysis.read_text())
+    assert saved["data_changed"] is True and saved["data_changes"]["data.csv"]["recorded"] == recorded
+    assert result == saved

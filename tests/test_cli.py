@@ -15,7 +15,7 @@ import torch
 from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
 from fashionclf.runtime import bf16_supported
 
-from synthetic import synthetic_split, write_csv
+from synthetic import csv_run, synthetic_split, write_csv
 
 
 def fashionclf(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -66,6 +66,27 @@ def test_bad_training_settings(tmp_path):
 )
 def test_bad_corruptions(tmp_path, setting, fragment):
     assert_one_line_error(fashionclf("train", "--corrupt", setting, "--out", str(tmp_path / "r")), fragment)
+
+
+@pytest.mark.parametrize("bad", [("--label-smoothing", "2"), ("--weight-decay", "-1")])
+def test_a_bad_value_is_refused_before_the_run_directory_is_written(tmp_path, bad):
+    write_csv(tmp_path / "good.csv", synthetic_split(100, seed=0))
+    out = tmp_path / "x"
+    result = fashionclf("train", "--data", str(tmp_path / "good.csv"), "--epochs", "1", *bad, "--out", str(out))
+    assert_one_line_error(result, f"{bad[0]} must be", f"got {float(bad[1])}")
+    assert not out.exists()  # so the corrected command finds no run in the way
+
+
+def test_evaluate_of_replaced_data_is_one_line_and_goes_on_with_a_warning_when_allowed(tmp_path):
+    run, csv = csv_run(tmp_path)
+    write_csv(csv, synthetic_split(200, seed=7))
+    refused = fashionclf("evaluate", str(run.root))
+    assert_one_line_error(refused, f"{csv}: not the data {run.root} was trained on", "--allow-changed-data")
+    allowed = fashionclf("evaluate", str(run.root), "--allow-changed-data", "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    [warning] = allowed.stderr.strip().splitlines()
+    assert warning.startswith(f"fashionclf: warning: {csv}: not the data") and "recorded as data_changed" in warning
+    assert json.loads(allowed.stdout)["data_changed"] is True
 
 
 def test_a_preprocessing_the_model_cannot_take(tmp_path):

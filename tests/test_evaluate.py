@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -6,11 +7,12 @@ from PIL import Image
 
 from fashionclf.config import TrainConfig
 from fashionclf.data import CLASSES
-from fashionclf.errors import FashionClfError
+from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.evaluate import compute_metrics, evaluate_run, mapped_metrics, read_class_map
+from fashionclf.files import file_sha256
 from fashionclf.train import train
 
-from synthetic import synthetic_data
+from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv
 
 
 def one_hot(predicted, confidence=0.9):
@@ -125,3 +127,37 @@ def test_the_shipped_clothing_small_map_names_only_fashion_mnist_classes():
     mapping = read_class_map("clothing-small", data_classes, CLASSES)
     assert mapping["shoes"] == ["Sandal", "Sneaker", "Ankle boot"] and mapping["longsleeve"] == ["Pullover", "Shirt"]
     assert [name for name, targets in mapping.items() if not targets] == ["hat", "shorts", "skirt"]
+
+
+def test_the_runs_data_replaced_since_training_is_refused_unless_allowed_and_then_recorded(tmp_path):
+    run, csv = csv_run(tmp_path)
+    recorded = file_sha256(csv)
+    assert evaluate_run(run.root)["data_changed"] is False
+    unchanged = run.metrics.read_text()
+    write_csv(csv, synthetic_split(200, seed=7))  # other images under the same name
+    found = file_sha256(csv)
+    refusal = (
+        f"{csv}: not the data {run.root} was trained on (data.csv has SHA-256 {found[:12]}..., recorded "
+        f"{recorded[:12]}...); pass --allow-changed-data to evaluate it anyway, or train a new run"
+    )
+    with pytest.raises(FashionClfError, match=f"^{re.escape(refusal)}$"):
+        evaluate_run(run.root)
+    assert run.metrics.read_text() == unchanged
+    with pytest.warns(FashionClfWarning, match="evaluate goes on, recorded as data_changed"):
+        metrics = evaluate_run(run.root, allow_changed_data=True)
+    assert metrics["data_changed"] is True
+    assert metrics["data_changes"] == {"data.csv": {"recorded": recorded, "found": found}}
+    assert json.loads(run.metrics.read_text()) == metrics
+
+
+def test_a_changed_photo_is_named_by_its_split_but_another_preprocessing_is_no_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    band_photos(tmp_path / "photos", per_class=8)
+    config = TrainConfig(epochs=1, batch_size=8, device="cpu", data=str(tmp_path / "photos"))
+    run = train(config, tmp_path / "run", progress=False)
+    # The cache keys of photos cover the preprocessing: these photos, read by another one, are still the run's.
+    assert evaluate_run(run.root, preprocessing="garment")["data_changed"] is False
+    photo = next((tmp_path / "photos" / "validation" / "hat").iterdir())
+    Image.fromarray(np.full((28, 28), 128, dtype=np.uint8)).save(photo)
+    with pytest.raises(FashionClfError, match=r"\(validation photos has SHA-256 \w{12}\.\.\., recorded \w{12}\.\.\.\)"):
+        evaluate_run(run.root)

@@ -24,6 +24,8 @@ from fashionclf.quantize import (
 from fashionclf.rundir import load_model, read_json
 from fashionclf.runtime import cpu
 
+from synthetic import csv_run, synthetic_split, write_csv
+
 
 def test_static_int8_keeps_accuracy_at_a_quarter_of_the_size(quantized_run):
     """On every backend, on every x86 CPU: with 8-bit weights, ONNX Runtime's kernels on CPUs without VNNI
@@ -151,3 +153,11 @@ def test_a_model_the_int8_quantizer_cannot_handle_keeps_fp32_and_the_other_metho
     assert {"fp32", "ort-static", "ov-static"} <= summary["methods"].keys()
     classifier = load_classifier(run)  # no int8 model to serve: fp32
     assert "static" not in classifier.description and "fp32" in classifier.description
+
+
+def test_data_replaced_since_training_is_refused_before_anything_is_written(tmp_path):
+    run, csv = csv_run(tmp_path)
+    write_csv(csv, synthetic_split(200, seed=7))
+    with pytest.raises(FashionClfError, match=r"\(data.csv has SHA-256 .*; pass --allow-changed-data to quantize it"):
+        quantize_run(run.root)
+    assert not run.quantized.exists()

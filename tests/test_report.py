@@ -9,8 +9,10 @@ from test_serve import CHROMIUM, CHROMIUM_ARGS
 from fashionclf.analysis import analyze
 from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
-from fashionclf.report import _heaviest_and_slowest, build_report, training_recipe
-from fashionclf.rundir import RunDir
+from fashionclf.report import _heaviest_and_slowest, build_report, title, training_recipe
+from fashionclf.rundir import RunDir, write_json
+
+from synthetic import csv_run
 
 
 def row(name: str, flop_share: float, time_share: float) -> dict:
@@ -33,6 +35,16 @@ def test_the_analysis_sentence_contrasts_the_heaviest_and_slowest_layers():
 def test_the_analysis_sentence_says_when_one_layer_is_both():
     conv = row("conv", 0.6, 0.5)
     assert "is also the slowest" in _heaviest_and_slowest(conv, conv, "batch_256")
+
+
+def test_the_report_says_when_its_metrics_were_measured_on_changed_data(tmp_path):
+    run, _ = csv_run(tmp_path)
+    metrics = {"accuracy": 0.5, "loss": 1.0, "images": 40, "data": {"split": "test"}, "data_changed": False}
+    write_json(run.metrics, metrics)
+    assert "changed" not in title(run)
+    changes = {"data.csv": {"recorded": "a" * 64, "found": "b" * 64}}
+    write_json(run.metrics, {**metrics, "data_changed": True, "data_changes": changes})
+    assert "**The data changed since training** (`data.csv`): these metrics were measured with" in title(run)
 
 
 def test_the_report_states_the_recipe_the_run_recorded():

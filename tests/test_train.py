@@ -1,5 +1,7 @@
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,11 +15,11 @@ import torch
 
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
-from fashionclf.rundir import load_checkpoint
+from fashionclf.rundir import load_checkpoint, write_json
 from fashionclf.runtime import bf16_supported
 from fashionclf.train import ema_with_warmup, resume, train
 
-from synthetic import band_photos, synthetic_data
+from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv
 
 SMALL = dict(epochs=3, batch_size=50, validation_size=100, device="cpu")
 
@@ -110,7 +112,7 @@ def test_resume_after_kill_9_inside_an_epoch_gives_identical_weights(tmp_path):
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import fashionclf.train as training
-        from synthetic import band_photos, synthetic_data
+        from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv
         real, steps = training._gradients, []
         def stop_inside_epoch_2(state, *args):
             steps.append(1)
@@ -172,7 +174,28 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"lr": -1.0}, "--lr")],
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"lr": -1.0}, "--lr must be a positive number, got -1.0"),
+        ({"lr": math.inf}, "--lr must be a positive number, got inf"),
+        ({"lr": "0.1"}, "--lr must be a positive number, got '0.1'"),  # a hand-edited config.json
+        ({"label_smoothing": 2.0}, r"--label-smoothing must be in \[0, 1\), got 2.0"),
+        ({"label_smoothing": 1.0}, r"--label-smoothing must be in \[0, 1\), got 1.0"),
+        ({"weight_decay": -1.0}, "--weight-decay must be 0 or more, got -1.0"),
+        ({"weight_decay": math.nan}, "--weight-decay must be 0 or more, got nan"),
+        ({"ema": 1.0}, r"--ema must be a decay in \[0, 1\), got 1.0"),
+        ({"rotate": math.nan}, "--rotate must be 0 or more, got nan"),
+        ({"erase": 1.5}, r"--erase must be a probability in \[0, 1\], got 1.5"),
+        ({"crop_scale": -0.1}, r"--crop-scale must be in \[0, 1\], got -0.1"),
+        ({"jitter": 2.0}, r"--jitter must be in \[0, 1\], got 2.0"),
+        ({"crop_padding": -1}, "--crop-padding must be 0 or more, got -1"),
+        ({"seed": -1}, r"--seed must be in \[0, 2\^32\), got -1"),
+        ({"seed": 2**64}, r"--seed must be in \[0, 2\^32\)"),
+        ({"mix_fashion_mnist": -5, "init": "runs/base"}, "--mix-fashion-mnist must be 0 or more, got -5"),
+        ({"model": "photo_resnet9", "image_size": 0}, "--image-size must be a multiple of 16 from 16 to 512, got 0"),
+        ({"model": "photo_resnet9", "image_size": 100}, "--image-size must be a multiple of 16 from 16 to 512"),
+    ],
 )
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(FashionClfError, match=message):
@@ -259,6 +282,40 @@ def test_a_compile_that_cannot_build_here_falls_back_to_eager_training(tmp_path,
     torch._dynamo.reset()
     assert "torch.compile cannot build here (" in run.log.read_text() and "training eagerly" in run.log.read_text()
     assert json.loads(run.history_json.read_text())[0]["val_accuracy"] > 0.3
+
+
+def test_a_start_that_finished_no_epoch_leaves_a_directory_that_a_new_run_takes_over(tmp_path, monkeypatch):
+    import fashionclf.train as training
+
+    def fail(*args):
+        raise FashionClfError("the first step failed")
+
+    monkeypatch.setattr(training, "train_epoch", fail)
+    small = TrainConfig(epochs=1, batch_size=50, validation_size=0, device="cpu")
+    with pytest.raises(FashionClfError, match="the first step failed"):
+        train(replace(small, lr=0.5), tmp_path / "run", data=synthetic_data(train=100), progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["lr"] == 0.5
+    monkeypatch.undo()
+    run = train(small, tmp_path / "run", data=synthetic_data(train=100), progress=False)
+    assert json.loads(run.config.read_text())["train"]["lr"] == small.lr
+    assert load_checkpoint(run.last_checkpoint)["epoch"] == 1
+    assert "an earlier start finished no epoch here; training anew, its config.json replaced" in run.log.read_text()
+
+
+def test_resuming_a_start_whose_settings_fail_their_checks_says_how_to_start_again(tmp_path):
+    """config.json as a version without the bound left it: written before the optimizer refused the value."""
+    run = tmp_path / "run"
+    write_json(run / "config.json", {"train": {"weight_decay": -1.0}})
+    expected = f"{run / 'config.json'}: --weight-decay must be 0 or more, got -1.0; no epoch finished: train anew"
+    with pytest.raises(FashionClfError, match=f"^{re.escape(expected)} with --out {re.escape(str(run))}, other"):
+        resume(run, progress=False)
+
+
+def test_resume_refuses_data_that_changed_since_the_run_started(tmp_path):
+    run, csv = csv_run(tmp_path)
+    write_csv(csv, synthetic_split(200, seed=7))
+    with pytest.raises(FashionClfError, match=r"not the data .* \(data.csv has SHA-256 .*\); put back the data"):
+        resume(run.root, progress=False)
 
 
 def test_resume_without_last_pt_after_finished_epochs_is_refused(tmp_path):

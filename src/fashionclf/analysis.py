@@ -31,9 +31,9 @@ from fashionclf.errors import FashionClfError
 from fashionclf.layers import AvgMaxPool, Mirrored, SamePad, Scale, Standardise, ViewMean, ViewsToPhotos, Vote
 from fashionclf.models import ModelSpec, create_model, large_batch, model_entry
 from fashionclf.pretrained import ScaleInput, Views
-from fashionclf.rundir import RunDir, load_model, locked, open_run, run_data, spec_of, write_json
+from fashionclf.provenance import change_record, run_dataset
+from fashionclf.rundir import RunDir, load_model, locked, open_run, spec_of, write_json
 from fashionclf.runtime import resolve_device
-from fashionclf.sources import load_dataset
 
 CONVENTION = (
     "MACs: multiply-accumulates of conv and linear layers (and a class vote's matrix product); FLOPs = 2 x MACs for "
@@ -448,8 +448,11 @@ def analyze(
     batch_size: int | None = None,
     repeats: int = 30,
     device: str = "cpu",
+    allow_changed_data: bool = False,
 ) -> dict:
-    """Analyse a run's model (saving analysis.json and figures into the run) or an untrained registered model."""
+    """Analyse a run's model (saving analysis.json and figures into the run) or an untrained registered model. A
+    run's effective receptive field is measured on its data: refused where it changed since training, before any
+    time is spent, unless `allow_changed_data`."""
     if (run_dir is None) == (model_name is None):
         raise FashionClfError("give either a run directory or --model NAME")
     if batch_size is not None and batch_size < 1:
@@ -459,6 +462,8 @@ def analyze(
     if run is not None:
         model, checkpoint = load_model(run.best_checkpoint)
         model_name, spec = checkpoint["model"], spec_of(checkpoint)
+        data, changes = run_dataset(run, spec.input, "analyze", allow_changed_data)
+        evaluation = data.evaluation_split
     else:
         name = str(model_name)  # given when no run is
         model, spec = create_model(name), model_entry(name).spec()
@@ -467,7 +472,8 @@ def analyze(
     result = {"model": model_name, **analyze_model(model, input_size, (1, batch_size), repeats, torch_device)}
     result["model_forward_us"] = _time_model(model, input_size, (1, batch_size), repeats, torch_device)
     if run is not None:
-        _save_to_run(run, model.cpu(), spec, result)
+        result |= change_record(changes)
+        _save_to_run(run, model.cpu(), spec, evaluation, result)
     return result
 
 
@@ -484,8 +490,10 @@ def _time_model(
     return timings
 
 
-def _save_to_run(run: RunDir, model: nn.Module, spec: ModelSpec, result: dict) -> None:
-    split, evaluated = load_dataset(run_data(run), spec.input).evaluation_split
+def _save_to_run(
+    run: RunDir, model: nn.Module, spec: ModelSpec, evaluation: tuple[str, fmnist.Split], result: dict
+) -> None:
+    split, evaluated = evaluation
     count = min(ERF_IMAGES, max(1, ERF_BUDGET // evaluated.images[0].numel()))
     images = fmnist.to_float(evaluated.images[:count])
     result["effective_field_images"] = {"images": len(images), "split": split}

@@ -79,6 +79,14 @@ Preprocessing = Annotated[
     ),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
+AllowChangedData = Annotated[
+    bool,
+    typer.Option(
+        "--allow-changed-data",
+        help="Go on with the run's own data though its checksums differ from those config.json recorded in "
+        "training: with a warning, and recorded in the result file as data_changed [default: refuse it].",
+    ),
+]
 
 
 def _show(result: dict, as_json: bool, *tables: Callable[[dict], Table]) -> None:
@@ -244,14 +252,16 @@ def evaluate(
         ),
     ] = None,
     preprocessing: Preprocessing = None,
+    allow_changed_data: AllowChangedData = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate a run's best checkpoint on its own data, or on --data: metrics.json and figures."""
     from fashionclf.evaluate import evaluate_run, metrics_table
 
     metrics = evaluate_run(
-        run_dir, device=device, data_path=data, split=split, class_map=class_map, preprocessing=preprocessing
-    )
+        run_dir, device=device, data_path=data, split=split, class_map=class_map, preprocessing=preprocessing,
+        allow_changed_data=allow_changed_data,
+    )  # fmt: skip
     _show(metrics, as_json, metrics_table)
 
 
@@ -273,13 +283,16 @@ def analyze(
     ] = None,
     repeats: Annotated[int, typer.Option(help="Timed runs per layer, after warm-up (fewer where slow).")] = 30,
     device: Device = "cpu",
+    allow_changed_data: AllowChangedData = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Receptive field, FLOPs and MACs, and measured per-layer time; saved into the run when one is given."""
     from fashionclf.analysis import analysis_table
     from fashionclf.analysis import analyze as analyze_model
 
-    result = analyze_model(run_dir, model, batch_size=batch_size, repeats=repeats, device=device)
+    result = analyze_model(
+        run_dir, model, batch_size=batch_size, repeats=repeats, device=device, allow_changed_data=allow_changed_data
+    )
     _show(result, as_json, analysis_table)
 
 
@@ -294,12 +307,14 @@ def quantize(
             "unless the model is pretrained]."
         ),
     ] = None,
+    allow_changed_data: AllowChangedData = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Quantize the run's best model to int8 and export ONNX; every file's test accuracy is measured."""
     from fashionclf.quantize import quantization_table, quantize_run
 
-    _show(quantize_run(run_dir, tuple(method or ("dynamic", "static"))), as_json, quantization_table)
+    summary = quantize_run(run_dir, tuple(method or ("dynamic", "static")), allow_changed_data=allow_changed_data)
+    _show(summary, as_json, quantization_table)
 
 
 @app.command()

@@ -3,6 +3,8 @@ value they set, so a published number can be reproduced with one command."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from fashionclf.errors import FashionClfError
@@ -136,6 +138,25 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# What a number option must be, checked before anything is written: outside these bounds training crashes or goes
+# wrong far from the option (in the optimizer, the loss, the seeded generators). NaN fails every comparison.
+BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "lr": (lambda v: 0 < v < math.inf, "a positive number"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2^32)"),  # scikit-learn's hold-out takes no other
+    "weight_decay": (lambda v: 0 <= v < math.inf, "0 or more"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ema": (lambda v: 0 <= v < 1, "a decay in [0, 1)"),
+    "crop_padding": (lambda v: v >= 0, "0 or more"),
+    "erase": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "crop_scale": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "rotate": (lambda v: 0 <= v < math.inf, "0 or more"),
+    "jitter": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "mix_fashion_mnist": (lambda v: v >= 0, "0 or more"),
+}
+PHOTO_SIZES = range(16, 513, 16)  # --image-size of a photo model; Fashion-MNIST's models take 28 alone
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a run; saved to config.json and read back by --resume. Defaults are the report's recipe in
@@ -176,13 +197,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         entry = model_entry(self.model)
-        if self.batch_size < 1:
-            raise FashionClfError(f"--batch-size must be at least 1, got {self.batch_size}")
+        self._check_bounds()
         if self.epochs < (0 if entry.pretrained else 1):
             least = "0 (a pretrained model as it is)" if entry.pretrained else "1"
             raise FashionClfError(f"--epochs must be at least {least}, got {self.epochs}")
-        if not self.lr > 0:
-            raise FashionClfError(f"--lr must be positive, got {self.lr}")
+        if entry.input.domain == "photo" and self.image_size is not None and self.image_size not in PHOTO_SIZES:
+            raise FashionClfError(f"--image-size must be a multiple of 16 from 16 to 512, got {self.image_size}")
         if self.validation_size is not None and self.validation_size < 0:
             raise FashionClfError(f"--validation-size must be 0 or more, got {self.validation_size}")
         if self.recipe not in RECIPES:
@@ -190,12 +210,6 @@ class TrainConfig:
         for name, known in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
             if getattr(self, name) not in known:
                 raise FashionClfError(f"--{name}: unknown {name} {getattr(self, name)!r}; known: {', '.join(known)}")
-        if not 0 <= self.ema < 1:
-            raise FashionClfError(f"--ema must be a decay in [0, 1), got {self.ema}")
-        if not 0 <= self.erase <= 1 or self.crop_padding < 0:
-            raise FashionClfError("--erase must be a probability in [0, 1] and --crop-padding 0 or more")
-        if not 0 <= self.crop_scale <= 1 or not 0 <= self.jitter <= 1 or self.rotate < 0:
-            raise FashionClfError("--crop-scale and --jitter must be in [0, 1], --rotate 0 or more")
         entry.input.using(self.preprocessing)
         unknown = set(self.corrupt) - set(NAMES)
         if unknown or not all(0 <= p <= 1 for p in self.corrupt.values()):
@@ -206,6 +220,13 @@ class TrainConfig:
             raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
         if self.frozen:
             self._check_frozen(entry.pretrained)
+
+    def _check_bounds(self) -> None:
+        """Also for values read back from a config.json, which a hand could have made a string."""
+        for name, (within, bound) in BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not within(value):
+                raise FashionClfError(f"--{name.replace('_', '-')} must be {bound}, got {value!r}")
 
     def _check_frozen(self, pretrained: bool) -> None:
         """A frozen backbone's features are computed once per photo: nothing that changes pixels per epoch fits."""

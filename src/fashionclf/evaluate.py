@@ -16,7 +16,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 from fashionclf import data as fmnist
 from fashionclf import plots
 from fashionclf.errors import FashionClfError
-from fashionclf.rundir import load_model, locked, open_run, read_history, read_json, run_data, spec_of, write_json
+from fashionclf.provenance import change_record, run_dataset
+from fashionclf.rundir import load_model, locked, open_run, read_history, read_json, spec_of, write_json
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
 from fashionclf.transfer import split_logits
@@ -74,6 +75,7 @@ def evaluate_run(
     split: str = "auto",
     class_map: str | None = None,
     preprocessing: str | None = None,
+    allow_changed_data: bool = False,
 ) -> dict:
     """Evaluate the run's best checkpoint; write metrics.json and the figures.
 
@@ -83,14 +85,18 @@ def evaluate_run(
     split where the data has no test split), one by name, or "all" (every image, for data the model never trained
     on). With `class_map` (a file, or a map shipped with the project by name), the data's classes are judged through
     it: a prediction is right when it is one of the model's classes its class maps to. `preprocessing` replaces the
-    model's own for pictures."""
+    model's own for pictures. The run's own data is refused where it is not what the run was trained on, unless
+    `allow_changed_data`: metrics.json then records what changed (`provenance.run_dataset`)."""
     if split not in SPLITS:
         raise FashionClfError(f"--split: unknown {split!r}; known: {', '.join(SPLITS)}")
     run = open_run(run_dir)
     model, checkpoint = load_model(run.best_checkpoint)
     spec = spec_of(checkpoint).using(preprocessing)
-    if data_path is not None or data is None:
-        data = load_dataset(data_path if data_path is not None else run_data(run), spec.input)
+    changes: dict | None = None  # None: the data is not the run's own, so nothing was compared
+    if data_path is not None:
+        data = load_dataset(data_path, spec.input)
+    elif data is None:
+        data, changes = run_dataset(run, spec.input, "evaluate", allow_changed_data)
     split_name, images = _chosen_split(data, split)
     torch_device = resolve_device(device)
     logits = split_logits(model.to(torch_device), images, batch_size, torch_device)
@@ -105,6 +111,8 @@ def evaluate_run(
     metrics["data"] = {"path": str(data.directory), "origin": data.origin, "split": split_name,
                        "from": data.split_origins.get(split_name, "every split"),
                        "preprocessing": spec.input.preprocessing}  # fmt: skip
+    if changes is not None:
+        metrics |= change_record(changes)
     out = run.root
     if data_path is not None:
         named = [

@@ -58,19 +58,18 @@ from fashionclf.backends import (
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
 from fashionclf.models import ModelSpec, example_input, images_per_batch, large_batch, model_entry
+from fashionclf.provenance import change_record, run_dataset
 from fashionclf.rundir import (
     RunDir,
     import_torchao,
     load_model,
     locked,
     open_run,
-    run_data,
     save_checkpoint,
     spec_of,
     write_json,
 )
 from fashionclf.runtime import Cpu, cpu
-from fashionclf.sources import load_dataset
 
 METHODS = ("dynamic", "static", "qat")
 QAT_THRESHOLD = 0.003  # accuracy lost by static int8 beyond which quantization-aware fine-tuning runs
@@ -79,24 +78,27 @@ CALIBRATION_BUDGET = 2**26
 QAT_STEPS, QAT_LR, QAT_BATCH = 300, 1e-4, 100
 
 
-def quantize_run(run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static"), seed: int = 0) -> dict:
-    """Quantize the run's best model by each method; write the files and quantization.json; return its content."""
+def quantize_run(
+    run_dir: Path, methods: tuple[str, ...] = ("dynamic", "static"), seed: int = 0, allow_changed_data: bool = False
+) -> dict:
+    """Quantize the run's best model by each method; write the files and quantization.json; return its content.
+    The run's data calibrates and measures: refused where it changed since training, unless `allow_changed_data`."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise FashionClfError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
     import_torchao()
     run = open_run(run_dir)
     with locked(run.root, "fashionclf quantize"):
-        summary = _quantize(run, methods, seed)
+        summary = _quantize(run, methods, seed, allow_changed_data)
         write_json(run.quantization, summary)
     return summary
 
 
-def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
+def _quantize(run: RunDir, methods: tuple[str, ...], seed: int, allow_changed_data: bool) -> dict:
     checkpoint_sha256 = file_sha256(run.best_checkpoint)
     model, checkpoint = load_model(run.best_checkpoint)
     spec = spec_of(checkpoint)
-    data = load_dataset(run_data(run), spec.input)
+    data, changes = run_dataset(run, spec.input, "quantize", allow_changed_data)
     evaluated_on, test = data.evaluation_split
     calibration = _calibration_images(data.train, spec, seed)
     out = run.quantized
@@ -148,6 +150,7 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int) -> dict:
         "skipped": skipped,
         "best_int8": best_int8(results),
         "int8_outlook": int8_outlook(best_int8(results), cpu()),
+        **change_record(changes),
     }
 
 

@@ -43,7 +43,19 @@ def title(run: RunDir) -> str:
         f"{split.capitalize()} accuracy **{metrics['accuracy']:.2%}** (loss {metrics['loss']:.4f}) on all "
         f"{metrics['images']:,} images of the {split} split, model `{config['train']['model']}` trained on "
         f"{env['device']} ({env['device_name']}), PyTorch {env['versions']['torch']}. Every number below was "
-        "measured in this run."
+        f"measured in this run.{_changed_data(metrics)}"
+    )
+
+
+def _changed_data(metrics: dict) -> str:
+    """The warning a reader needs where evaluate was allowed data other than the run's: the split evaluated on may
+    hold images the model was trained on."""
+    if not metrics.get("data_changed"):
+        return ""
+    names = ", ".join(f"`{name}`" for name in metrics.get("data_changes", {}))
+    return (
+        f"\n\n**The data changed since training** ({names}): these metrics were measured with "
+        "`--allow-changed-data`, on a split that may hold images the model was trained on."
     )
 
 

@@ -32,6 +32,7 @@ from fashionclf.models import ModelSpec, count_parameters, create_model, model_e
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
+from fashionclf.provenance import changed_data, data_changes
 from fashionclf.rundir import (
     CHECKPOINT_FORMAT,
     RunDir,
@@ -83,8 +84,7 @@ def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, pr
     """Train a new run into `out` (which must not hold a run yet) and return its run directory."""
     run = RunDir(Path(out))
     with _writing(run, "fashionclf train"):
-        if run.config.exists():
-            raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
+        _take(run)
         config = _with_model(config)
         data = data or load_dataset(config.data, config.input)
         config, spec = _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
@@ -112,8 +112,8 @@ def resume(out: Path, data: fmnist.Dataset | None = None, progress: bool = True)
     run = open_run(Path(out))
     with _writing(run, "fashionclf train --resume"):
         _check_resumable(run)
-        config, spec = TrainConfig.from_dict(read_json(run.config)["train"]), run_spec(run)
-        splits = _splits(config, data or load_dataset(config.data, spec.input))
+        config, spec = _recorded_config(run), run_spec(run)
+        splits = _splits(config, data or _unchanged_data(run, config, spec))
         distributed.check_batches(len(splits[0]), config.batch_size)
         with distributed.process_group(resolve_device(config.device)) as device:
             state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
@@ -138,13 +138,47 @@ def _writing(run: RunDir, holder: str):
     return locked(run.root, holder) if distributed.is_main() else nullcontext()
 
 
+def _take(run: RunDir) -> None:
+    """A new run goes into a directory without a run, or takes over one that a start which failed before its first
+    epoch's end left (a config.json, a log): nothing of it is lost, and it must not trap --out."""
+    if not run.config.exists():
+        return
+    if _epoch_files(run):
+        raise FashionClfError(f"{run.root}: already holds a run; use --resume {run.root} or another --out")
+    _log(run, f"{run.root}: an earlier start finished no epoch here; training anew, its config.json replaced")
+
+
+def _epoch_files(run: RunDir) -> list[str]:
+    """The files the end of an epoch writes that the run holds."""
+    written = {"checkpoints/last.pt": run.last_checkpoint, "history.json": run.history_json,
+               "checkpoints/best.pt": run.best_checkpoint}  # fmt: skip
+    return [name for name, path in written.items() if path.exists()]
+
+
+def _recorded_config(run: RunDir) -> TrainConfig:
+    """The settings in config.json; ones its checks refuse (a start that failed on them) are named with the way out."""
+    try:
+        return TrainConfig.from_dict(read_json(run.config)["train"])
+    except FashionClfError as exc:
+        way_out = "" if _epoch_files(run) else f"; no epoch finished: train anew with --out {run.root}, other options"
+        raise FashionClfError(f"{run.config}: {exc}{way_out}") from None
+
+
+def _unchanged_data(run: RunDir, config: TrainConfig, spec: ModelSpec) -> fmnist.Dataset:
+    """The run's data, refused where it is not what the run started on: the epochs would mix two data sets."""
+    data = load_dataset(config.data, spec.input)
+    if changes := data_changes(read_json(run.config).get("data", {}), data):
+        raise FashionClfError(
+            f"{changed_data(run, data, changes)}; put back the data it started on, or train a new run"
+        )
+    return data
+
+
 def _check_resumable(run: RunDir) -> None:
     """Without last.pt a run can resume only from its start, which is exact only if no epoch had finished."""
     if run.last_checkpoint.exists():
         return
-    evidence = {"history.json": run.history_json, "checkpoints/best.pt": run.best_checkpoint}
-    finished = [name for name, path in evidence.items() if path.exists()]
-    if finished:
+    if finished := _epoch_files(run):
         raise FashionClfError(
             f"{run.root}: checkpoints/last.pt is missing, but {' and '.join(finished)} show finished epochs; "
             "resuming would start again from epoch 1. Restore last.pt, or train a new run with another --out"

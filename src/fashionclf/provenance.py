@@ -1,0 +1,78 @@
+"""Whether the data a later stage reads is still the data a run was trained on.
+
+config.json records a digest of every data file the run read: the SHA-256 of a CSV file, the pinned SHA-256 of each
+Fashion-MNIST IDX file (which loading verifies), and for a photo folder each split's cache key (a digest of every
+photo's content and class, and of the preprocessing). Loading computes the same digests, so the comparison hashes
+nothing a second time; replaced data would otherwise give metrics on a "test" split the model was partly trained on.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from fashionclf.data import Dataset, describe
+from fashionclf.errors import FashionClfError, FashionClfWarning
+from fashionclf.preprocess import InputFormat
+from fashionclf.rundir import RunDir, read_json, run_data
+from fashionclf.sources import load_dataset
+
+SHOWN = 12  # hex digits of a digest in a message: enough to tell two apart
+
+
+def run_dataset(run: RunDir, input: InputFormat, command: str, allow_changed: bool = False) -> tuple[Dataset, dict]:
+    """The data the run was trained with, in `input`'s format, and what changed in it since (`data_changes`).
+    Changed data is refused, naming what changed, unless `allow_changed`: then a warning says so."""
+    recorded = read_json(run.config).get("data", {})
+    data = load_dataset(run_data(run), input)
+    compared = data
+    if data.origin == "photos" and recorded.get("input", vars(input)) != vars(input):
+        # A photo split's cache key covers the preprocessing: read in another one (evaluate --preprocessing), the
+        # keys differ even where the photos do not. Read in the recorded one, the photos are hashed twice.
+        compared = load_dataset(run_data(run), InputFormat(**recorded["input"]))
+    changes = data_changes(recorded, compared)
+    if changes and not allow_changed:
+        raise FashionClfError(
+            f"{changed_data(run, data, changes)}; pass --allow-changed-data to {command} it anyway, or train a new run"
+        )
+    if changes:
+        warnings.warn(f"{changed_data(run, data, changes)}; {command} goes on, recorded as data_changed",
+                      FashionClfWarning, stacklevel=2)  # fmt: skip
+    return data, changes
+
+
+def change_record(changes: dict[str, dict]) -> dict:
+    """What a result file (metrics.json, quantization.json, analysis.json) records of the comparison."""
+    return {"data_changed": bool(changes), **({"data_changes": changes} if changes else {})}
+
+
+def data_changes(recorded: dict, data: Dataset) -> dict[str, dict]:
+    """The files (or photo splits) whose digest in `data` differs from the one the run recorded (config.json's
+    "data"): name -> {"recorded", "found"}, None where one side has no such file. A run that recorded no files
+    (trained on data handed over in memory) has nothing to compare."""
+    before = _digests(recorded)
+    if not before:
+        return {}
+    now = _digests(describe(data))
+    return {
+        name: {"recorded": before.get(name), "found": now.get(name)}
+        for name in sorted(before.keys() | now.keys())
+        if before.get(name) != now.get(name)
+    }
+
+
+def changed_data(run: RunDir, data: Dataset, changes: dict[str, dict]) -> str:
+    """One line: the data, the run, and what changed in it."""
+    return f"{data.directory}: not the data {run.root} was trained on ({'; '.join(map(_changed, changes.items()))})"
+
+
+def _changed(change: tuple[str, dict]) -> str:
+    name, digests = change
+    if digests["found"] is None:
+        return f"{name} is gone"
+    if digests["recorded"] is None:
+        return f"{name} is new"
+    return f"{name} has SHA-256 {digests['found'][:SHOWN]}..., recorded {digests['recorded'][:SHOWN]}..."
+
+
+def _digests(described: dict) -> dict[str, str]:
+    return {file["filename"]: file["raw_sha256"] for file in described.get("files", [])}
