@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from fashionclf.config import TrainConfig
-from fashionclf.data import Dataset, Split
+from fashionclf.data import CLASSES, Dataset, Split
+from fashionclf.models import ModelSpec, model_entry
 from fashionclf.rundir import RunDir
 from fashionclf.train import train
 
@@ -60,3 +61,10 @@ def csv_run(root: Path) -> tuple[RunDir, Path]:
     write_csv(csv, synthetic_split(200, seed=1))
     config = TrainConfig(epochs=1, batch_size=50, validation_size=0, device="cpu", data=str(csv))
     return train(config, root / "run", progress=False), csv
+
+
+def quick_spec(name: str, classes: tuple[str, ...] = CLASSES) -> ModelSpec:
+    """A registered model's spec at a size quick to run: the pretrained photo models at 96 px instead of 384 (every
+    layer kind is still there; only the feature maps shrink)."""
+    entry = model_entry(name)
+    return entry.spec(classes, size=96 if entry.pretrained else None)

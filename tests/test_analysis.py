@@ -11,9 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from fashionclf.analysis import analyze, analyze_model, layer_output, receptive_fields
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import file_sha256
-from fashionclf.models import create_model, example_input, list_models, model_entry
+from fashionclf.models import create_model, example_input, list_models
 
-from synthetic import csv_run, synthetic_split, write_csv
+from synthetic import csv_run, quick_spec, synthetic_split, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +141,9 @@ def test_a_layer_type_it_cannot_account_for_is_named():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_can_be_analysed(name):
-    result = analyze_model(create_model(name), model_entry(name).spec().input_size, batch_sizes=(2,), repeats=1)
-    assert result["total"]["params"] == sum(p.numel() for p in create_model(name).parameters())
+    spec = quick_spec(name)
+    result = analyze_model(create_model(name, spec), spec.input_size, batch_sizes=(2,), repeats=1)
+    assert result["total"]["params"] == sum(p.numel() for p in create_model(name, spec).parameters())
     assert sum(row["flop_share"] for row in result["layers"]) == pytest.approx(1.0)
 
 
@@ -186,10 +187,11 @@ def test_a_function_it_cannot_account_for_is_named():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_models_flops_agree_with_pytorchs_counter(name):
-    model = create_model(name)
+    spec = quick_spec(name)
+    model = create_model(name, spec)
     with FlopCounterMode(display=False) as counter:
-        model(example_input(model_entry(name).spec()))
-    result = analyze_model(model, model_entry(name).spec().input_size, batch_sizes=(1,), repeats=1)
+        model(example_input(spec))
+    result = analyze_model(model, spec.input_size, batch_sizes=(1,), repeats=1)
     assert result["total"]["flops"] == counter.get_total_flops()
 
 

@@ -7,11 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 import torch
 
+from fashionclf.cli import exit_on_sigterm
 from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
 from fashionclf.runtime import bf16_supported
 
@@ -272,3 +274,17 @@ def test_the_main_job_announces_its_stages_and_ends_with_a_summary(tmp_path):
     words = " ".join(re.sub(r"[│┌┐└┘─┬┴├┤┼]", " ", summary).split())  # the table's cells, as text
     assert re.search(r"int8 on this CPU this CPU has (no )?VNNI \(.*\): .* predict and serve use", words)
     assert "torchvision" not in result.stdout + result.stderr and "Warning" not in result.stdout + result.stderr
+
+
+def test_sigterm_exits_through_the_cleanups(tmp_path):
+    """A killed quantize left its scratch folder behind; SIGTERM now unwinds as an exit does."""
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        with pytest.raises(SystemExit) as stopped, tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
+            (tmp_path / scratch / "part.onnx").write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode: never reached
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []

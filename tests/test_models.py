@@ -14,6 +14,8 @@ from fashionclf.models import (
 )
 from fashionclf.preprocess import InputFormat
 
+from synthetic import quick_spec
+
 
 def test_fashion_cnn_has_the_reports_parameter_count():
     assert count_parameters(create_model("fashion_cnn")) == 1_475_338
@@ -53,14 +55,14 @@ def test_the_relu_variant_has_the_same_weights_and_a_non_linear_head():
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("classes", [CLASSES, ("hat", "shoes", "skirt")])
 def test_every_model_maps_a_batch_to_a_logit_per_class(name, classes):
-    spec = model_entry(name).spec(classes)
+    spec = quick_spec(name, classes)
     model = create_model(name, spec).eval()
     assert model(example_input(spec, batch_size=3)).shape == (3, len(classes))
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_trains_one_step(name):
-    spec = model_entry(name).spec()
+    spec = quick_spec(name)
     model = create_model(name, spec).train()
     loss = torch.nn.functional.cross_entropy(model(example_input(spec, 4)), torch.tensor([0, 1, 2, 3]))
     loss.backward()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -474,11 +475,18 @@ def list_registered() -> None:
         console.print(f"{name}: {model_entry(name).description}")
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM as an exit, not a kill: temporary folders (quantize's scratch), locks and open files are cleaned up
+    on the way out, as for Ctrl-C; a killed quantize left an empty quantized/tmp*/ behind."""
+    sys.exit(128 + signum)
+
+
 def main() -> None:
     """Entry point: user errors, and writes that fail (to stdout too), become one line on stderr and exit code 2
     (typer maps Ctrl-C to 130); the project's warnings one line each; its progress messages on stdout, around the
     progress bars; third-party noise that tells a user nothing filtered out."""
     warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     _quiet_third_parties()
     progress = logging.getLogger("fashionclf")
     progress.addHandler(_AroundBars())
