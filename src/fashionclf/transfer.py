@@ -42,8 +42,13 @@ def features(model: PhotoTransfer, split: Split, what: str, cache_dir: Path | No
     path = (cache_dir or default_cache_dir().parent / "features") / f"{key}.npy"
     if not path.is_file():
         computed = _computed(model, split.images, what)
-        atomic_write(path, lambda tmp: np.save(tmp.open("wb"), computed))
+        atomic_write(path, lambda tmp: _save(tmp, computed))
     return Split(torch.from_numpy(np.load(path, mmap_mode="c")), split.labels)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as out:  # closed, so flushed, before atomic_write renames it into place
+        np.save(out, array)
 
 
 def _key(model: PhotoTransfer, split: Split) -> str:
