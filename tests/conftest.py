@@ -2,6 +2,7 @@
 directory held by another process, and local HTTP mirrors."""
 
 import http.server
+import os
 import shutil
 import subprocess
 import sys
@@ -10,11 +11,28 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import torch
+from filelock import FileLock
 
 from fashionclf import data as fmnist
 from fashionclf.config import TrainConfig
 from fashionclf.rundir import RunDir
 from fashionclf.train import train
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist's workers share the cores: each takes its share of threads (its CLI children too, through
+    # OMP_NUM_THREADS), rather than every worker's torch spinning a thread per core against the others'.
+    THREADS = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+
+
+def pytest_collection_modifyitems(items):
+    """Under `--dist loadgroup` a module's tests stay on one worker, so its module-scoped fixtures (a trained or
+    quantized run) are built once; test_cli's, which share none and are the most, spread over the workers."""
+    for item in items:
+        if item.module.__name__ != "test_cli":
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +42,33 @@ def real_data():
     return fmnist.load_fashion_mnist()
 
 
+def shared_run(tmp_path_factory, name: str, build) -> RunDir:
+    """The run directory `name`, built once per test session: with pytest-xdist's workers, the first to ask builds
+    it (into a scratch folder, renamed when complete) while the others wait on a lock, then all read it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder the workers' own temporary folders share
+    done = root / "shared-runs" / name
+    with FileLock(str(done) + ".lock"):
+        if not done.exists():
+            scratch = done.with_name(name + ".building")
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.parent.mkdir(parents=True, exist_ok=True)
+            build(scratch)
+            scratch.rename(done)
+    return RunDir(done)
+
+
 @pytest.fixture(scope="session")
 def trained_run(real_data, tmp_path_factory):
     """Two epochs on 10,000 real training images (200 batches of 100), 1,000 held out for validation."""
-    subset = fmnist.Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
-    data = fmnist.Dataset(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
-    config = TrainConfig(epochs=2, validation_size=1000, device="cpu")
-    return train(config, tmp_path_factory.mktemp("runs") / "short", data=data, progress=False)
+
+    def build(out: Path) -> None:
+        subset = fmnist.Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
+        data = fmnist.Dataset(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
+        train(TrainConfig(epochs=2, validation_size=1000, device="cpu"), out, data=data, progress=False)
+
+    return shared_run(tmp_path_factory, "short", build)
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +77,11 @@ def quantized_run(trained_run, tmp_path_factory):
     int8 agrees with fp32 enough that quantization-aware training does not start; its own test starts it)."""
     from fashionclf import quantize
 
-    run = RunDir(tmp_path_factory.mktemp("runs") / "quantized")
-    shutil.copytree(trained_run.root, run.root)
-    quantize.quantize_run(run.root)
-    return run
+    def build(out: Path) -> None:
+        shutil.copytree(trained_run.root, out)
+        quantize.quantize_run(out)
+
+    return shared_run(tmp_path_factory, "quantized", build)
 
 
 HOLD = """
