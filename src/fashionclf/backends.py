@@ -260,9 +260,10 @@ class Dispatch:
         )
 
 
-def dispatch(files: list[tuple[Path, str]]) -> Dispatch:
-    """Open every (file, backend) that loads here and pick, by measurement, the fastest for each batch regime."""
-    runners, problems = [], []
+def dispatch(files: list[tuple[Path, str]], opened: tuple[Runner, ...] = ()) -> Dispatch:
+    """Open every (file, backend) that loads here and pick, by measurement among them and the runners already
+    `opened`, the fastest for each batch regime."""
+    runners, problems = list(opened), []
     for path, backend in files:
         try:
             runners.append(open_runner(path, backend))

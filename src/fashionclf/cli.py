@@ -69,7 +69,8 @@ Bf16 = Annotated[
 Precision = Annotated[
     str,
     typer.Option(
-        help="For a run directory: auto (the fastest here of fp32 and its int8 model, when quantized), fp32 or int8."
+        help="For a run directory or an export: auto (the fastest here of fp32 and its int8 model, when there is "
+        "one), fp32 or int8."
     ),
 ]
 Preprocessing = Annotated[
@@ -375,7 +376,7 @@ def summary_table(summary: dict) -> Table:
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A run directory or a model file this project wrote.")],
+    model: Annotated[Path, typer.Argument(help="A run directory, an exported folder or a model file.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=10)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
@@ -428,7 +429,7 @@ def _print_error(message: str) -> None:
 
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Argument(help="A run directory or a model file this project wrote.")],
+    model: Annotated[Path, typer.Argument(help="A run directory, an exported folder or a model file.")],
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on, 0 to 65535; 0 picks a free one.")] = 8000,
     max_mb: Annotated[float, typer.Option(help="Largest request accepted, in MB.")] = 10.0,
@@ -454,6 +455,21 @@ def serve(
         classifier = load_classifier(model, precision, preprocessing)
         print(f"serving on {url(listener)} (Ctrl-C stops it)", flush=True)
         run_server(classifier, listener, Limits(**limits))
+
+
+@app.command()
+def export(
+    run_dir: RunArg,
+    out: Annotated[Path, typer.Argument(help="The folder to write: a new one, or an empty one.")],
+    licence: Annotated[
+        str, typer.Option("--license", help="The model card's licence, an identifier the Hugging Face Hub knows.")
+    ] = "unknown",
+) -> None:
+    """Write the run's model as a folder to share: model.safetensors, model.onnx (and its int8 model), config.json
+    and a model card (README.md); predict and serve take the folder."""
+    from fashionclf.export import export_run
+
+    print(f"exported {run_dir} to {export_run(run_dir, out, licence)}")
 
 
 def _limit(option: str, value: float, unit: int, name: str) -> int:

@@ -1,4 +1,5 @@
-"""Inference: a classifier from a run directory or a model file, and pictures classified in batches.
+"""Inference: a classifier from a run directory, a folder `fashionclf export` wrote, or a model file, and pictures
+classified in batches.
 
 Pictures are brought into the model's domain by `fashionclf.preprocess`; a run directory serves its int8 model when
 one agrees with fp32, on the backends measured fastest on this machine.
@@ -17,6 +18,7 @@ import torch
 from fashionclf.backends import AGREEMENT_GOAL, dispatch, open_runner
 from fashionclf.data import to_float
 from fashionclf.errors import FashionClfError, FashionClfWarning
+from fashionclf.export import is_export, open_export
 from fashionclf.files import atomic_write
 from fashionclf.models import ModelSpec
 from fashionclf.preprocess import open_image, to_picture
@@ -45,10 +47,10 @@ PRECISIONS = ("auto", "fp32", "int8")
 
 
 def load_classifier(path: Path, precision: str = "auto", preprocessing: str | None = None) -> Classifier:
-    """A classifier from a model file this project wrote, or from a run directory: there, on the files and backends
-    measured fastest on this machine for single images and for batches, of fp32 and the int8 model of `fashionclf
-    quantize` that agrees with it (auto: both, as int8 outruns fp32 on some CPUs and not on others; int8; fp32).
-    `preprocessing` replaces the model's own."""
+    """A classifier from a model file this project wrote, or from a run directory or an exported folder: there, on
+    the files and backends measured fastest on this machine for single images and for batches, of fp32 and the int8
+    model of `fashionclf quantize` that agrees with it (auto: both, as int8 outruns fp32 on some CPUs and not on
+    others; int8; fp32). `preprocessing` replaces the model's own."""
     classifier = _classifier(Path(path), precision)
     return replace(classifier, spec=classifier.spec.using(preprocessing))
 
@@ -57,11 +59,14 @@ def _classifier(path: Path, precision: str) -> Classifier:
     if precision not in PRECISIONS:
         raise FashionClfError(f"--precision: unknown {precision!r}; known: {', '.join(PRECISIONS)}")
     if not path.exists():
-        raise FashionClfError(f"{path}: model does not exist (give a run directory or a model file)")
+        raise FashionClfError(f"{path}: model does not exist (give a run directory, an export or a model file)")
     if path.is_file():
         runner = open_runner(path)
         return Classifier(backend=runner, description=f"{runner.model} {runner.label} ({path})", spec=runner.spec)
-    chosen = dispatch(run_model_files(RunDir(path), precision))
+    if is_export(path):
+        chosen = open_export(path, precision)
+    else:
+        chosen = dispatch(run_model_files(RunDir(path), precision))
     return Classifier(backend=chosen, description=chosen.description, spec=chosen.small.spec)
 
 
