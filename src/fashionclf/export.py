@@ -19,13 +19,14 @@ import json
 import os
 import secrets
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from fashionclf.backends import Dispatch, Runner, dispatch
-from fashionclf.errors import FashionClfError
+from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import atomic_write, file_sha256, writing
 from fashionclf.models import ModelSpec, create_model
 from fashionclf.rundir import (
@@ -133,10 +134,18 @@ def current_int8(run: RunDir) -> dict | None:
         return None
     quantization = read_json(run.quantization)
     method = quantization.get("best_int8")
-    if method is None or not quantization_is_current(run, quantization):
+    if method is None:
+        return None
+    if not quantization_is_current(run, quantization):
+        stale = f"{run.root}: the quantized models were made from an earlier checkpoints/best.pt"
+        warnings.warn(f"{stale}; exporting fp32 alone (run fashionclf quantize {run.root} first for int8)",
+                      FashionClfWarning, 2)  # fmt: skip
         return None
     entry = quantization["methods"][method]
-    return {"method": method, "path": entry["files"]["onnxruntime"]["path"], "accuracy": entry["accuracy"],
+    onnx = next((file["path"] for file in entry["files"].values() if file["path"].endswith(".onnx")), None)
+    if onnx is None:
+        return None
+    return {"method": method, "path": onnx, "accuracy": entry["accuracy"],
             "agreement": entry["agreement"], "evaluated_on": quantization["evaluated_on"]}  # fmt: skip
 
 
