@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from fashionclf.catalog import SETS
-from fashionclf.models import model_entry
+from fashionclf.models import ModelEntry, model_entry
 from fashionclf.report import training_recipe
 from fashionclf.rundir import RunDir, read_json
 
@@ -68,7 +68,7 @@ def _data_source(data: dict) -> str:
     if data["origin"] not in ("csv", "photos"):
         return FASHION_MNIST_SOURCE
     known = next((s.source for s in SETS.values() if s.folder == Path(data["directory"]).name), None)
-    kind = "a CSV file in Fashion-MNIST's Kaggle format" if data["origin"] == "csv" else "a folder of photos by class"
+    kind = "A CSV file in Fashion-MNIST's Kaggle format" if data["origin"] == "csv" else "A folder of photos by class"
     return f"{kind}, `{Path(data['directory']).name}`" + (f" ({known})" if known else "")
 
 
@@ -124,10 +124,16 @@ def summary(run: RunDir, run_config: dict, config: dict, metrics: dict | None) -
     )
     return (
         f"# {config['model']}: {len(classes)} clothing classes ({run.root.name})\n\n"
-        f"`{entry.name}`: {entry.description.rstrip('.')}. It tells {', '.join(classes)} apart in "
+        f"`{entry.name}`: {_described(entry)} It tells {', '.join(classes)} apart in "
         f"{_input_words(config)} pictures, trained by fashionclf on "
         f"{data_name(run_config['data'])}.{measured}"
     )
+
+
+def _described(entry: ModelEntry) -> str:
+    """The model's docstring's first paragraph, whole (the registry's description is its first line only)."""
+    paragraph = " ".join((entry.build.__doc__ or entry.description).strip().split("\n\n")[0].split())
+    return paragraph if paragraph.endswith(".") else f"{paragraph}."
 
 
 def _input_words(config: dict) -> str:
@@ -137,10 +143,10 @@ def _input_words(config: dict) -> str:
 
 def intended_use(config: dict) -> str:
     domain = (
-        "photos of a single garment, such as shop or phone photos"
+        "photos of a single garment, such as shop or phone photos,"
         if config["spec"]["preprocessing"] == "photo"
         else "pictures of a single garment in Fashion-MNIST's style: one garment, centred, on a plain background "
-        "(fashionclf's preprocessing inverts light backgrounds and frames the garment as Fashion-MNIST does)"
+        "(fashionclf's preprocessing inverts light backgrounds and frames the garment as Fashion-MNIST does),"
     )
     return (
         "## Intended use\n\n"
