@@ -149,7 +149,7 @@ def test_predict_refuses_a_missing_model(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.strip() == f"fashionclf: error: {tmp_path / 'nope'}: model does not exist (give a run "
-        "directory or a model file)"
+        "directory, an export or a model file)"
     )
 
 
