@@ -48,7 +48,7 @@ def usual_app(model: str, same_backends: bool):
     """The peer: a plain `def` endpoint, one model call per upload."""
     import torch
 
-    from fashionclf.data import CLASSES, to_float
+    from fashionclf.datasets import FASHION_MNIST_CLASSES, to_float
     from fashionclf.inference import load_classifier
     from fashionclf.preprocess import FASHION_MNIST_INPUT, open_image
     from fashionclf.rundir import RunDir, load_model
@@ -77,7 +77,7 @@ def usual_app(model: str, same_backends: bool):
         for upload in files:
             image = FASHION_MNIST_INPUT.prepare(open_image(upload.file.read(), upload.filename or "upload"))
             row = probabilities(image[None])
-            answers.append({"file": upload.filename, "class": CLASSES[int(row.argmax())]})
+            answers.append({"file": upload.filename, "class": FASHION_MNIST_CLASSES[int(row.argmax())]})
         return {"predictions": answers}
 
     return app

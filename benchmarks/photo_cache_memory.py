@@ -56,7 +56,7 @@ import json, re, sys, time
 from pathlib import Path
 import torch
 from fashionclf.augment import augment, photo_augment
-from fashionclf.data import batches, to_float
+from fashionclf.datasets import batches, to_float
 from fashionclf.models import create_model, model_entry
 from fashionclf.sources import load_dataset
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 
 from fashionclf.config import TrainConfig
-from fashionclf.data import Split, concatenate
+from fashionclf.datasets import Split, concatenate
 from fashionclf.models import ModelSpec, create_model, model_entry
 from fashionclf.pretrained import PhotoTransfer
 from fashionclf.sources import load_dataset

@@ -27,6 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from fashionclf import data as fmnist
+from fashionclf import datasets
 from fashionclf.config import TrainConfig
 from fashionclf.models import ModelSpec, create_model, predict_logits
 from fashionclf.rundir import RunDir
@@ -34,7 +35,7 @@ from fashionclf.train import TrainState, _new_state, _resolved, train_epoch
 
 
 class PerSampleDataset(Dataset):
-    def __init__(self, split: fmnist.Split):
+    def __init__(self, split: datasets.Split):
         self.images, self.labels = split.images.numpy(), split.labels.numpy()
 
     def __len__(self) -> int:
@@ -46,7 +47,7 @@ class PerSampleDataset(Dataset):
         return tensor, int(self.labels[index])
 
 
-def usual_loop(train: fmnist.Split, epochs: int, seed: int) -> Iterator[tuple[float, torch.nn.Module]]:
+def usual_loop(train: datasets.Split, epochs: int, seed: int) -> Iterator[tuple[float, torch.nn.Module]]:
     """Per epoch: its training seconds and the model."""
     torch.manual_seed(seed)
     model = create_model("fashion_cnn")
@@ -64,12 +65,12 @@ def usual_loop(train: fmnist.Split, epochs: int, seed: int) -> Iterator[tuple[fl
 
 
 def fashionclf_loop(
-    train: fmnist.Split, epochs: int | None, seed: int, recipe: str, **options
+    train: datasets.Split, epochs: int | None, seed: int, recipe: str, **options
 ) -> Iterator[tuple[float, torch.nn.Module]]:
     """Per epoch: its training seconds and the model; `epochs` None keeps the recipe's (its schedule's length)."""
     settings = {"seed": seed, "device": "cpu", **options, **({"epochs": epochs} if epochs else {})}
     # Resolved as `fashionclf train` resolves it: bf16 only where the CPU computes it natively.
-    data = fmnist.Dataset(train, None, Path("."), "benchmark", {})
+    data = datasets.Dataset(train, None, Path("."), "benchmark", {})
     config = _resolved(TrainConfig.from_recipe(recipe, **settings), data)
     with tempfile.TemporaryDirectory() as scratch:
         run = RunDir(Path(scratch))
@@ -82,12 +83,12 @@ def fashionclf_loop(
             yield time.perf_counter() - started, state.model
 
 
-def test_accuracy(model: torch.nn.Module, test: fmnist.Split) -> float:
+def test_accuracy(model: torch.nn.Module, test: datasets.Split) -> float:
     logits = predict_logits(model.float(), test.images, 1000, torch.device("cpu"))
     return (logits.argmax(1) == test.labels).float().mean().item()
 
 
-def race(name: str, epochs: Iterator[tuple[float, torch.nn.Module]], images: int, test: fmnist.Split, target: float):
+def race(name: str, epochs: Iterator[tuple[float, torch.nn.Module]], images: int, test: datasets.Split, target: float):
     """Train epoch by epoch (only training is timed), testing after each; the time the target is first reached."""
     row = {"loop": name, "seconds": 0.0, "accuracy": [], "time_to_target": None}
     for seconds, model in epochs:
@@ -109,8 +110,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     data = fmnist.load_fashion_mnist()
-    train = fmnist.hold_out(data.train, 5000, args.seed)[0]
-    train = fmnist.Split(train.images[: args.limit], train.labels[: args.limit])
+    train = datasets.hold_out(data.train, 5000, args.seed)[0]
+    train = datasets.Split(train.images[: args.limit], train.labels[: args.limit])
     print(f"FashionCNN, {len(train):,} training images, {torch.get_num_threads()} threads, torch {torch.__version__}")
     rows = [
         race("per-sample Dataset + DataLoader (the usual way)", usual_loop(train, args.epochs, args.seed),

@@ -16,6 +16,7 @@ from filelock import FileLock
 
 from fashionclf import data as fmnist
 from fashionclf.config import TrainConfig
+from fashionclf.datasets import Dataset, Split
 from fashionclf.rundir import RunDir
 from fashionclf.train import train
 
@@ -64,8 +65,8 @@ def trained_run(real_data, tmp_path_factory):
     """Two epochs on 10,000 real training images (200 batches of 100), 1,000 held out for validation."""
 
     def build(out: Path) -> None:
-        subset = fmnist.Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
-        data = fmnist.Dataset(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
+        subset = Split(real_data.train.images[:11_000], real_data.train.labels[:11_000])
+        data = Dataset(subset, real_data.test, real_data.directory, real_data.origin, real_data.checksums)
         train(TrainConfig(epochs=2, validation_size=1000, device="cpu"), out, data=data, progress=False)
 
     return shared_run(tmp_path_factory, "short", build)

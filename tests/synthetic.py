@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from fashionclf.config import TrainConfig
-from fashionclf.data import CLASSES, Dataset, Split
+from fashionclf.datasets import FASHION_MNIST_CLASSES, Dataset, Split
 from fashionclf.models import ModelSpec, model_entry
 from fashionclf.rundir import RunDir
 from fashionclf.train import train
@@ -63,7 +63,7 @@ def csv_run(root: Path) -> tuple[RunDir, Path]:
     return train(config, root / "run", progress=False), csv
 
 
-def quick_spec(name: str, classes: tuple[str, ...] = CLASSES) -> ModelSpec:
+def quick_spec(name: str, classes: tuple[str, ...] = FASHION_MNIST_CLASSES) -> ModelSpec:
     """A registered model's spec at a size quick to run: the pretrained photo models at 96 px instead of 384 (every
     layer kind is still there; only the feature maps shrink)."""
     entry = model_entry(name)

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from fashionclf import data as fmnist
-from fashionclf.data import Resource, Split
+from fashionclf.data import Resource
+from fashionclf.datasets import describe
 from fashionclf.errors import FashionClfError
 
 TRAIN, TEST = 40, 20
@@ -180,7 +181,7 @@ def test_nothing_found_and_no_download_says_where_it_looked(isolated):
 
 def test_describe_is_json_ready(isolated):
     resources = make_dataset(isolated / "d")
-    info = fmnist.describe(fmnist.load_fashion_mnist(isolated / "d", resources=resources))
+    info = describe(fmnist.load_fashion_mnist(isolated / "d", resources=resources))
     assert json.loads(json.dumps(info)) == info
     assert info["origin"] == "--data-dir" and info["directory"] == str(isolated / "d")
     assert [(f["filename"], f["raw_sha256"], f["verified"]) for f in info["files"]] == [
@@ -252,48 +253,6 @@ def test_when_every_mirror_fails_the_error_lists_why_and_nothing_is_left(isolate
     assert kept.read_bytes() == before
 
 
-def test_split_validation_is_stratified_disjoint_and_seeded():
-    labels = torch.arange(1000) % 10
-    split = Split(images=torch.arange(1000).reshape(1000, 1, 1).expand(1000, 28, 28).to(torch.int32), labels=labels)
-    kept, held = fmnist.hold_out(split, size=100, seed=0)
-    assert len(kept) == 900 and len(held) == 100
-    assert torch.bincount(held.labels, minlength=10).tolist() == [10] * 10
-    ids = lambda s: set(s.images[:, 0, 0].tolist())  # noqa: E731
-    assert ids(kept).isdisjoint(ids(held)) and len(ids(kept) | ids(held)) == 1000
-    assert ids(fmnist.hold_out(split, size=100, seed=0)[1]) == ids(held)
-    assert ids(fmnist.hold_out(split, size=100, seed=1)[1]) != ids(held)
-
-
-def test_a_validation_set_smaller_than_the_class_count_is_a_user_error():
-    split = Split(images=torch.zeros(100, 28, 28, dtype=torch.uint8), labels=torch.arange(100) % 10)
-    with pytest.raises(
-        FashionClfError, match=r"^validation size 5: .* each of the 10 classes .*, so 10 to 90 held out"
-    ):
-        fmnist.hold_out(split, size=5)
-    single = Split(images=split.images[:11], labels=torch.tensor([0] * 10 + [1]))
-    with pytest.raises(FashionClfError, match=r"at least 2 images in every class \(the smallest has 1\)$"):
-        fmnist.hold_out(single, size=2)
-
-
-def test_batches_cover_every_image_once_and_keep_the_last_partial_batch():
-    split = Split(images=torch.zeros(105, 28, 28, dtype=torch.uint8), labels=torch.arange(105))
-    plain = [labels for _, labels in fmnist.batches(split, 20)]
-    assert [len(b) for b in plain] == [20] * 5 + [5]
-    assert torch.cat(plain).tolist() == list(range(105))
-    shuffled = [labels for _, labels in fmnist.batches(split, 20, True, torch.Generator().manual_seed(1))]
-    assert sorted(torch.cat(shuffled).tolist()) == list(range(105))
-    assert torch.cat(shuffled).tolist() != list(range(105))
-    again = [labels for _, labels in fmnist.batches(split, 20, True, torch.Generator().manual_seed(1))]
-    assert torch.equal(torch.cat(shuffled), torch.cat(again))
-
-
-def test_to_float_scales_to_the_unit_interval():
-    images = torch.tensor([[[[0, 255], [51, 102]]]], dtype=torch.uint8)
-    scaled = fmnist.to_float(images)
-    assert scaled.dtype == torch.float32 and scaled.shape == (1, 1, 2, 2)
-    assert scaled.flatten().tolist() == pytest.approx([0.0, 1.0, 0.2, 0.4])
-
-
 @pytest.mark.real_data
 def test_the_real_dataset():
     if not all((fmnist.DEBIAN_DIR / r.filename).is_file() for r in fmnist.RESOURCES):
@@ -305,6 +264,6 @@ def test_the_real_dataset():
     assert torch.bincount(data.train.labels).tolist() == [6000] * 10
     assert torch.bincount(data.test.labels).tolist() == [1000] * 10
     assert 0 < data.train.images.float().mean() / 255 < 1
-    described = fmnist.describe(data)
+    described = describe(data)
     assert [f["filename"] for f in described["files"]] == [r.filename for r in fmnist.RESOURCES]
     assert described["splits"]["test"] == {"images": 10_000, "from": "t10k-images-idx3-ubyte.gz"}

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fashionclf.config import TrainConfig
-from fashionclf.data import CLASSES
+from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.evaluate import compute_metrics, evaluate_run, mapped_metrics, read_class_map
 from fashionclf.files import file_sha256
@@ -25,7 +25,7 @@ def test_metrics_from_known_predictions():
     # 4 images of class 0 (3 right), 2 of class 1 (both right), 2 of class 2 (1 right, 1 called class 0).
     labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
     predicted = np.array([0, 0, 0, 1, 1, 1, 2, 0])
-    metrics = compute_metrics(labels, one_hot(predicted), CLASSES)
+    metrics = compute_metrics(labels, one_hot(predicted), FASHION_MNIST_CLASSES)
     assert metrics["images"] == 8
     assert metrics["accuracy"] == pytest.approx(6 / 8)
     per_class = {row["class"]: row for row in metrics["per_class"]}
@@ -47,7 +47,7 @@ def test_top2_counts_the_second_choice():
     probabilities = np.zeros((2, 10))
     probabilities[0, [3, 0]] = [0.6, 0.4]  # true class second: counts for top-2
     probabilities[1, [3, 4, 1]] = [0.5, 0.3, 0.2]  # true class third: does not
-    metrics = compute_metrics(labels, probabilities, CLASSES)
+    metrics = compute_metrics(labels, probabilities, FASHION_MNIST_CLASSES)
     assert metrics["accuracy"] == 0
     assert metrics["top2_accuracy"] == pytest.approx(0.5)
 
@@ -55,7 +55,7 @@ def test_top2_counts_the_second_choice():
 def test_macro_average_weighs_classes_equally():
     labels = np.array([0] * 9 + [1])
     predicted = np.array([0] * 9 + [0])
-    metrics = compute_metrics(labels, one_hot(predicted), CLASSES)
+    metrics = compute_metrics(labels, one_hot(predicted), FASHION_MNIST_CLASSES)
     assert metrics["macro"]["recall"] == pytest.approx((1.0 + 0.0) / 2)
     assert metrics["weighted"]["recall"] == pytest.approx(0.9)
 
@@ -71,7 +71,7 @@ def test_metrics_through_a_class_map():
     mapping = {"top": ["T-shirt/top", "Shirt"], "shoes": ["Sandal", "Sneaker", "Ankle boot"], "hat": []}
     labels = np.array([0, 0, 0, 1, 1, 2, 2])
     predicted = np.array([0, 6, 3, 9, 2, 0, 1])  # top: right, right, wrong; shoes: right, wrong; hats left out
-    metrics = mapped_metrics(labels, one_hot(predicted), ("top", "shoes", "hat"), CLASSES, mapping)
+    metrics = mapped_metrics(labels, one_hot(predicted), ("top", "shoes", "hat"), FASHION_MNIST_CLASSES, mapping)
     assert metrics["images"] == 5 and metrics["left_out"] == {"hat": 2}
     assert metrics["accuracy"] == pytest.approx(3 / 5)
     assert [(r["class"], r["accuracy"], r["support"]) for r in metrics["per_class"]] == [
@@ -124,7 +124,7 @@ def test_evaluate_through_a_class_map_file(synthetic_run, tmp_path):
 
 def test_the_shipped_clothing_small_map_names_only_fashion_mnist_classes():
     data_classes = ("dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt")
-    mapping = read_class_map("clothing-small", data_classes, CLASSES)
+    mapping = read_class_map("clothing-small", data_classes, FASHION_MNIST_CLASSES)
     assert mapping["shoes"] == ["Sandal", "Sneaker", "Ankle boot"] and mapping["longsleeve"] == ["Pullover", "Shirt"]
     assert [name for name, targets in mapping.items() if not targets] == ["hat", "shorts", "skirt"]
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fashionclf.data import CLASSES
+from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.errors import FashionClfError
 from fashionclf.models import (
     ModelSpec,
@@ -53,7 +53,7 @@ def test_the_relu_variant_has_the_same_weights_and_a_non_linear_head():
 
 
 @pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("classes", [CLASSES, ("hat", "shoes", "skirt")])
+@pytest.mark.parametrize("classes", [FASHION_MNIST_CLASSES, ("hat", "shoes", "skirt")])
 def test_every_model_maps_a_batch_to_a_logit_per_class(name, classes):
     spec = quick_spec(name, classes)
     model = create_model(name, spec).eval()

@@ -17,7 +17,7 @@ from PIL import Image
 
 from fashionclf import photos, quantize
 from fashionclf.config import TrainConfig
-from fashionclf.data import CLASSES
+from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
 from fashionclf.inference import load_classifier, predict_files
@@ -32,7 +32,7 @@ SMALL_RGB = InputFormat("photo", 3, 32)
 
 def fashion_mnist_name(label: int) -> str:
     """A folder name as a user might spell the class: 'T-shirt_top', 'Ankle-boot'."""
-    return CLASSES[label].replace("/", "_").replace(" ", "-")
+    return FASHION_MNIST_CLASSES[label].replace("/", "_").replace(" ", "-")
 
 
 def write_photo_folder(root, images: np.ndarray, labels: np.ndarray, names=fashion_mnist_name, transform=None):
@@ -149,7 +149,10 @@ def test_fashion_mnist_class_names_keep_fashion_mnists_classes(tmp_path):
     images[:, :, 5:20, 5:20] = np.arange(20, dtype=np.uint8)[:, None, None, None] * 10
     write_photo_folder(tmp_path / "photos", images, np.array([0, 9] * 10))
     data = read_photo_dataset(tmp_path / "photos", FASHION_MNIST_INPUT, cache_dir=tmp_path / "cache")
-    assert data.classes == CLASSES and set(torch.cat([data.train.labels, data.test.labels]).tolist()) == {0, 9}
+    assert data.classes == FASHION_MNIST_CLASSES and set(torch.cat([data.train.labels, data.test.labels]).tolist()) == {
+        0,
+        9,
+    }
     assert data.train.images.shape[1:] == (1, 28, 28)
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from fashionclf import data as fmnist
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
+from fashionclf.datasets import to_float
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec
 from fashionclf.quantize import (
@@ -84,7 +84,7 @@ def test_dynamic_quantization_converts_only_the_linear_layers(quantized_run):
 @pytest.fixture(scope="module")
 def static_graph(trained_run, real_data):
     model, _ = load_model(trained_run.best_checkpoint)
-    return static_int8(model, fmnist.to_float(real_data.train.images[:200]))
+    return static_int8(model, to_float(real_data.train.images[:200]))
 
 
 def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear_but_the_first(static_graph):
@@ -107,9 +107,9 @@ def test_quantization_aware_fine_tuning_converts_to_a_working_int8_model(trained
 
     monkeypatch.setattr(quantize, "QAT_STEPS", 10)
     model, _ = load_model(trained_run.best_checkpoint)
-    calibration = fmnist.to_float(real_data.train.images[:200])
+    calibration = to_float(real_data.train.images[:200])
     qat = quantization_aware(model, real_data.train, calibration, seed=0)
-    images, labels = fmnist.to_float(real_data.test.images[:1000]), real_data.test.labels[:1000]
+    images, labels = to_float(real_data.test.images[:1000]), real_data.test.labels[:1000]
     with torch.no_grad():
         int8, fp32 = ((m(images).argmax(1) == labels).float().mean().item() for m in (qat, model))
     assert int8 >= fp32 - 0.03

@@ -24,7 +24,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fashionclf.data import CLASSES
+from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.inference import Classifier
 from fashionclf.listener import listen
 from fashionclf.listener import url as url_of
@@ -61,7 +61,11 @@ def client(classifier):
 
 def test_health_names_the_model_its_classes_and_input(client):
     health = client.get("/health").json()
-    assert (health["status"], health["model"], health["classes"]) == ("ok", "untrained fashion_cnn", list(CLASSES))
+    assert (health["status"], health["model"], health["classes"]) == (
+        "ok",
+        "untrained fashion_cnn",
+        list(FASHION_MNIST_CLASSES),
+    )
     assert health["input"] == {"preprocessing": "fashion-mnist", "channels": 1, "size": 28}
 
 
@@ -376,7 +380,7 @@ def test_the_page_in_a_browser_shows_the_prediction(classifier, tab, photos):
         tab.goto(url)
         tab.set_input_files("#file", str(picture))
         tab.wait_for_selector(".bar", state="visible", timeout=20_000)
-        assert tab.text_content("#label") == CLASSES[expected]
+        assert tab.text_content("#label") == FASHION_MNIST_CLASSES[expected]
         assert tab.locator(".bar").count() == 10
         assert tab.get_attribute("#seen", "src").startswith("data:image/png;base64,")
 

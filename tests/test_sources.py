@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fashionclf import sources
-from fashionclf.data import Split
+from fashionclf.datasets import Split
 from fashionclf.errors import FashionClfError
 from fashionclf.preprocess import InputFormat
 from fashionclf.sources import load_dataset, read_csv

@@ -25,8 +25,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from tqdm import tqdm
 
-from fashionclf import data as fmnist
-from fashionclf import plots
+from fashionclf import datasets, plots
 from fashionclf.errors import FashionClfError
 from fashionclf.layers import AvgMaxPool, Mirrored, SamePad, Scale, Standardise, ViewMean, ViewsToPhotos, Vote
 from fashionclf.models import ModelSpec, create_model, large_batch, model_entry
@@ -491,11 +490,11 @@ def _time_model(
 
 
 def _save_to_run(
-    run: RunDir, model: nn.Module, spec: ModelSpec, evaluation: tuple[str, fmnist.Split], result: dict
+    run: RunDir, model: nn.Module, spec: ModelSpec, evaluation: tuple[str, datasets.Split], result: dict
 ) -> None:
     split, evaluated = evaluation
     count = min(ERF_IMAGES, max(1, ERF_BUDGET // evaluated.images[0].numel()))
-    images = fmnist.to_float(evaluated.images[:count])
+    images = datasets.to_float(evaluated.images[:count])
     result["effective_field_images"] = {"images": len(images), "split": split}
     layer = result["receptive_field"]["layer"]
     per_pass = max(1, ERF_PASS_BUDGET // evaluated.images[0].numel())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from fashionclf.data import default_cache_dir
+from fashionclf.datasets import cache_root
 from fashionclf.download import BadDownload, fetch, from_mirrors
 from fashionclf.errors import FashionClfError
 from fashionclf.files import file_sha256
@@ -48,10 +48,6 @@ CLOTHING_SMALL = PhotoSet(
     "train/validation/test",
 )
 SETS = {photo_set.name: photo_set for photo_set in (CLOTHING_SMALL,)}
-
-
-def cache_root() -> Path:
-    return default_cache_dir().parent
 
 
 def find_or_download(photo_set: PhotoSet, root: Path | None = None, timeout: float = 60) -> Path:

@@ -103,7 +103,7 @@ def _show(result: dict, as_json: bool, *tables: Callable[[dict], Table]) -> None
 @app.command()
 def data(data: DataPath = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Find (or download), verify and describe the dataset."""
-    from fashionclf.data import describe
+    from fashionclf.datasets import describe
     from fashionclf.sources import load_dataset
 
     info = describe(load_dataset(data))

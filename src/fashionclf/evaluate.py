@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-from fashionclf import data as fmnist
-from fashionclf import plots
+from fashionclf import datasets, plots
 from fashionclf.errors import FashionClfError
 from fashionclf.provenance import change_record, run_dataset
 from fashionclf.rundir import load_model, locked, open_run, read_history, read_json, spec_of, write_json
@@ -70,7 +69,7 @@ def evaluate_run(
     run_dir: Path,
     device: str = "auto",
     batch_size: int = 1000,
-    data: fmnist.Dataset | None = None,
+    data: datasets.Dataset | None = None,
     data_path: Path | str | None = None,
     split: str = "auto",
     class_map: str | None = None,
@@ -128,19 +127,19 @@ def evaluate_run(
     return metrics
 
 
-def _chosen_split(data: fmnist.Dataset, split: str) -> tuple[str, fmnist.Split]:
+def _chosen_split(data: datasets.Dataset, split: str) -> tuple[str, datasets.Split]:
     if split == "auto":
         return data.evaluation_split
     if split == "all":
         present = [s for s in (data.train, data.validation, data.test) if s is not None]
-        return "all", fmnist.concatenate(*present)
+        return "all", datasets.concatenate(*present)
     chosen = {"train": data.train, "validation": data.validation, "test": data.test}[split]
     if chosen is None:
         raise FashionClfError(f"{data.directory}: has no {split} split")
     return split, chosen
 
 
-def _check_classes(data: fmnist.Dataset, classes: tuple[str, ...]) -> None:
+def _check_classes(data: datasets.Dataset, classes: tuple[str, ...]) -> None:
     if tuple(data.classes) != tuple(classes):
         raise FashionClfError(
             f"{data.directory}: its classes ({', '.join(data.classes)}) are not the model's ({', '.join(classes)}); "
@@ -209,7 +208,7 @@ def _slug(path: Path) -> str:
 
 def write_figures(
     figures: Path,
-    test: fmnist.Split,
+    test: datasets.Split,
     probabilities: np.ndarray,
     metrics: dict,
     data_classes: tuple[str, ...],

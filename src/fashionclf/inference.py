@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fashionclf.backends import AGREEMENT_GOAL, dispatch, open_runner
-from fashionclf.data import to_float
+from fashionclf.datasets import to_float
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.export import is_export, open_export
 from fashionclf.files import atomic_write

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from fashionclf.data import CLASSES, to_float
+from fashionclf.datasets import FASHION_MNIST_CLASSES, to_float
 from fashionclf.errors import FashionClfError
 from fashionclf.layers import Mirrored, Scale, ViewMean, ViewsToPhotos
-from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
+from fashionclf.preprocess import FASHION_MNIST_INPUT, FASHION_MNIST_SIDE, InputFormat
 from fashionclf.pretrained import PhotoTransfer
 from fashionclf.runtime import INPUT_BUDGET, LARGE_BATCH
 
@@ -29,7 +29,7 @@ from fashionclf.runtime import INPUT_BUDGET, LARGE_BATCH
 class ModelSpec:
     """A model's class names, in the order of its outputs, and the input it takes."""
 
-    classes: tuple[str, ...] = CLASSES
+    classes: tuple[str, ...] = FASHION_MNIST_CLASSES
     input: InputFormat = FASHION_MNIST_INPUT
 
     @property
@@ -60,7 +60,7 @@ class ModelEntry:
     description: str
     pretrained: bool = False  # its builds have load_imagenet_weights(), which train calls before training
 
-    def spec(self, classes: tuple[str, ...] = CLASSES, size: int | None = None) -> ModelSpec:
+    def spec(self, classes: tuple[str, ...] = FASHION_MNIST_CLASSES, size: int | None = None) -> ModelSpec:
         """The entry's spec for a class set, at another input size where the model takes one."""
         if size is None or size == self.input.size:
             return ModelSpec(tuple(classes), self.input)
@@ -144,7 +144,7 @@ class FashionCNN(nn.Module):
     The head has no activation between its linear layers: the report's network has none, and we reproduce it.
     """
 
-    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = 28, dropout: float = 0.25):
+    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = FASHION_MNIST_SIDE, dropout: float = 0.25):
         super().__init__()
         self.layer1 = conv_block(channels, 32, padding=1)  # 28x28 -> 14x14
         self.layer2 = conv_block(32, 64, padding=0)  # 14x14 -> 12x12 -> 6x6
@@ -173,7 +173,7 @@ class FashionCNNReLU(FashionCNN):
     effect, a linear classifier on the conv features; measured, that caps its accuracy (see the README).
     """
 
-    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = 28, dropout: float = 0.25):
+    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = FASHION_MNIST_SIDE, dropout: float = 0.25):
         super().__init__(num_classes, channels, size, dropout)
         self.relu1 = nn.ReLU()
         self.relu2 = nn.ReLU()
@@ -208,7 +208,7 @@ class ResNet9(nn.Module):
     carry a residual block. No global average pooling module is needed: the last map is pooled by a fixed window.
     """
 
-    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = 28, width: int = 32):
+    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = FASHION_MNIST_SIDE, width: int = 32):
         super().__init__()
         self.prep = conv_block(channels, width, bias=False, pool=False)
         self.layer1 = nn.Sequential(conv_block(width, 2 * width, bias=False), Residual(2 * width))

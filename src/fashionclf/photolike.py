@@ -16,9 +16,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-SIDE = 28
+from fashionclf.preprocess import FASHION_MNIST_SIDE as SIDE
+from fashionclf.preprocess import OBJECT_THRESHOLD
+
 FOOTWEAR = ("Sandal", "Sneaker", "Ankle boot")  # the classes `pair` shows in pairs, as shoes are photographed
-OBJECT = 0.02  # of full intensity: what counts as garment rather than background
 
 Corruption = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -96,7 +97,7 @@ def reframe(images: torch.Tensor, shift: float = 0.0, generator: torch.Generator
     preprocessing frames a photo's garment; optionally shifted by up to `shift` of the object's side. Any
     (N, 1, H, W) in."""
     count, _, height, width = images.shape
-    present = images[:, 0] > OBJECT
+    present = images[:, 0] > OBJECT_THRESHOLD
     rows, cols = present.any(2), present.any(1)
     found = rows.any(1)
     row_index, col_index = torch.arange(height).float(), torch.arange(width).float()
@@ -175,7 +176,7 @@ def _cut(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def _edge(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A ragged silhouette, as a mask that erred: the edge grown or eaten in patches."""
     count = len(images)
-    garment = (images > OBJECT).float()
+    garment = (images > OBJECT_THRESHOLD).float()
     patches = (_smooth_field(count, generator, cells=7) > 0.5).float()
     ring_outside = F.max_pool2d(garment, 3, 1, 1) - garment
     grown = torch.maximum(images, F.max_pool2d(images, 3, 1, 1) * ring_outside * patches)
@@ -190,7 +191,7 @@ def _intensity(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     gamma = _per_image(torch.exp(_uniform(count, -0.7, 0.7, generator)))
     gain = _per_image(_uniform(count, 0.6, 1.15, generator))
     floor = _per_image(_uniform(count, 0.0, 0.15, generator))
-    return ((floor + (1 - floor) * images.clamp(0, 1) ** gamma * gain) * (images > OBJECT)).clamp(0, 1)
+    return ((floor + (1 - floor) * images.clamp(0, 1) ** gamma * gain) * (images > OBJECT_THRESHOLD)).clamp(0, 1)
 
 
 def _texture(count: int, generator: torch.Generator) -> torch.Tensor:
@@ -211,7 +212,7 @@ def _texture(count: int, generator: torch.Generator) -> torch.Tensor:
 def _background(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Texture where the mask leaked: all of the background, blobs of it, or a band around the garment."""
     count = len(images)
-    garment = (images > OBJECT).float()
+    garment = (images > OBJECT_THRESHOLD).float()
     strength = _per_image(_uniform(count, 0.05, 0.5, generator))
     everywhere = _per_image(torch.rand(count, generator=generator) < 0.3)
     blobs = (_smooth_field(count, generator, 5) > _per_image(_uniform(count, 0.4, 0.8, generator))).float()

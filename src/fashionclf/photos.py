@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fashionclf.data import CLASSES, Dataset, Split, default_cache_dir, split_off_test
+from fashionclf.datasets import FASHION_MNIST_CLASSES, Dataset, Split, cache_root, split_off_test
 from fashionclf.errors import FashionClfError
 from fashionclf.files import file_sha256, one_line, writing
 from fashionclf.preprocess import InputFormat, folder_files, folder_id, not_a_file, open_image
@@ -168,9 +168,9 @@ def class_names(folder: Path, layout: dict[str, dict[str, list[Path]]]) -> tuple
     """The class names and each class folder's label: Fashion-MNIST's classes when every folder names one of them,
     else the folder names, sorted."""
     folders = sorted(next(iter(layout.values())))
-    fashion_mnist = {class_key(name): index for index, name in enumerate(CLASSES)}
+    fashion_mnist = {class_key(name): index for index, name in enumerate(FASHION_MNIST_CLASSES)}
     if all(class_key(name) in fashion_mnist for name in folders):
-        return CLASSES, {name: fashion_mnist[class_key(name)] for name in folders}
+        return FASHION_MNIST_CLASSES, {name: fashion_mnist[class_key(name)] for name in folders}
     keys = [class_key(name) for name in folders]
     if len(set(keys)) < len(keys):
         raise FashionClfError(f"{folder}: class folders whose names differ only in case or punctuation")
@@ -197,7 +197,7 @@ def read_split(
     entries = "".join(f"{digest} {classes[label]}\n" for digest, (_, label) in zip(digests, labelled, strict=True))
     settings = f"v{CACHE_VERSION} {input.preprocessing} {input.channels}x{input.size}x{input.size}\n"
     key = hashlib.sha256((settings + entries).encode()).hexdigest()[:32]
-    entry = (cache_dir or default_cache_dir().parent / "photos") / key
+    entry = (cache_dir or cache_root() / "photos") / key
     if not (entry / "index.json").is_file():
         _build(entry, labelled, input, what)
     return _load(entry, input, what), key

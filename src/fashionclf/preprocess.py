@@ -41,7 +41,7 @@ MAX_ASPECT = 20  # a 20:1 panorama still opens; a 6,250,000x8 strip does not
 MIN_SIDE = 8
 WORK_SIDE = 512  # the longest side kept after decoding: more than any model's input needs
 FASHION_MNIST_SIDE = 28
-OBJECT_THRESHOLD = 0.02  # of full intensity, after background removal: what counts as the object when cropping
+OBJECT_THRESHOLD = 0.02  # of full intensity, on a black background: what counts as the object rather than background
 _ORIENTATION = 0x0112  # the EXIF tag
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-from fashionclf.data import Dataset, describe
+from fashionclf.datasets import Dataset, describe
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.preprocess import InputFormat
 from fashionclf.rundir import RunDir, read_json, run_data

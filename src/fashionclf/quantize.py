@@ -39,7 +39,7 @@ from rich.table import Table
 from torch import nn
 from tqdm import tqdm
 
-from fashionclf import data as fmnist
+from fashionclf import datasets
 from fashionclf.backends import (
     AGREEMENT_GOAL,
     METADATA_BATCH,
@@ -187,11 +187,11 @@ def _attempted(method: str, make: Callable[[], list[Path]], skipped: dict[str, s
         return None
 
 
-def _calibration_images(train: fmnist.Split, spec: ModelSpec, seed: int) -> torch.Tensor:
+def _calibration_images(train: datasets.Split, spec: ModelSpec, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     count = min(CALIBRATION_IMAGES, CALIBRATION_BUDGET // math.prod(spec.input_size))
     chosen = torch.randperm(len(train), generator=generator)[:count]
-    return fmnist.to_float(train.images[chosen])
+    return datasets.to_float(train.images[chosen])
 
 
 def _metadata(name: str, spec: ModelSpec, method: str) -> dict[str, str]:
@@ -275,7 +275,7 @@ def static_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
         return _converted(prepared)
 
 
-def quantization_aware(model: nn.Module, train: fmnist.Split, calibration: torch.Tensor, seed: int) -> nn.Module:
+def quantization_aware(model: nn.Module, train: datasets.Split, calibration: torch.Tensor, seed: int) -> nn.Module:
     """Fine-tune with fake quantization in the graph (PT2E QAT) at a low learning rate, then convert to int8.
 
     BatchNorm is folded into the convolutions first, its statistics frozen, as is usual for a short fine-tune at a
@@ -294,8 +294,8 @@ def quantization_aware(model: nn.Module, train: fmnist.Split, calibration: torch
     generator = torch.Generator().manual_seed(seed)
     steps = 0
     while steps < QAT_STEPS:
-        for images, labels in fmnist.batches(train, QAT_BATCH, shuffle=True, generator=generator):
-            loss = nn.functional.cross_entropy(prepared(fmnist.to_float(images)), labels)
+        for images, labels in datasets.batches(train, QAT_BATCH, shuffle=True, generator=generator):
+            loss = nn.functional.cross_entropy(prepared(datasets.to_float(images)), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -408,7 +408,7 @@ def _openvino_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path) -
 
 
 def _accuracy_of(
-    paths: list[Path], run: RunDir, test: fmnist.Split, reference: torch.Tensor, skipped: dict[str, str]
+    paths: list[Path], run: RunDir, test: datasets.Split, reference: torch.Tensor, skipped: dict[str, str]
 ) -> dict:
     """Test accuracy and top-1 agreement with fp32 (`reference`: best.pt's predictions on eager, which are not
     computed again for best.pt's own row) of every file of a method, on every backend that runs it (a backend that
@@ -444,7 +444,7 @@ def model_bytes(path: Path) -> int:
 def runner_logits(runner: Runner, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     batch_size = images_per_batch(tuple(images.shape[1:]), batch_size)
     with torch.inference_mode():
-        return torch.cat([runner(fmnist.to_float(chunk)) for chunk in images.split(batch_size)])
+        return torch.cat([runner(datasets.to_float(chunk)) for chunk in images.split(batch_size)])
 
 
 def best_int8(results: dict) -> str | None:

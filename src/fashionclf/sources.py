@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,14 @@ import pandas as pd
 import torch
 
 from fashionclf import catalog
-from fashionclf.data import IMAGE_SIZE, RESOURCES, Dataset, Split, load_fashion_mnist, split_off_test
+from fashionclf.data import RESOURCES, load_fashion_mnist
+from fashionclf.datasets import Dataset, Split, split_off_test
 from fashionclf.errors import FashionClfError
 from fashionclf.files import file_sha256
 from fashionclf.photos import read_photo_dataset
-from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
+from fashionclf.preprocess import FASHION_MNIST_INPUT, FASHION_MNIST_SIDE, InputFormat
 
-CSV_COLUMNS = 1 + IMAGE_SIZE * IMAGE_SIZE
+CSV_COLUMNS = 1 + FASHION_MNIST_SIDE * FASHION_MNIST_SIDE
 CSV_NAMES = ("fashion-mnist_train.csv", "fashion-mnist_test.csv")
 CHUNK_ROWS = 2_000  # parsed as text to name a bad cell: about 40 MB of Python strings a chunk
 MAX_HEADER_CHARACTERS = 65_536  # the real header, label and pixel1 to pixel784, is 6,875 characters
@@ -38,12 +40,15 @@ BYTE_ORDER_MARKS = (
 )
 
 
-def load_dataset(path: Path | str | None, input: InputFormat = FASHION_MNIST_INPUT) -> Dataset:
+def load_dataset(
+    path: Path | str | None, input: InputFormat = FASHION_MNIST_INPUT, download_missing: bool = True
+) -> Dataset:
     """Any supported source, its images in `input`'s format (photos are brought into it; Fashion-MNIST's files are
     in its own). A single CSV file or photo folder is split by a seeded, stratified hold-out into a training and a
-    test split, so no image is both trained and tested on."""
+    test split, so no image is both trained and tested on. `download_missing`: whether Fashion-MNIST's files (no
+    `path`) are downloaded where none are found, or that is an error."""
     if path is None:
-        return _fashion_mnist_files(load_fashion_mnist, None, input)
+        return _fashion_mnist_files(partial(load_fashion_mnist, download_missing=download_missing), None, input)
     if str(path) in catalog.SETS and not Path(path).exists():
         return read_photo_dataset(catalog.find_or_download(catalog.SETS[str(path)]), input)
     path = Path(path)
@@ -94,7 +99,7 @@ def read_csv(path: Path) -> Split:
             if len(text):
                 values = _checked_values(path, text, lines)
                 labels.append(values[:, 0])
-                images.append(values[:, 1:].reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+                images.append(values[:, 1:].reshape(-1, 1, FASHION_MNIST_SIDE, FASHION_MNIST_SIDE))
     except pd.errors.EmptyDataError:
         raise FashionClfError(f"{path}: empty file") from None
     except pd.errors.ParserError as exc:

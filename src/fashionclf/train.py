@@ -23,8 +23,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from fashionclf import data as fmnist
-from fashionclf import distributed, transfer
+from fashionclf import datasets, distributed, transfer
 from fashionclf.augment import augment, photo_augment
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
@@ -80,7 +79,7 @@ class TrainState:
         return HeadOnFeatures(cast(PhotoTransfer, self.model)) if self.frozen else self.evaluated
 
 
-def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, progress: bool = True) -> RunDir:
+def train(config: TrainConfig, out: Path, data: datasets.Dataset | None = None, progress: bool = True) -> RunDir:
     """Train a new run into `out` (which must not hold a run yet) and return its run directory."""
     run = RunDir(Path(out))
     with _writing(run, "fashionclf train"):
@@ -107,7 +106,7 @@ def train(config: TrainConfig, out: Path, data: fmnist.Dataset | None = None, pr
     return run
 
 
-def resume(out: Path, data: fmnist.Dataset | None = None, progress: bool = True) -> RunDir:
+def resume(out: Path, data: datasets.Dataset | None = None, progress: bool = True) -> RunDir:
     """Continue a stopped run from its last checkpoint, with the settings it was started with."""
     run = open_run(Path(out))
     with _writing(run, "fashionclf train --resume"):
@@ -164,7 +163,7 @@ def _recorded_config(run: RunDir) -> TrainConfig:
         raise FashionClfError(f"{run.config}: {exc}{way_out}") from None
 
 
-def _unchanged_data(run: RunDir, config: TrainConfig, spec: ModelSpec) -> fmnist.Dataset:
+def _unchanged_data(run: RunDir, config: TrainConfig, spec: ModelSpec) -> datasets.Dataset:
     """The run's data, refused where it is not what the run started on: the epochs would mix two data sets."""
     data = load_dataset(config.data, spec.input)
     if changes := data_changes(read_json(run.config).get("data", {}), data):
@@ -194,7 +193,7 @@ def _with_model(config: TrainConfig) -> TrainConfig:
     return replace(config, model=checkpoint["model"], model_args=checkpoint["model_args"], image_size=size)
 
 
-def _resolved(config: TrainConfig, data: fmnist.Dataset) -> TrainConfig:
+def _resolved(config: TrainConfig, data: datasets.Dataset) -> TrainConfig:
     """The settings with what they depend on filled in: bf16 where the device has it, the input size, and the
     validation size (the data's own validation split, or a hold-out sized for its training split)."""
     values = asdict(config)
@@ -207,20 +206,23 @@ def _resolved(config: TrainConfig, data: fmnist.Dataset) -> TrainConfig:
         values["validation_size"] = len(data.validation)
     elif config.validation_size is None:
         values["validation_size"] = 5000 if len(data.train) >= 25_000 else len(data.train) // 5
-    if config.mix_fashion_mnist and (data.classes, data.input.domain) != (fmnist.CLASSES, FASHION_MNIST_INPUT.domain):
+    if config.mix_fashion_mnist and (data.classes, data.input.domain) != (
+        datasets.FASHION_MNIST_CLASSES,
+        FASHION_MNIST_INPUT.domain,
+    ):
         raise FashionClfError("--mix-fashion-mnist needs data in Fashion-MNIST's classes and 28x28 grayscale")
     return TrainConfig(**values)
 
 
-def _run_record(config: TrainConfig, spec: ModelSpec, device: torch.device, data: fmnist.Dataset) -> dict:
+def _run_record(config: TrainConfig, spec: ModelSpec, device: torch.device, data: datasets.Dataset) -> dict:
     """config.json: every setting, the model's spec, the environment, and where the data came from."""
     return {"train": asdict(config), "spec": spec.as_dict(), "environment": environment(device),
             "data": _described(config, data)}  # fmt: skip
 
 
-def _described(config: TrainConfig, data: fmnist.Dataset) -> dict:
+def _described(config: TrainConfig, data: datasets.Dataset) -> dict:
     """The data's provenance, with where the validation split came from."""
-    described = fmnist.describe(data)
+    described = datasets.describe(data)
     if data.validation is None and config.validation_size:
         described["splits"]["validation"] = {
             "images": config.validation_size,
@@ -230,7 +232,7 @@ def _described(config: TrainConfig, data: fmnist.Dataset) -> dict:
     return described
 
 
-def _steps_per_epoch(config: TrainConfig, splits: tuple[fmnist.Split, fmnist.Split | None]) -> int:
+def _steps_per_epoch(config: TrainConfig, splits: tuple[datasets.Split, datasets.Split | None]) -> int:
     return math.ceil(len(splits[0]) / config.batch_size)
 
 
@@ -323,8 +325,8 @@ def _warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def _frozen_features(
-    state: TrainState, splits: tuple[fmnist.Split, fmnist.Split | None], config: TrainConfig, run: RunDir
-) -> tuple[fmnist.Split, fmnist.Split | None]:
+    state: TrainState, splits: tuple[datasets.Split, datasets.Split | None], config: TrainConfig, run: RunDir
+) -> tuple[datasets.Split, datasets.Split | None]:
     """With a frozen backbone, the splits as its cached features: the training split one row per view (each a
     sample of the head), the validation split (photos, views, features) (the head averages a photo's views); the
     head's standardisation measured on them, and the schedule stretched over the views' steps."""
@@ -342,7 +344,7 @@ def _frozen_features(
     if isinstance(model.head, MLPHead) and state.next_epoch == 1:
         transfer.fit_standardisation(model, train_split)
     views = train_split.images.shape[1]
-    rows = fmnist.Split(train_split.images.flatten(0, 1), train_split.labels.repeat_interleave(views))
+    rows = datasets.Split(train_split.images.flatten(0, 1), train_split.labels.repeat_interleave(views))
     state.scheduler = _scheduler(config, state.optimizer, _steps_per_epoch(config, (rows, val_split)))
     _log(run, f"features of {len(train_split):,} + {len(val_split or []):,} photos x {views} views ready in "
               f"{time.perf_counter() - started:.1f} s")  # fmt: skip
@@ -353,7 +355,7 @@ def _fit(
     config: TrainConfig,
     run: RunDir,
     state: TrainState,
-    splits: tuple[fmnist.Split, fmnist.Split | None],
+    splits: tuple[datasets.Split, datasets.Split | None],
     device: torch.device,
     progress: bool,
 ) -> None:
@@ -374,7 +376,7 @@ def _fit(
 
 
 def _validated(
-    row: dict, state: TrainState, val_split: fmnist.Split | None, config: TrainConfig, device: torch.device
+    row: dict, state: TrainState, val_split: datasets.Split | None, config: TrainConfig, device: torch.device
 ) -> dict:
     """The epoch's row with the validation loss and accuracy, where there is a validation split."""
     if val_split is not None:
@@ -392,35 +394,35 @@ def _resume_hint_on_interrupt(run: RunDir):
         raise
 
 
-def _splits(config: TrainConfig, data: fmnist.Dataset) -> tuple[fmnist.Split, fmnist.Split | None]:
+def _splits(config: TrainConfig, data: datasets.Dataset) -> tuple[datasets.Split, datasets.Split | None]:
     """(what to train on, what to validate on): the data's own validation split, or a hold-out of its training split
     (from the given data only, before any mixing)."""
-    val_split: fmnist.Split | None
+    val_split: datasets.Split | None
     if data.validation is not None and config.validation_size:
         train_split, val_split = data.train, data.validation
     else:
         train_split, val_split = _split(data.train, config)
     if config.mix_fashion_mnist:
-        extra = fmnist.load_fashion_mnist().train
+        extra = load_dataset(None).train
         chosen = torch.randperm(len(extra), generator=torch.Generator().manual_seed(config.seed))
         chosen = chosen[: config.mix_fashion_mnist]
-        train_split = fmnist.concatenate(train_split, fmnist.Split(extra.images[chosen], extra.labels[chosen]))
+        train_split = datasets.concatenate(train_split, datasets.Split(extra.images[chosen], extra.labels[chosen]))
     return train_split, val_split
 
 
-def _split(train_split: fmnist.Split, config: TrainConfig) -> tuple[fmnist.Split, fmnist.Split | None]:
+def _split(train_split: datasets.Split, config: TrainConfig) -> tuple[datasets.Split, datasets.Split | None]:
     if not config.validation_size:
         return train_split, None
     if config.validation_size >= len(train_split):
         raise FashionClfError(
             f"--validation-size {config.validation_size} leaves no training images (train set: {len(train_split)})"
         )
-    return fmnist.hold_out(train_split, size=config.validation_size, seed=config.seed)
+    return datasets.hold_out(train_split, size=config.validation_size, seed=config.seed)
 
 
 def train_epoch(
     state: TrainState,
-    split: fmnist.Split,
+    split: datasets.Split,
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
@@ -436,7 +438,7 @@ def train_epoch(
     steps = math.ceil(len(split) / config.batch_size)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     bar = tqdm(
-        fmnist.batches(split, config.batch_size, shuffle=True, generator=generator),
+        datasets.batches(split, config.batch_size, shuffle=True, generator=generator),
         total=steps,
         desc=label,
         disable=None if progress and distributed.is_main() else True,  # None: a bar only on a terminal
@@ -445,7 +447,7 @@ def train_epoch(
     )
     for step, (images, labels) in enumerate(bar, start=1):
         batch = len(labels)  # the global batch: under torchrun this process trains on its slice of it
-        images = fmnist.to_float(images)
+        images = datasets.to_float(images)
         if config.crop_scale or config.rotate or config.jitter:
             images = photo_augment(images, generator, config.crop_scale, config.rotate, config.jitter)
         if config.crop_padding or config.flip or config.erase:
@@ -515,7 +517,9 @@ def _diverged(run: RunDir, value: float, where: str) -> None:
     raise FashionClfError(message)
 
 
-def evaluate_split(model: nn.Module, split: fmnist.Split, batch_size: int, device: torch.device) -> tuple[float, float]:
+def evaluate_split(
+    model: nn.Module, split: datasets.Split, batch_size: int, device: torch.device
+) -> tuple[float, float]:
     logits = predict_logits(model, split.images, batch_size, device)
     loss = F.cross_entropy(logits, split.labels).item()
     accuracy = (logits.argmax(1) == split.labels).float().mean().item()
@@ -588,7 +592,7 @@ def _write_history(run: RunDir, history: list[dict]) -> None:
 
 
 def finetune_summary(
-    init: RunDir, config: TrainConfig, run: RunDir, validation: fmnist.Split | None, device: torch.device
+    init: RunDir, config: TrainConfig, run: RunDir, validation: datasets.Split | None, device: torch.device
 ) -> dict:
     """Accuracy of the fine-tuned model, and of the model it started from where that answers in the same classes,
     on the validation split of the new data and, for a model of Fashion-MNIST's classes, on its test set."""
@@ -610,9 +614,9 @@ def finetune_summary(
     return summary
 
 
-def _fashion_mnist_test() -> fmnist.Split | None:
+def _fashion_mnist_test() -> datasets.Split | None:
     try:
-        return fmnist.load_fashion_mnist(download_missing=False).test
+        return load_dataset(None, download_missing=False).test
     except FashionClfError:
         return None
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from fashionclf.backends import onnx_program
-from fashionclf.data import Split, default_cache_dir
+from fashionclf.datasets import Split, cache_root
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write
 from fashionclf.models import predict_logits
@@ -39,7 +39,7 @@ def features(model: PhotoTransfer, split: Split, what: str, cache_dir: Path | No
     """The split's photos as pooled features (N, views, features), float16, memory-mapped from the cache (computed
     and cached the first time)."""
     key = _key(model, split)
-    path = (cache_dir or default_cache_dir().parent / "features") / f"{key}.npy"
+    path = (cache_dir or cache_root() / "features") / f"{key}.npy"
     if not path.is_file():
         computed = _computed(model, split.images, what)
         atomic_write(path, lambda tmp: _save(tmp, computed))
