@@ -75,3 +75,34 @@ def test_a_run_directory_dispatches_between_its_files(quantized_run, real_data):
     assert {chosen.small.backend, chosen.large.backend} <= {"inductor", "onnxruntime", "openvino"}
     images = real_data.test.images[:40].float() / 255
     assert chosen(images[:1]).shape == (1, 10) and chosen(images).shape == (40, 10)
+
+
+@pytest.fixture
+def own_backends(monkeypatch):
+    """Backends registered in a test are gone after it."""
+    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
+
+
+def test_a_registered_backend_opens_its_files_by_name_and_is_listed_for_them(own_backends, tmp_path):
+    @backends.register_backend("zeros", suffixes=(".zeros", ".onnx"))
+    def open_zeros(path: Path) -> Runner:
+        return Runner("zeros", path, "fashion_cnn", "fp32", lambda images: torch.zeros(len(images), 10))
+
+    path = tmp_path / "model.zeros"
+    path.write_bytes(b"")
+    assert backends.backends_of(path) == ("zeros",)
+    assert backends.backends_of(tmp_path / "model.onnx") == ("onnxruntime", "openvino", "zeros")
+    runner = open_runner(path)
+    assert (runner.backend, runner.model) == ("zeros", "fashion_cnn")
+    assert open_runner(path, "zeros")(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(FashionClfError, match="model.zeros: onnxruntime does not run .zeros files"):
+        open_runner(path, "onnxruntime")
+    with pytest.raises(ValueError, match="'zeros' is registered twice"):
+        backends.register_backend("zeros", suffixes=(".z",))(open_zeros)
+
+
+def test_a_file_of_a_suffix_no_backend_names_is_opened_as_a_checkpoint(tmp_path):
+    assert backends.backends_of(tmp_path / "model.pt") == backends.backends_of(tmp_path / "weights.bin") == ("eager",)
+    (tmp_path / "weights.bin").write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(FashionClfError, match="weights.bin: not a"):
+        open_runner(tmp_path / "weights.bin")

@@ -44,6 +44,34 @@ def test_help_lists_the_commands():
         assert command in result.stdout
 
 
+# A preprocessing registered before the command line is built, as preprocess.py registers its own.
+WITH_A_PREPROCESSING = """
+from fashionclf.preprocess import register_preprocessing, to_dataset_domain
+
+@register_preprocessing("negative", channels=1, sides=(28,), domain="fashion-mnist")
+def negative(image, side):
+    \"\"\"Fashion-MNIST's input with its levels inverted.\"\"\"
+    return 255 - to_dataset_domain(image, side)
+
+from fashionclf.cli import main
+main()
+"""
+
+
+def test_the_preprocessings_are_listed_from_the_registry():
+    result = subprocess.run([sys.executable, "-c", WITH_A_PREPROCESSING, "predict", "--help"], capture_output=True,
+                            text=True, env={**os.environ, "COLUMNS": "2000"}, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = " ".join(result.stdout.split())
+    for name, description in [
+        ("fashion-mnist", "A light garment on black filling the frame, as in Fashion-MNIST."),
+        ("garment", "As fashion-mnist, the garment first separated from a cluttered background."),
+        ("negative", "Fashion-MNIST's input with its levels inverted."),
+        ("photo", "The photo in colour, fitted into the model's square, for photo models."),
+    ]:
+        assert f"{name}: {description}" in listed
+
+
 def test_a_missing_run_directory(tmp_path):
     assert_one_line_error(fashionclf("evaluate", str(tmp_path / "nope")), "nope", "does not exist")
 

@@ -23,7 +23,7 @@ def shirt_on_planks(size=(400, 300)) -> Image.Image:
 
 def test_a_cluttered_background_is_removed():
     photo = shirt_on_planks()
-    today, found = to_dataset_domain(photo), GARMENT.prepare(photo)[0]
+    today, found = to_dataset_domain(photo)[0], GARMENT.prepare(photo)[0]
     border = np.concatenate([found[:, :3].ravel(), found[:, -3:].ravel()])
     assert border.max() < 20  # the floor is gone: black around the garment
     assert found[8:20, 10:18].min() > 100  # the garment is light, as in Fashion-MNIST, and fills the frame
@@ -45,7 +45,7 @@ def test_the_same_photo_gives_the_same_input():
 def test_a_product_shot_on_a_plain_background_comes_out_as_today():
     photo = garment_on_white()
     assert garment.has_plain_background(np.asarray(photo, np.float32) / 255)
-    assert np.array_equal(GARMENT.prepare(photo)[0], to_dataset_domain(photo))
+    assert np.array_equal(GARMENT.prepare(photo), to_dataset_domain(photo))
 
 
 def test_a_fashion_mnist_image_passes_through(real_data):
@@ -58,7 +58,7 @@ def test_where_no_garment_is_found_the_fashion_mnist_path_is_taken():
     photo = Image.fromarray(noise)
     mask = garment.garment_mask(np.asarray(photo))
     if mask.mean() < garment.MIN_OBJECT_FRACTION:
-        assert np.array_equal(GARMENT.prepare(photo)[0], to_dataset_domain(photo))
+        assert np.array_equal(GARMENT.prepare(photo), to_dataset_domain(photo))
     else:
         assert GARMENT.prepare(photo).shape == (1, 28, 28)
 

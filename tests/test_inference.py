@@ -180,10 +180,10 @@ def test_a_quantized_run_serves_the_faster_of_fp32_and_int8_unless_told(quantize
     best_int8 = json.loads(quantized_run.quantization.read_text())["best_int8"]
     auto, int8 = load_classifier(quantized_run.root), load_classifier(quantized_run.root, precision="int8")
     fp32 = load_classifier(quantized_run.root, precision="fp32")
-    served = {auto.backend.small.method, auto.backend.large.method}
+    served = {auto.logits_of.small.method, auto.logits_of.large.method}
     assert served <= {"fp32", best_int8}
-    assert {int8.backend.small.method, int8.backend.large.method} == {best_int8}
-    assert {fp32.backend.small.method, fp32.backend.large.method} == {"fp32"}
+    assert {int8.logits_of.small.method, int8.logits_of.large.method} == {best_int8}
+    assert {fp32.logits_of.small.method, fp32.logits_of.large.method} == {"fp32"}
     images = real_data.test.images[:2000].numpy()
     for classifier in (auto, int8):
         agreement = (classifier.probabilities(images).argmax(1) == fp32.probabilities(images).argmax(1)).mean()
@@ -223,7 +223,7 @@ def test_predict_and_serve_choose_as_the_recorded_timings_say(quantized_run, mon
         return [single_us * 1e-6 if len(images) == 1 else len(images) / images_per_s] * calls
 
     monkeypatch.setattr(backends, "latencies", recorded)
-    chosen = load_classifier(quantized_run.root).backend
+    chosen = load_classifier(quantized_run.root).logits_of
     as_chosen = {"single": chosen.small, "batches": chosen.large}
     for regime, (precision, backend) in (("single", single), ("batches", batches)):
         runner = as_chosen[regime]

@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image
 
+from fashionclf import preprocess
 from fashionclf.errors import FashionClfError
 from fashionclf.preprocess import (
     REACHED_AGAIN,
     InputFormat,
     image_files,
+    list_preprocessings,
     open_image,
+    preprocessing_entry,
     read_header,
+    register_preprocessing,
     to_dataset_domain,
 )
 
@@ -26,8 +30,9 @@ from pictures import bad_inputs, encode, garment_on_white
 
 
 def test_a_light_background_is_inverted_and_the_object_fills_the_frame():
-    seen = to_dataset_domain(garment_on_white())
-    assert seen.shape == (28, 28) and seen.dtype == np.uint8
+    model_input = to_dataset_domain(garment_on_white())
+    assert model_input.shape == (1, 28, 28) and model_input.dtype == np.uint8
+    seen = model_input[0]
     assert seen[0, 0] == 0 and seen[14, 14] > 200  # black background, light garment
     rows = np.flatnonzero((seen > 30).any(axis=1))
     assert rows[0] <= 1 and rows[-1] >= 26  # the tall side spans the frame, as in Fashion-MNIST
@@ -38,7 +43,7 @@ def test_a_light_background_is_inverted_and_the_object_fills_the_frame():
 def test_a_dataset_like_input_passes_unchanged():
     pixels = np.zeros((28, 28), dtype=np.uint8)
     pixels[3:25, 9:19] = np.arange(10, 230, 10, dtype=np.uint8)[:, None]
-    assert np.array_equal(to_dataset_domain(Image.fromarray(pixels)), pixels)
+    assert np.array_equal(to_dataset_domain(Image.fromarray(pixels)), pixels[None])
 
 
 @pytest.mark.parametrize(
@@ -95,7 +100,7 @@ def test_levels_that_fit_no_range_are_refused(values, message):
 def test_transparency_counts_as_a_white_background():
     pixels = np.zeros((200, 200, 4), dtype=np.uint8)
     pixels[40:160, 70:130] = (30, 30, 30, 255)  # an opaque dark garment; the rest fully transparent
-    seen = to_dataset_domain(open_image(encode(Image.fromarray(pixels, "RGBA"), "PNG"), "cutout.png"))
+    seen = to_dataset_domain(open_image(encode(Image.fromarray(pixels, "RGBA"), "PNG"), "cutout.png"))[0]
     assert seen[0, 0] == 0 and seen[14, 14] > 200
 
 
@@ -111,7 +116,7 @@ def test_exif_orientation_is_applied():
 def test_the_content_decides_the_format_not_the_extension(tmp_path):
     path = tmp_path / "actually-a-jpeg.png"
     path.write_bytes(encode(garment_on_white(), "JPEG"))
-    assert to_dataset_domain(open_image(path, str(path))).shape == (28, 28)
+    assert to_dataset_domain(open_image(path, str(path))).shape == (1, 28, 28)
 
 
 @pytest.mark.parametrize("name", list(bad_inputs()))
@@ -199,7 +204,7 @@ def test_a_large_picture_under_the_limit_is_read_in_bounded_memory(tmp_path):
     result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], capture_output=True, text=True,
                             timeout=120, check=True)  # fmt: skip
     shape, peak_mb = result.stdout.rsplit(maxsplit=1)
-    assert shape == "(28, 28)"
+    assert shape == "(1, 28, 28)"
     assert int(peak_mb) < 250, f"peak resident memory {peak_mb} MB"
 
 
@@ -208,3 +213,46 @@ def test_the_object_of_a_large_picture_is_found_as_in_a_small_one():
     large = small.resize((small.width * 8, small.height * 8), Image.Resampling.NEAREST)
     difference = to_dataset_domain(large).astype(int) - to_dataset_domain(small).astype(int)
     assert np.abs(difference).mean() < 3
+
+
+@pytest.fixture
+def own_preprocessings(monkeypatch):
+    """Preprocessings registered in a test are gone after it."""
+    monkeypatch.setattr(preprocess, "_PREPROCESSINGS", dict(preprocess._PREPROCESSINGS))
+
+
+def test_a_registered_preprocessing_is_usable_by_name_and_listed(own_preprocessings):
+    @register_preprocessing("negative", channels=1, sides=(28,), domain="fashion-mnist")
+    def negative(image: Image.Image, side: int) -> np.ndarray:
+        """Fashion-MNIST's input with its levels inverted."""
+        return 255 - to_dataset_domain(image, side)
+
+    assert list_preprocessings() == ["fashion-mnist", "garment", "negative", "photo"]
+    assert list_preprocessings("fashion-mnist") == ["fashion-mnist", "garment", "negative"]
+    assert preprocessing_entry("negative").description == "Fashion-MNIST's input with its levels inverted."
+    chosen = InputFormat().using("negative")  # a Fashion-MNIST model takes it, as it takes garment
+    assert chosen == InputFormat("negative") and chosen.domain == "fashion-mnist"
+    picture = garment_on_white()
+    assert np.array_equal(chosen.prepare(picture), 255 - InputFormat().prepare(picture))
+    with pytest.raises(FashionClfError, match="^--preprocessing photo: this model's input is reached by fashion-mnist, "
+                       "garment, negative$"):  # fmt: skip
+        InputFormat().using("photo")
+    with pytest.raises(FashionClfError, match="^negative preprocessing cannot give 32x32 grayscale input$"):
+        InputFormat("negative", 1, 32)
+    with pytest.raises(FashionClfError, match="^unknown preprocessing 'sepia'; known: fashion-mnist, garment, "
+                       "negative, photo$"):  # fmt: skip
+        InputFormat("sepia")
+    with pytest.raises(ValueError, match="'negative' is registered twice"):
+        register_preprocessing("negative", channels=1, sides=(28,))(negative)
+
+
+def test_a_preprocessing_of_its_own_domain_is_not_offered_to_other_models(own_preprocessings):
+    @register_preprocessing("edges", channels=1, sides=range(8, 65))
+    def edges(image: Image.Image, side: int) -> np.ndarray:
+        """The picture's edges."""
+        return np.zeros((1, side, side), np.uint8)
+
+    assert InputFormat("edges", 1, 40).domain == "edges"
+    with pytest.raises(FashionClfError, match="^--preprocessing edges: this model's input is reached by "
+                       "fashion-mnist, garment$"):  # fmt: skip
+        InputFormat().using("edges")

@@ -48,7 +48,7 @@ def jpeg_of_a_garment() -> bytes:
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
     torch.manual_seed(0)
-    return Classifier(backend=create_model("fashion_cnn").eval(), description="untrained fashion_cnn")
+    return Classifier(logits_of=create_model("fashion_cnn").eval(), description="untrained fashion_cnn")
 
 
 LIMITS = Limits(bytes=200_000, files=3, pixels=1_000_000)
@@ -162,7 +162,7 @@ def test_a_failing_model_gets_a_json_500_and_the_server_keeps_serving():
     def broken(images: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("the model's file went away")
 
-    with TestClient(create_app(Classifier(backend=broken, description="broken")), raise_server_exceptions=False) as c:
+    with TestClient(create_app(Classifier(logits_of=broken, description="broken")), raise_server_exceptions=False) as c:
         response = c.post("/predict", files={"files": ("shirt.jpg", jpeg_of_a_garment(), "image/jpeg")})
         assert response.status_code == 500
         assert response.json() == {"error": "the server failed on this request (RuntimeError)"}
@@ -195,7 +195,7 @@ class Gate:
 
 def test_the_batcher_gathers_waiting_pictures_into_one_model_call():
     gate = Gate()
-    batcher = Batcher(Classifier(backend=gate, description="gate"))
+    batcher = Batcher(Classifier(logits_of=gate, description="gate"))
     try:
         first = batcher.classify(np.zeros((1, 1, 28, 28), dtype=np.uint8))
         assert gate.entered.wait(timeout=30)
@@ -212,7 +212,7 @@ def test_the_batcher_gathers_waiting_pictures_into_one_model_call():
 def test_health_answers_while_a_prediction_is_running():
     """The model is held inside a call; the event loop must still answer (it used to run the model itself)."""
     gate = Gate()
-    with live_server(Classifier(backend=gate, description="gate")) as url, ThreadPoolExecutor(1) as pool:
+    with live_server(Classifier(logits_of=gate, description="gate")) as url, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(httpx.post, url + "predict", files=[("files", ("a.jpg", jpeg_of_a_garment()))],
                               timeout=60)  # fmt: skip
         try:
@@ -375,7 +375,7 @@ def wait_for_error(tab) -> str:
 
 def test_the_page_in_a_browser_shows_the_prediction(classifier, tab, photos):
     picture, _ = photos
-    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))[None]])).argmax()
+    expected = classifier.probabilities(np.stack([to_dataset_domain(Image.open(picture))])).argmax()
     with live_server(classifier) as url:
         tab.goto(url)
         tab.set_input_files("#file", str(picture))
@@ -402,7 +402,7 @@ def test_the_page_does_not_show_an_answer_that_comes_after_a_later_error(tab, ph
     picture's answer, arriving after it, must not appear beside the error and the text file."""
     picture, notes = photos
     gate = Gate()
-    with live_server(Classifier(backend=gate, description="gate")) as url:
+    with live_server(Classifier(logits_of=gate, description="gate")) as url:
         try:
             tab.goto(url)
             tab.set_input_files("#file", str(picture))

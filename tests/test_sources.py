@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from fashionclf import sources
+from fashionclf import data, sources
 from fashionclf.datasets import Split
 from fashionclf.errors import FashionClfError
 from fashionclf.preprocess import InputFormat
@@ -162,3 +162,12 @@ def test_fashion_mnist_files_cannot_feed_a_photo_model(tmp_path):
 def test_a_path_that_is_nothing_names_the_known_sets(tmp_path):
     with pytest.raises(FashionClfError, match="no such file or folder \\(nor a named data set: clothing-small\\)"):
         load_dataset(tmp_path / "nope")
+
+
+def test_fashion_mnist_found_nowhere_is_an_error_not_a_download_when_downloads_are_not_allowed(tmp_path, monkeypatch):
+    monkeypatch.delenv("FASHIONCLF_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "debian")
+    monkeypatch.setattr(data, "download", lambda *args, **kwargs: pytest.fail("downloaded"))
+    with pytest.raises(FashionClfError, match="Fashion-MNIST not found in .*allow the download"):
+        load_dataset(None, download_missing=False)

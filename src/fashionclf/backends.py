@@ -9,6 +9,9 @@
 
 Which one serves a batch is decided by measurement on the machine in use, separately for single images and
 for large batches, because the ranking flips.
+
+Backends are registered by name, as models are: adding one is a function that opens a model file as a `Runner`,
+decorated with `@register_backend` and the file suffixes it runs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from fashionclf.models import ModelSpec, example_input, large_batch, model_entry
 from fashionclf.rundir import load_model, spec_of
 from fashionclf.runtime import LARGE_BATCH
 
-BACKENDS = ("eager", "inductor", "onnxruntime", "openvino")
 METADATA_MODEL = "fashionclf.model"  # key of the model's registry name in ONNX and .pt2 metadata
 METADATA_SPEC = "fashionclf.spec"  # the model's classes and input format, as JSON
 METADATA_METHOD = "fashionclf.method"
@@ -73,10 +75,39 @@ def onnx_program(model: torch.nn.Module, example: torch.Tensor):
     return program.model_proto
 
 
+Opener = Callable[[Path], Runner]  # a model file -> its runner on this backend
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    suffixes: tuple[str, ...]  # of the model files it runs
+    open: Opener
+    fallback: bool  # it is tried on files of a suffix no backend names
+
+
+_BACKENDS: dict[str, BackendEntry] = {}
+
+
+def register_backend(name: str, *, suffixes: tuple[str, ...], fallback: bool = False):
+    """Register `opener(path) -> Runner` as the backend `name` for model files of `suffixes`. Of the backends that run
+    a suffix, the one registered first opens a file given alone; the `fallback` backend is tried on files of a
+    suffix none names."""
+
+    def decorate(opener: Opener) -> Opener:
+        if name in _BACKENDS:
+            raise ValueError(f"backend {name!r} is registered twice")
+        _BACKENDS[name] = BackendEntry(name, suffixes, opener, fallback)
+        return opener
+
+    return decorate
+
+
 def backends_of(path: Path) -> tuple[str, ...]:
     """The backends that run a model file, the first being the one a file alone is opened with."""
     suffix = Path(path).suffix
-    return {".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",), ".pt2": ("inductor",)}.get(suffix, ("eager",))
+    named = tuple(name for name, entry in _BACKENDS.items() if suffix in entry.suffixes)
+    return named or tuple(name for name, entry in _BACKENDS.items() if entry.fallback)
 
 
 def open_runner(path: Path, backend: str | None = None) -> Runner:
@@ -88,18 +119,19 @@ def open_runner(path: Path, backend: str | None = None) -> Runner:
     backend = backend or backends_of(path)[0]
     if backend not in backends_of(path):
         raise FashionClfError(f"{path}: {backend} does not run {path.suffix} files")
-    opener = {"eager": _eager, "inductor": _inductor, "onnxruntime": _onnxruntime, "openvino": _openvino}[backend]
-    runner = opener(path)
+    runner = _BACKENDS[backend].open(path)
     _check_output(runner)
     return runner
 
 
+@register_backend("eager", suffixes=(".pt",), fallback=True)
 def _eager(path: Path) -> Runner:
     model, checkpoint = load_model(path)
     method = checkpoint.get("quantization", "fp32")
     return Runner("eager", path, checkpoint["model"], method, model, spec_of(checkpoint))
 
 
+@register_backend("onnxruntime", suffixes=(".onnx",))
 def _onnxruntime(path: Path) -> Runner:
     import onnxruntime as ort
 
@@ -123,6 +155,7 @@ def _onnxruntime(path: Path) -> Runner:
 OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
 
 
+@register_backend("openvino", suffixes=(".onnx", ".xml"))
 def _openvino(path: Path) -> Runner:
     import openvino as ov
 
@@ -158,6 +191,7 @@ def _openvino_metadata(model) -> dict[str, str]:
     return {key: model.get_rt_info([OPENVINO_METADATA, key]).astype(str) for key in present}
 
 
+@register_backend("inductor", suffixes=(".pt2",))
 def _inductor(path: Path) -> Runner:
     try:
         compiled = torch._inductor.aoti_load_package(str(path))

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, one_line, write_error
+from fashionclf.preprocess import list_preprocessings, preprocessing_entry
 
 if TYPE_CHECKING:
     from fashionclf.inference import Prediction  # imports torch: only where a command needs it
@@ -76,8 +77,9 @@ Precision = Annotated[
 Preprocessing = Annotated[
     str | None,
     typer.Option(
-        help="How pictures become a Fashion-MNIST model's input: fashion-mnist, or garment (the garment separated "
-        "from a cluttered background first) [default: the model's]."
+        help="How pictures become the model's input, by a preprocessing that gives its kind of input. "
+        + " ".join(f"{name}: {preprocessing_entry(name).description}" for name in list_preprocessings())
+        + " [default: the model's]"
     ),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]

@@ -24,22 +24,22 @@ from fashionclf.models import ModelSpec
 from fashionclf.preprocess import open_image, to_picture
 from fashionclf.rundir import RunDir, quantization_is_current, read_json
 
-Backend = Callable[[torch.Tensor], torch.Tensor]  # float32 (N, C, H, W) in [0, 1] -> logits (N, classes)
+LogitsFunction = Callable[[torch.Tensor], torch.Tensor]  # float32 (N, C, H, W) in [0, 1] -> logits (N, classes)
 
 
 @dataclass(frozen=True)
 class Classifier:
-    """A model behind a backend function; `description` names the model file and backend, `spec` its classes and
-    input."""
+    """A model as a function to its logits (a runner of backends.py, or a module); `description` names the model
+    file and backend, `spec` its classes and input."""
 
-    backend: Backend
+    logits_of: LogitsFunction
     description: str
     spec: ModelSpec = ModelSpec()
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, classes) for uint8 model inputs (N, C, H, W), as `spec.input.prepare` makes them."""
         with torch.inference_mode():
-            logits = self.backend(to_float(torch.from_numpy(np.ascontiguousarray(images))))
+            logits = self.logits_of(to_float(torch.from_numpy(np.ascontiguousarray(images))))
         return torch.softmax(logits.float(), dim=1).numpy()
 
 
@@ -62,12 +62,12 @@ def _classifier(path: Path, precision: str) -> Classifier:
         raise FashionClfError(f"{path}: model does not exist (give a run directory, an export or a model file)")
     if path.is_file():
         runner = open_runner(path)
-        return Classifier(backend=runner, description=f"{runner.model} {runner.label} ({path})", spec=runner.spec)
+        return Classifier(logits_of=runner, description=f"{runner.model} {runner.label} ({path})", spec=runner.spec)
     if is_export(path):
         chosen = open_export(path, precision)
     else:
         chosen = dispatch(run_model_files(RunDir(path), precision))
-    return Classifier(backend=chosen, description=chosen.description, spec=chosen.small.spec)
+    return Classifier(logits_of=chosen, description=chosen.description, spec=chosen.small.spec)
 
 
 def run_model_files(run: RunDir, precision: str) -> list[tuple[Path, str]]:

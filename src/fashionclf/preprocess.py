@@ -16,6 +16,9 @@ longest edge to 28). A photo is none of that, so `to_dataset_domain` brings it t
 An input that is already 28x28 on a dark background is in the domain and passes through unchanged.
 The `garment` preprocessing (garment_in_domain) first separates the garment from a cluttered background
 (garment.py); the `photo` preprocessing keeps a photo's colour and framing for photo models (photo_square).
+
+Preprocessings are registered by name, as models are: adding one is a function from a decoded picture to the
+model's input, decorated with `@register_preprocessing`; `InputFormat`, the CLI and the errors ask the registry.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +46,49 @@ WORK_SIDE = 512  # the longest side kept after decoding: more than any model's i
 FASHION_MNIST_SIDE = 28
 OBJECT_THRESHOLD = 0.02  # of full intensity, on a black background: what counts as the object rather than background
 _ORIENTATION = 0x0112  # the EXIF tag
+PHOTO_SIDES = range(MIN_SIDE, WORK_SIDE + 1)
+
+Prepare = Callable[[Image.Image, int], np.ndarray]  # (decoded picture, side) -> uint8 (channels, side, side)
+
+
+@dataclass(frozen=True)
+class PreprocessingEntry:
+    name: str
+    prepare: Prepare
+    channels: int
+    sides: Sequence[int]  # the sides of the square inputs it gives
+    domain: str  # what its inputs look like: a model takes every preprocessing of its input's domain
+    description: str
+
+
+_PREPROCESSINGS: dict[str, PreprocessingEntry] = {}
+
+
+def register_preprocessing(name: str, *, channels: int, sides: Sequence[int], domain: str | None = None):
+    """Register `prepare(picture, side)`, which gives uint8 (channels, side, side) for every side in `sides`, under
+    `name`. Preprocessings of one `domain` (by default, a domain of their own) give the same kind of input, so a
+    model takes each of them (`--preprocessing`). The docstring's first line becomes the description."""
+
+    def decorate(prepare: Prepare) -> Prepare:
+        if name in _PREPROCESSINGS:
+            raise ValueError(f"preprocessing {name!r} is registered twice")
+        description = (prepare.__doc__ or name).strip().splitlines()[0]
+        _PREPROCESSINGS[name] = PreprocessingEntry(name, prepare, channels, sides, domain or name, description)
+        return prepare
+
+    return decorate
+
+
+def list_preprocessings(domain: str | None = None) -> list[str]:
+    """The registered preprocessings (of `domain`, where given)."""
+    return sorted(name for name, entry in _PREPROCESSINGS.items() if domain in (None, entry.domain))
+
+
+def preprocessing_entry(name: str) -> PreprocessingEntry:
+    try:
+        return _PREPROCESSINGS[name]
+    except KeyError:
+        raise FashionClfError(f"unknown preprocessing {name!r}; known: {', '.join(list_preprocessings())}") from None
 
 
 def open_image(source: Path | bytes, name: str) -> Image.Image:
@@ -177,34 +223,40 @@ def on_white(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def to_dataset_domain(image: Image.Image) -> np.ndarray:
-    """The 28x28 uint8 image the model sees: light garment, black background, object filling the frame."""
-    gray = grayscale(image)
-    if _in_domain(gray):
-        return np.round(gray * 255).astype(np.uint8)
-    return _framed_object(gray)
+@register_preprocessing("fashion-mnist", channels=1, sides=(FASHION_MNIST_SIDE,))
+def to_dataset_domain(image: Image.Image, side: int = FASHION_MNIST_SIDE) -> np.ndarray:
+    """A light garment on black filling the frame, as in Fashion-MNIST.
+
+    The uint8 (1, side, side) image the model sees: light garment, black background, object filling the frame."""
+    return _gray_in_domain(grayscale(image), side)[None]
 
 
-def garment_in_domain(image: Image.Image) -> np.ndarray:
-    """As `to_dataset_domain`, with the garment first separated from a cluttered background (see garment.py);
-    a picture on a plain background, or one where no garment is found, comes out exactly as there."""
+@register_preprocessing("garment", channels=1, sides=(FASHION_MNIST_SIDE,), domain="fashion-mnist")
+def garment_in_domain(image: Image.Image, side: int = FASHION_MNIST_SIDE) -> np.ndarray:
+    """As fashion-mnist, the garment first separated from a cluttered background.
+
+    See garment.py; a picture on a plain background, or one where no garment is found, comes out exactly as
+    `to_dataset_domain` gives it."""
     gray = grayscale(image)
-    if _in_domain(gray):
-        return np.round(gray * 255).astype(np.uint8)
-    if not garment.has_plain_background(gray):
-        found = garment.segmented(on_white(image), FASHION_MNIST_SIDE)
+    if not _in_domain(gray, side) and not garment.has_plain_background(gray):
+        found = garment.segmented(on_white(image), side)
         if found is not None:
-            return found
-    return _framed_object(gray)
+            return found[None]
+    return _gray_in_domain(gray, side)[None]
 
 
-def _in_domain(gray: np.ndarray) -> bool:
-    """Already a Fashion-MNIST image: 28x28 on a dark background."""
-    return gray.shape == (FASHION_MNIST_SIDE, FASHION_MNIST_SIDE) and _border(gray).mean() < 0.5
+def _gray_in_domain(gray: np.ndarray, side: int) -> np.ndarray:
+    if _in_domain(gray, side):
+        return np.round(gray * 255).astype(np.uint8)
+    return _framed_object(gray, side)
 
 
-def _framed_object(gray: np.ndarray) -> np.ndarray:
-    side = FASHION_MNIST_SIDE
+def _in_domain(gray: np.ndarray, side: int) -> bool:
+    """Already a Fashion-MNIST image: side x side on a dark background."""
+    return gray.shape == (side, side) and _border(gray).mean() < 0.5
+
+
+def _framed_object(gray: np.ndarray, side: int) -> np.ndarray:
     background = float(np.median(_border(gray)))
     if background > 0.5:
         gray, background = 1.0 - gray, 1.0 - background
@@ -244,11 +296,6 @@ def _window_start(first: int, last: int, side: int, length: int) -> int:
     return start
 
 
-# Both give Fashion-MNIST's kind of input: a model trained for one takes the other.
-FASHION_MNIST_PREPROCESSINGS = ("fashion-mnist", "garment")
-PREPROCESSINGS = (*FASHION_MNIST_PREPROCESSINGS, "photo")
-
-
 @dataclass(frozen=True)
 class InputFormat:
     """How a picture becomes a model's input: the preprocessing, and the uint8 array (channels, size, size) it
@@ -259,32 +306,28 @@ class InputFormat:
     size: int = FASHION_MNIST_SIDE
 
     def __post_init__(self) -> None:
-        if self.preprocessing not in PREPROCESSINGS:
-            raise FashionClfError(f"unknown preprocessing {self.preprocessing!r}; known: {', '.join(PREPROCESSINGS)}")
-        expected = (3, self.size) if self.preprocessing == "photo" else (1, FASHION_MNIST_SIDE)
-        if (self.channels, self.size) != expected or not MIN_SIDE <= self.size <= WORK_SIDE:
+        entry = preprocessing_entry(self.preprocessing)
+        if self.channels != entry.channels or self.size not in entry.sides:
             raise FashionClfError(f"{self.preprocessing} preprocessing cannot give {self.describe()} input")
 
     @property
     def domain(self) -> str:
         """What the model's input looks like: "photo", or "fashion-mnist" (either Fashion-MNIST preprocessing)."""
-        return "photo" if self.preprocessing == "photo" else "fashion-mnist"
+        return preprocessing_entry(self.preprocessing).domain
 
     def using(self, preprocessing: str | None) -> InputFormat:
         """The same input reached by another preprocessing of its domain (None: this one)."""
         if preprocessing in (None, self.preprocessing):
             return self
-        if self.domain != "fashion-mnist" or preprocessing not in FASHION_MNIST_PREPROCESSINGS:
-            known = ", ".join(FASHION_MNIST_PREPROCESSINGS) if self.domain == "fashion-mnist" else self.preprocessing
+        interchangeable = list_preprocessings(self.domain)
+        if preprocessing not in interchangeable:
+            known = ", ".join(interchangeable)
             raise FashionClfError(f"--preprocessing {preprocessing}: this model's input is reached by {known}")
         return replace(self, preprocessing=preprocessing)
 
     def prepare(self, image: Image.Image) -> np.ndarray:
-        if self.preprocessing == "photo":
-            return photo_square(image, self.size)
-        if self.preprocessing == "garment":
-            return garment_in_domain(image)[None]
-        return to_dataset_domain(image)[None]
+        """uint8 (channels, size, size): the picture as this model's input."""
+        return preprocessing_entry(self.preprocessing).prepare(image, self.size)
 
     def describe(self) -> str:
         kind = "grayscale" if self.channels == 1 else "RGB"
@@ -294,10 +337,13 @@ class InputFormat:
 FASHION_MNIST_INPUT = InputFormat()
 
 
+@register_preprocessing("photo", channels=3, sides=PHOTO_SIDES)
 def photo_square(image: Image.Image, size: int) -> np.ndarray:
-    """The picture as it is, in colour, fitted into a size x size square: the longer side scaled to `size`, the
-    shorter padded equally on both sides by repeating its edge pixels (never distorted, and with no frame a model
-    could learn from); transparency composited on white. uint8 (3, size, size)."""
+    """The photo in colour, fitted into the model's square, for photo models.
+
+    The longer side scaled to `size`, the shorter padded equally on both sides by repeating its edge pixels (never
+    distorted, and with no frame a model could learn from); transparency composited on white. uint8 (3, size,
+    size)."""
     rgb = on_white(image)
     scale = size / max(rgb.size)
     fitted = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
