@@ -11,9 +11,13 @@ import time
 
 import pytest
 import torch
+from typer.main import get_command
 
+from fashionclf.cli import app
+from fashionclf.config import TrainConfig
 from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
 from fashionclf.runtime import bf16_supported
+from fashionclf.settings import declared, option_name
 
 from synthetic import csv_run, synthetic_split, write_csv
 
@@ -103,6 +107,47 @@ def test_a_bad_value_is_refused_before_the_run_directory_is_written(tmp_path, ba
     result = fashionclf("train", "--data", str(tmp_path / "good.csv"), "--epochs", "1", *bad, "--out", str(out))
     assert_one_line_error(result, f"{bad[0]} must be", f"got {float(bad[1])}")
     assert not out.exists()  # so the corrected command finds no run in the way
+
+
+def test_train_takes_every_declared_setting_as_an_option():
+    train = get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = {param.opts[0] for param in train.params} - {"--out", "--resume", "--config", "--help"}
+    settings = {option_name(each.name) for each, _ in declared(TrainConfig) if each.name != "model_args"}
+    assert options == settings  # model_args alone has no option: recipes, --config and --init set it
+    flags = {param.opts[0] for param in train.params if param.secondary_opts}
+    assert flags == {"--channels-last", "--bf16", "--compile", "--frozen", "--flip"}
+
+
+@pytest.mark.parametrize(
+    ("contents", "fragment"),
+    [
+        ({"train": {"lr": -1}}, "--lr must be a positive number, got -1"),  # a run's config.json
+        ({"flip": "yes"}, "--flip must be true or false, got 'yes'"),  # an object of settings alone
+        ({"lrr": 0.1}, "unknown setting 'lrr'; known: recipe, model,"),
+        ([1, 2], "expected a JSON object of settings, or a run's config.json"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_it(tmp_path, contents, fragment):
+    file = tmp_path / "settings.json"
+    file.write_text(contents if isinstance(contents, str) else json.dumps(contents))
+    result = fashionclf("train", "--config", str(file), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, f"--config {file}: {fragment}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+    assert_one_line_error(fashionclf("train", "--config", str(tmp_path / "nope.json")), "nope.json: cannot read")
+
+
+def test_config_takes_a_runs_settings_and_the_options_given_override_them(tmp_path):
+    run, _ = csv_run(tmp_path)
+    again = tmp_path / "again"
+    result = fashionclf("train", "--config", str(run.config), "--batch-size", "40", "--out", str(again))
+    assert result.returncode == 0, result.stderr
+    before, after = (json.loads(path.read_text())["train"] for path in (run.config, again / "config.json"))
+    assert after["batch_size"] == 40 and before["batch_size"] == 50
+    assert {**after, "batch_size": 50} == before  # the rest as the run recorded it, not the seed recipe's
 
 
 def test_evaluate_of_replaced_data_is_one_line_and_goes_on_with_a_warning_when_allowed(tmp_path):

@@ -55,9 +55,17 @@ def test_the_report_states_the_recipe_the_run_recorded():
     )
     best = training_recipe(asdict(TrainConfig.from_recipe("best", bf16=False)))
     assert best.startswith("Recipe `best`: AdamW, learning rate 0.002 (one-cycle), weight decay 0.01, batch 128, 48")
-    assert "random crops after 2-pixel padding, horizontal flips, a moving average of the weights (decay 0.999)" in best
+    assert (
+        "seed 0, a moving average of the weights (decay 0.999) as the model; random crops after 2-pixel padding, "
+        "horizontal flips; channels-last layout" in best
+    )
     assert best.endswith("float32 arithmetic.")
     assert "SGD with Nesterov momentum 0.9" in training_recipe(asdict(TrainConfig.from_recipe("resnet")))
+    # Every setting that changes training has its words, the photo augmentations and corruptions too.
+    photos = training_recipe(asdict(TrainConfig.from_recipe("photos-scratch")))
+    assert "horizontal flips, random resized crops down to 35% of the area, colour jitter of up to +-0.3;" in photos
+    robust = training_recipe(asdict(TrainConfig.from_recipe("robust")))
+    assert "photo-like corruptions (pair 0.5, affine 0.3, cut 0.15, edge 0.15," in robust
 
 
 @pytest.fixture(scope="module")

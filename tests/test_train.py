@@ -195,6 +195,14 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
         ({"mix_fashion_mnist": -5, "init": "runs/base"}, "--mix-fashion-mnist must be 0 or more, got -5"),
         ({"model": "photo_resnet9", "image_size": 0}, "--image-size must be a multiple of 16 from 16 to 512, got 0"),
         ({"model": "photo_resnet9", "image_size": 100}, "--image-size must be a multiple of 16 from 16 to 512"),
+        # Values of the wrong type, as a config.json edited by hand or given to --config may hold.
+        ({"flip": "yes"}, "--flip must be true or false, got 'yes'"),
+        ({"batch_size": 1.5}, "--batch-size must be a whole number, got 1.5"),
+        ({"validation_size": "100"}, "--validation-size must be a whole number, got '100'"),
+        ({"optimizer": "lion"}, "--optimizer: unknown optimizer 'lion'; known: adam, adamw, sgd"),
+        ({"corrupt": {"blur": "much"}}, r"--corrupt takes NAME=P, P in \[0, 1\]"),
+        # Every augmentation changes pixels per epoch, so none goes with cached features, whichever is named.
+        ({"model": "efficientnet_lite0", "frozen": True, "rotate": 5.0}, "--frozen .*: --rotate cannot apply"),
     ],
 )
 def test_bad_settings_are_refused(options, message):

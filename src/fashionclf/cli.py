@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -10,16 +11,18 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TextIO, cast
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar, cast
 
 import typer
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from fashionclf.config import TrainConfig, default_in_words, settings_file
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, one_line, write_error
-from fashionclf.preprocess import list_preprocessings, preprocessing_entry
+from fashionclf.settings import declaration, declared, kinds, option_name
 
 if TYPE_CHECKING:
     from fashionclf.inference import Prediction  # imports torch: only where a command needs it
@@ -32,41 +35,14 @@ app = typer.Typer(
 )
 console = Console()
 
-DataPath = Annotated[
-    Path | None,
-    typer.Option(
-        "--data",
-        "--data-dir",
-        help="The four IDX .gz files' folder, a Kaggle CSV file, a folder of the train and test CSVs, a folder of "
-        "class folders of photos (or of train/, validation/ and test/ folders of them), or a public photo set by "
-        "name (clothing-small) [default: look up Fashion-MNIST's IDX files].",
-    ),
-]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
-Recipe = Annotated[
-    str,
-    typer.Option(
-        help="seed: the report's recipe on the channels-last + bf16 step; fast: 90.3% in 2 epochs (the same step, "
-        "AdamW one-cycle, batch 256); best: 48 epochs of AdamW one-cycle, weight decay, flips and a moving average "
-        "of the weights; resnet: the ResNet-9 model with its own recipe, for the best accuracy; robust: "
-        "Fashion-MNIST with photo-like corruptions and the garment preprocessing, for real photos; for a folder of "
-        "RGB photos (--data): photos (EfficientNet-Lite0 pretrained on ImageNet, frozen, an MLP head on cached "
-        "features: minutes on a laptop), zero-shot (no labels: its ImageNet classes through a map of garment "
-        "words), photos-scratch (photo_resnet9 from scratch). Details: docs/recipes.md."
-    ),
-]
-ChannelsLast = Annotated[
-    bool | None,
-    typer.Option("--channels-last/--no-channels-last", help="NHWC activations [default: the recipe's; all: on]."),
-]
-Bf16 = Annotated[
-    bool | None,
-    typer.Option(
-        "--bf16/--no-bf16",
-        help="bfloat16 autocast where the device computes it natively; --no-bf16 --no-channels-last: the report's "
-        "float32 arithmetic [default: the recipe's; all: on].",
-    ),
-]
+
+def _with_default(help: str, default: str) -> str:
+    """The help with its default in words: the option's own default is None (unset: the recipe's value)."""
+    return f"{help} {escape(f'[default: {default}]')}" if default else help  # brackets are markup to rich
+
+
+DataPath = Annotated[Path | None, typer.Option("--data", "--data-dir", help=declaration(TrainConfig, "data").help)]
+Device = Annotated[str, typer.Option(help=declaration(TrainConfig, "device").help)]
 Precision = Annotated[
     str,
     typer.Option(
@@ -76,11 +52,7 @@ Precision = Annotated[
 ]
 Preprocessing = Annotated[
     str | None,
-    typer.Option(
-        help="How pictures become the model's input, by a preprocessing that gives its kind of input. "
-        + " ".join(f"{name}: {preprocessing_entry(name).description}" for name in list_preprocessings())
-        + " [default: the model's]"
-    ),
+    typer.Option(help=_with_default(declaration(TrainConfig, "preprocessing").help, default_in_words("preprocessing"))),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
 AllowChangedData = Annotated[
@@ -123,115 +95,87 @@ def data(data: DataPath = None, as_json: Annotated[bool, typer.Option("--json")]
         console.print(f"  {name}: {split['images']:,} images ({split['from']})")
 
 
-def _config(**options):
-    from fashionclf.config import TrainConfig
-
-    paths = {key: str(options[key]) if options.get(key) else None for key in ("data", "init", "imagenet_map")
-             if key in options}  # fmt: skip
-    if options.get("corrupt") is not None:
-        options["corrupt"] = dict(_name_and_share(item) for item in options["corrupt"])
-    # Options left unset (None) keep the recipe's value.
-    given = {key: value for key, value in {**options, **paths}.items() if value is not None or key in paths}
-    return TrainConfig.from_recipe(**given)
+Command = TypeVar("Command", bound=Callable[..., None])
 
 
-def _name_and_share(item: str) -> tuple[str, float]:
-    name, _, share = item.partition("=")
-    try:
-        return name, float(share)
-    except ValueError:
-        raise FashionClfError(f"--corrupt {item}: expected NAME=P, P a number in [0, 1]") from None
+def _with_settings(*names: str) -> Callable[[Command], Command]:
+    """The command takes the declared training settings (all of them, or those named) as options after its own,
+    and gets them in its **settings; an option left unset is None there."""
+
+    def add_settings(command: Command) -> Command:
+        own = inspect.signature(command, eval_str=True).parameters.values()
+        parameters = [parameter for parameter in own if parameter.kind is not parameter.VAR_KEYWORD]
+        cast(Any, command).__signature__ = inspect.Signature([*parameters, *_setting_options(names)])
+        return command
+
+    return add_settings
+
+
+def _setting_options(names: tuple[str, ...]) -> list[inspect.Parameter]:
+    options = []
+    for each, declared_as in declared(TrainConfig):
+        kind, _ = kinds(TrainConfig)[each.name]
+        if (names and each.name not in names) or (kind is dict and declared_as.item is None):
+            continue  # not asked for, or a mapping no option spells (model_args)
+        name = option_name(each.name)
+        option = typer.Option(
+            f"{name}/--no-{name[2:]}" if kind is bool else name,
+            *declared_as.aliases,
+            help=_with_default(declared_as.help, default_in_words(each.name)),
+            rich_help_panel=declared_as.group,
+        )
+        taken = list[str] if kind is dict else Path if declared_as.path else kind
+        annotation = Annotated[taken | None, option]  # type: ignore[valid-type]
+        options.append(
+            inspect.Parameter(each.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        )
+    return options
+
+
+def _config(options: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
+    """The recipe's settings, then those of --config's file, then the options given."""
+    settings = {**(settings_file(config_file) if config_file else {}), **_given(options)}
+    return TrainConfig.from_recipe(settings.pop("recipe", "seed"), **settings)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line, as settings."""
+    given = {}
+    for name, value in options.items():
+        declared_as = declaration(TrainConfig, name)
+        if value is None:
+            continue
+        if declared_as.item is not None:
+            value = dict(map(declared_as.item, value))
+        given[name] = str(value) if declared_as.path else value
+    return given
 
 
 @app.command()
+@_with_settings()
 def train(
-    out: Annotated[Path | None, typer.Option(help="Run directory [default: runs/<model>-seed<seed>].")] = None,
+    out: Annotated[Path | None, typer.Option(help=_with_default("Run directory.", "runs/<model>-seed<seed>"))] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the stopped run in this directory.")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="A registered model (`fashionclf models`) [default: the recipe's].")
-    ] = None,
-    recipe: Recipe = "seed",
-    epochs: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 5]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 100]")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate [default: the recipe's; seed: 1e-3].")] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help="adam, adamw or sgd (Nesterov) [default: the recipe's].")
-    ] = None,
-    schedule: Annotated[
-        str | None, typer.Option(help="constant, onecycle or cosine (with warm-up) [default: the recipe's].")
-    ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="[default: the recipe's]")] = None,
-    ema: Annotated[
-        float | None, typer.Option(help="Decay of a moving average of the weights, e.g. 0.999; 0: off [recipe's].")
-    ] = None,
-    compile: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the step (eager where it cannot).")
-    ] = None,
-    channels_last: ChannelsLast = None,
-    bf16: Bf16 = None,
-    seed: int = 0,
-    validation_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Images held out for validation; 0 turns it off [default: 5000, or a fifth of a "
-            "training set under 25,000 images]."
-        ),
-    ] = None,
-    device: Device = "auto",
-    data: DataPath = None,
-    init: Annotated[
+    config_file: Annotated[
         Path | None,
-        typer.Option(help="Fine-tune: start from this run's best weights (a new head where the classes differ)."),
-    ] = None,
-    image_size: Annotated[
-        int | None, typer.Option(help="Side of a photo model's square input [default: the recipe's or model's].")
-    ] = None,
-    mix_fashion_mnist: Annotated[
-        int, typer.Option(help="Fine-tune: mix this many Fashion-MNIST training images in, against forgetting.")
-    ] = 0,
-    crop_padding: Annotated[int | None, typer.Option(help="Augment: random crop after padding by N pixels.")] = None,
-    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Augment: flip half the images.")] = None,
-    erase: Annotated[float | None, typer.Option(help="Augment: probability of erasing a rectangle.")] = None,
-    crop_scale: Annotated[
-        float | None, typer.Option(help="Augment photos: random resized crops down to this share of the area.")
-    ] = None,
-    rotate: Annotated[float | None, typer.Option(help="Augment photos: rotate by up to this many degrees.")] = None,
-    jitter: Annotated[
-        float | None, typer.Option(help="Augment photos: brightness, contrast, saturation scaled by up to +-this.")
-    ] = None,
-    corrupt: Annotated[
-        list[str] | None,
         typer.Option(
-            help="Augment Fashion-MNIST to look like photos: NAME=P corrupts a share P of the images (repeatable; "
-            "names: pair, affine, cut, edge, intensity, background, light, occlude, blur, jpeg, noise) [recipe's]."
+            "--config",
+            help="Settings from a JSON file: a run's config.json (to train it again), or an object of settings; "
+            "the options given override them.",
         ),
     ] = None,
-    preprocessing: Preprocessing = None,
-    frozen: Annotated[
-        bool | None,
-        typer.Option(
-            "--frozen/--no-frozen",
-            help="A pretrained model: train its head alone, on its backbone's features computed once per photo "
-            "and view and cached [default: the recipe's].",
-        ),
-    ] = None,
-    imagenet_map: Annotated[
-        Path | None,
-        typer.Option(help="Zero-shot: a JSON map of garment words to ImageNet classes [default: the shipped one]."),
-    ] = None,
+    **settings: Any,
 ) -> None:
     """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch.
     Started by torchrun, it trains data-parallel across the processes."""
-    options = {key: value for key, value in locals().items() if key not in ("out", "resume")}  # the settings
     from fashionclf import distributed
     from fashionclf import train as training
 
     if resume is not None:
         run = training.resume(resume)
     else:
-        config = _config(**options)
-        run = training.train(config, out or Path("runs") / f"{config.model}-seed{seed}")
+        config = _config(settings, config_file)
+        run = training.train(config, out or Path("runs") / f"{config.model}-seed{config.seed}")
     if distributed.is_main():
         console.print(f"run directory: {run.root}")
 
@@ -334,16 +278,11 @@ def bench(
 
 
 @app.command()
+@_with_settings("recipe", "epochs", "channels_last", "bf16", "seed", "device", "data")
 def run(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/seed"),
-    recipe: Recipe = "seed",
-    epochs: Annotated[int | None, typer.Option(help="[default: the recipe's; seed: 5]")] = None,
-    channels_last: ChannelsLast = None,
-    bf16: Bf16 = None,
-    seed: int = 0,
-    device: Device = "auto",
-    data: DataPath = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the summary at the end.")] = False,
+    **settings: Any,
 ) -> None:
     """The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, each stage announced
     with its time, ending with a summary of what was measured."""
@@ -351,10 +290,7 @@ def run(
 
     if quiet:
         logging.getLogger("fashionclf").setLevel(logging.WARNING)
-    config = _config(
-        recipe=recipe, epochs=epochs, channels_last=channels_last, bf16=bf16, seed=seed, device=device, data=data
-    )
-    console.print(summary_table(run_all(config, out, progress=not quiet)))
+    console.print(summary_table(run_all(_config(settings), out, progress=not quiet)))
 
 
 def summary_table(summary: dict) -> Table:

@@ -1,16 +1,21 @@
-"""Every setting of a training run, and the named recipes: presets of settings, recorded in config.json with every
-value they set, so a published number can be reproduced with one command."""
+"""Every setting of a training run, each declared once (see settings.py: its option, check and report words are made
+from it), and the named recipes: presets of settings, recorded in config.json with every value they set, so a
+published number can be reproduced with one command.
+
+The model registry and the corruptions' names are imported where a config is checked, not here: the command line
+reads these declarations at every start, and they would import torch."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from fashionclf.errors import FashionClfError
-from fashionclf.models import model_entry
-from fashionclf.photolike import NAMES
-from fashionclf.preprocess import InputFormat
+from fashionclf.preprocess import InputFormat, list_preprocessings, preprocessing_entry
+from fashionclf.settings import check, declared, default_of, option_name, setting
 
 # The names --optimizer and --schedule take, with the words the report uses for them.
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with Nesterov momentum 0.9"}
@@ -138,3 +143,259 @@ RECIPES: dict[str, dict] = {
 }
 
 
+PHOTO_SIZES = range(16, 513, 16)  # --image-size of a photo model; Fashion-MNIST's models take 28 alone
+
+# The groups of settings: the panels of `train --help`, and the clauses of the report's recipe sentence.
+MODEL, DATA, OPTIMIZATION, AUGMENTATION, SPEED = "Recipe and model", "Data", "Optimization", "Augmentation", "Speed"
+RECIPE_HELP = (
+    "seed: the report's recipe on the channels-last + bf16 step; fast: 90.3% in 2 epochs (the same step, AdamW "
+    "one-cycle, batch 256); best: 48 epochs of AdamW one-cycle, weight decay, flips and a moving average of the "
+    "weights; resnet: the ResNet-9 model with its own recipe, for the best accuracy; robust: Fashion-MNIST with "
+    "photo-like corruptions and the garment preprocessing, for real photos; for a folder of RGB photos (--data): "
+    "photos (EfficientNet-Lite0 pretrained on ImageNet, frozen, an MLP head on cached features: minutes on a laptop), "
+    "zero-shot (no labels: its ImageNet classes through a map of garment words), photos-scratch (photo_resnet9 from "
+    "scratch). Details: docs/recipes.md."
+)
+
+
+def name_and_share(item: str) -> tuple[str, float]:
+    """One --corrupt item, NAME=P."""
+    name, _, share = item.partition("=")
+    try:
+        return name, float(share)
+    except ValueError:
+        raise FashionClfError(f"--corrupt {item}: expected NAME=P, P a number in [0, 1]") from None
+
+
+def _corruptions_in_words(shares: dict, _: object) -> str | None:
+    return f"photo-like corruptions ({', '.join(f'{name} {p:g}' for name, p in shares.items())})" if shares else None
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved to config.json and read back by --resume. Defaults are the report's recipe in
+    float32 throughout; recipes (`from_recipe`) set the rest. Checks that one setting alone decides are declared with
+    it; those between settings are in __post_init__."""
+
+    recipe: str = setting("seed", RECIPE_HELP, MODEL, choices=tuple(RECIPES))
+    model: str = setting("fashion_cnn", "A registered model (`fashionclf models`).", MODEL)
+    # No option: a model gets its defaults, those a recipe sets, or with --init those of the run it starts from.
+    model_args: dict = setting({}, "The model's arguments (dropout, width, flip_average, head).", MODEL)
+    image_size: int | None = setting(
+        None, "Side of a photo model's square input.", MODEL, default_words="the recipe's, or the model's"
+    )
+    init: str | None = setting(
+        None, "Fine-tune: start from this run's best weights (a new head where the classes differ).", MODEL, path=True
+    )
+    preprocessing: str | None = setting(
+        None,
+        "How pictures become the model's input, by a preprocessing that gives its kind of input. "
+        + " ".join(f"{name}: {preprocessing_entry(name).description}" for name in list_preprocessings()),
+        MODEL,
+        default_words="the model's",
+    )
+    imagenet_map: str | None = setting(
+        None, "Zero-shot: a JSON map of garment words to ImageNet classes.", MODEL, path=True,
+        default_words="the shipped one",
+    )  # fmt: skip
+    data: str | None = setting(
+        None,
+        "The four IDX .gz files' folder, a Kaggle CSV file, a folder of the train and test CSVs, a folder of class "
+        "folders of photos (or of train/, validation/ and test/ folders of them), or a public photo set by name "
+        "(clothing-small).",
+        DATA,
+        path=True,
+        aliases=("--data-dir",),
+        default_words="look up Fashion-MNIST's IDX files",
+    )
+    validation_size: int | None = setting(
+        None,
+        "Images held out for validation; 0 turns it off.",
+        DATA,
+        bound=(lambda v: v >= 0, "0 or more"),
+        default_words="the data's own validation split, else 5000, or a fifth of a training set under 25,000 images; "
+        "photos: 0",
+    )
+    mix_fashion_mnist: int = setting(
+        0, "Fine-tune: mix this many Fashion-MNIST training images in, against forgetting.", DATA,
+        bound=(lambda v: v >= 0, "0 or more"),
+    )  # fmt: skip
+    optimizer: str = setting(
+        "adam", "adam, adamw or sgd (Nesterov momentum 0.9).", OPTIMIZATION, choices=OPTIMIZERS,
+        words=lambda name, _: OPTIMIZERS[name],
+    )  # fmt: skip
+    lr: float = setting(
+        1e-3, "Peak learning rate.", OPTIMIZATION, bound=(lambda v: 0 < v < math.inf, "a positive number"),
+        words=lambda lr, values: f"learning rate {lr:g} ({SCHEDULES[values['schedule']]})",
+    )  # fmt: skip
+    schedule: str = setting(  # the report says it with the learning rate
+        "constant", "constant, onecycle, or cosine (one epoch of linear warm-up, then cosine to 0).", OPTIMIZATION,
+        choices=SCHEDULES,
+    )  # fmt: skip
+    weight_decay: float = setting(
+        0.0, "Weight decay (decoupled with adamw).", OPTIMIZATION,
+        bound=(lambda v: 0 <= v < math.inf, "0 or more"), words="weight decay {:g}",
+    )  # fmt: skip
+    label_smoothing: float = setting(
+        0.0, "Label smoothing of the cross-entropy loss.", OPTIMIZATION,
+        bound=(lambda v: 0 <= v < 1, "in [0, 1)"), words="label smoothing {:g}",
+    )  # fmt: skip
+    batch_size: int = setting(
+        100, "Images per step.", OPTIMIZATION, bound=(lambda v: v >= 1, "at least 1"),
+        words=lambda size, _: f"batch {size}",
+    )  # fmt: skip
+    # Its least value depends on the model (0 for a pretrained one as it is): checked in __post_init__.
+    epochs: int = setting(5, "Passes over the training split.", OPTIMIZATION, words=lambda n, _: f"{n} epochs")
+    seed: int = setting(
+        0, "Seeds the weights, the hold-out, and each epoch's order and augmentation.", OPTIMIZATION,
+        bound=(lambda v: 0 <= v < 2**32, "in [0, 2^32)"),  # scikit-learn's hold-out takes no other
+        words=lambda seed, _: f"seed {seed}",
+    )  # fmt: skip
+    ema: float = setting(
+        0.0, "Decay of a moving average of the weights (e.g. 0.999), validated and saved as best; 0: off.",
+        OPTIMIZATION, bound=(lambda v: 0 <= v < 1, "a decay in [0, 1)"),
+        words="a moving average of the weights (decay {:g}) as the model",
+    )  # fmt: skip
+    frozen: bool = setting(
+        False, "A pretrained model: train its head alone, on its backbone's features computed once per photo and "
+        "view and cached.", OPTIMIZATION, words="a frozen backbone (its head trained on cached features)",
+    )  # fmt: skip
+    crop_padding: int = setting(
+        0, "Augment: random crop after padding by N pixels.", AUGMENTATION,
+        bound=(lambda v: v >= 0, "0 or more"), words="random crops after {}-pixel padding",
+    )  # fmt: skip
+    flip: bool = setting(False, "Augment: flip half the images.", AUGMENTATION, words="horizontal flips")
+    erase: float = setting(
+        0.0, "Augment: probability of erasing a random rectangle.", AUGMENTATION,
+        bound=(lambda v: 0 <= v <= 1, "a probability in [0, 1]"), words="random erasing (p = {:g})",
+    )  # fmt: skip
+    crop_scale: float = setting(
+        0.0, "Augment: random resized crops down to this share of the area; 0: off.", AUGMENTATION,
+        bound=(lambda v: 0 <= v <= 1, "in [0, 1]"), words="random resized crops down to {:.0%} of the area",
+    )  # fmt: skip
+    rotate: float = setting(
+        0.0, "Augment: rotate by up to this many degrees.", AUGMENTATION,
+        bound=(lambda v: 0 <= v < math.inf, "0 or more"), words="rotations by up to {:g} degrees",
+    )  # fmt: skip
+    jitter: float = setting(
+        0.0, "Augment: brightness, contrast and saturation scaled by up to +-this.", AUGMENTATION,
+        bound=(lambda v: 0 <= v <= 1, "in [0, 1]"), words="colour jitter of up to +-{:g}",
+    )  # fmt: skip
+    corrupt: dict = setting(
+        {},
+        "Augment Fashion-MNIST to look like photos: NAME=P corrupts a share P of the images (repeatable; names: "
+        "pair, affine, cut, edge, intensity, background, light, occlude, blur, jpeg, noise).",
+        AUGMENTATION,
+        item=name_and_share,
+        words=_corruptions_in_words,
+    )
+    channels_last: bool = setting(
+        False, "NHWC activations: oneDNN's convolutions and pooling run faster on them.", SPEED,
+        words="channels-last layout",
+    )  # fmt: skip
+    bf16: bool = setting(
+        False,
+        "bfloat16 autocast of the forward pass where the device computes it natively (weights and optimizer stay "
+        "float32); --no-bf16 --no-channels-last: the report's float32 arithmetic.",
+        SPEED,
+        words=lambda bf16, _: "bf16 autocast (weights and optimizer in float32)" if bf16 else "float32 arithmetic",
+    )
+    compile: bool = setting(False, "torch.compile the training step; eager where it cannot build.", SPEED)
+    device: str = setting("auto", "auto (CUDA when present), cpu or cuda.", SPEED)
+
+    def __post_init__(self) -> None:
+        from fashionclf.models import model_entry
+
+        for each, _ in declared(TrainConfig):
+            check(TrainConfig, each.name, getattr(self, each.name))
+        entry = model_entry(self.model)
+        if self.epochs < (0 if entry.pretrained else 1):
+            least = "0 (a pretrained model as it is)" if entry.pretrained else "1"
+            raise FashionClfError(f"--epochs must be at least {least}, got {self.epochs}")
+        if entry.input.domain == "photo" and self.image_size is not None and self.image_size not in PHOTO_SIZES:
+            raise FashionClfError(f"--image-size must be a multiple of 16 from 16 to 512, got {self.image_size}")
+        entry.input.using(self.preprocessing)
+        self._check_corruptions(entry.input.domain)
+        if self.mix_fashion_mnist and not self.init:
+            raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
+        if self.frozen:
+            self._check_frozen(entry.pretrained)
+
+    def _check_corruptions(self, domain: str) -> None:
+        from fashionclf.photolike import NAMES
+
+        unknown = set(self.corrupt) - set(NAMES)
+        if unknown or not all(isinstance(p, int | float) and 0 <= p <= 1 for p in self.corrupt.values()):
+            raise FashionClfError(f"--corrupt takes NAME=P, P in [0, 1], NAME one of {', '.join(NAMES)}")
+        if self.corrupt and domain != "fashion-mnist":
+            raise FashionClfError("--corrupt imitates photos in Fashion-MNIST's 28x28 grayscale: not for photo models")
+
+    def _check_frozen(self, pretrained: bool) -> None:
+        """A frozen backbone's features are computed once per photo: nothing that changes pixels per epoch fits (every
+        augmentation, declared or to come), nor the moving average, compiling or mixing in images."""
+        if not pretrained:
+            raise FashionClfError(f"--frozen needs a pretrained model; {self.model} is not one")
+        per_epoch = [each.name for each, declared_as in declared(TrainConfig) if declared_as.group == AUGMENTATION]
+        per_epoch += ["ema", "compile", "mix_fashion_mnist"]
+        if set_options := [option_name(name) for name in per_epoch if getattr(self, name)]:
+            raise FashionClfError(f"--frozen trains on cached features: {', '.join(set_options)} cannot apply")
+
+    @property
+    def input(self) -> InputFormat:
+        """The input the run's pictures are brought to: the model's, at `image_size`, by `preprocessing`."""
+        from fashionclf.models import model_entry
+
+        return model_entry(self.model).spec(size=self.image_size).input.using(self.preprocessing)
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "seed", **settings) -> TrainConfig:
+        """The recipe's settings, then `settings` over them."""
+        return cls(**{**RECIPES.get(recipe, {}), **settings, "recipe": recipe})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def default_in_words(name: str) -> str:
+    """What `train --help` says of a setting's default: the recipe's where a recipe sets it, and seed's value."""
+    each = next(each for each, _ in declared(TrainConfig) if each.name == name)
+    declared_as = each.metadata["setting"]
+    if declared_as.default_words:
+        return declared_as.default_words
+    default = default_of(each)
+    if any(name in values for values in RECIPES.values()):
+        return f"the recipe's; seed: {_shown(RECIPES['seed'].get(name, default))}"
+    return _shown(default)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value in (None, {}) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def settings_file(path: Path) -> dict[str, Any]:
+    """The settings --config reads: a run's config.json (its "train" object), or a JSON object of settings. Each is
+    checked here on its own, so that a bad one is told with the file's name."""
+    where = f"--config {path}"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FashionClfError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise FashionClfError(f"{where}: not valid JSON ({exc})") from None
+    if isinstance(values, dict) and isinstance(values.get("train"), dict):
+        values = values["train"]
+    if not isinstance(values, dict):
+        raise FashionClfError(f"{where}: expected a JSON object of settings, or a run's config.json")
+    known = [each.name for each, _ in declared(TrainConfig)]
+    if unknown := [name for name in values if name not in known]:
+        raise FashionClfError(f"{where}: unknown setting {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    for name, value in values.items():
+        try:
+            check(TrainConfig, name, value)
+        except FashionClfError as exc:
+            raise FashionClfError(f"{where}: {exc}") from None
+    return values

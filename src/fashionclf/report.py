@@ -16,10 +16,11 @@ from pathlib import Path
 import markdown
 
 from fashionclf.bench import RATIO_COLUMNS
-from fashionclf.config import OPTIMIZERS, SCHEDULES
+from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.models import count_parameters, create_model, layer_table, model_entry
 from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, run_spec, write_text
+from fashionclf.settings import in_words
 
 
 def build_report(run_dir: Path) -> Path:
@@ -130,23 +131,8 @@ def metrics_choice(run: RunDir) -> str:
 
 
 def training_recipe(train: dict) -> str:
-    """The run's recipe as config.json records it, in words (keys a run from an older version lacks are skipped)."""
-    optimizer = [
-        f"{OPTIMIZERS[train.get('optimizer', 'adam')]}, learning rate {train['lr']:g} "
-        f"({SCHEDULES[train.get('schedule', 'constant')]})",
-        *([f"weight decay {train['weight_decay']:g}"] if train.get("weight_decay") else []),
-        *([f"label smoothing {train['label_smoothing']:g}"] if train.get("label_smoothing") else []),
-        f"batch {train['batch_size']}, {train['epochs']} epochs, seed {train['seed']}",
-    ]
-    extras = [
-        *([f"random crops after {train['crop_padding']}-pixel padding"] if train.get("crop_padding") else []),
-        *(["horizontal flips"] if train.get("flip") else []),
-        *([f"random erasing (p = {train['erase']:g})"] if train.get("erase") else []),
-        *([f"a moving average of the weights (decay {train['ema']:g}) as the model"] if train.get("ema") else []),
-        *(["channels-last layout"] if train.get("channels_last") else []),
-        "bf16 autocast (weights and optimizer in float32)" if train.get("bf16") else "float32 arithmetic",
-    ]
-    return f"Recipe `{train.get('recipe', 'seed')}`: {', '.join(optimizer)}; {', '.join(extras)}."
+    """The run's recipe as config.json records it, in the words its settings declare (settings.py)."""
+    return f"Recipe `{train.get('recipe', 'seed')}`: {in_words(TrainConfig, train)}."
 
 
 def training(run: RunDir) -> str | None:
