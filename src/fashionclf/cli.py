@@ -112,6 +112,7 @@ def _with_settings(*names: str) -> Callable[[Command], Command]:
 
 
 def _setting_options(names: tuple[str, ...]) -> list[inspect.Parameter]:
+    """Typer's parameters for the declared settings: named, typed, explained and grouped as declared."""
     options = []
     for each, declared_as in declared(TrainConfig):
         kind, _ = kinds(TrainConfig)[each.name]
@@ -125,7 +126,7 @@ def _setting_options(names: tuple[str, ...]) -> list[inspect.Parameter]:
             rich_help_panel=declared_as.group,
         )
         taken = list[str] if kind is dict else Path if declared_as.path else kind
-        annotation = Annotated[taken | None, option]  # type: ignore[valid-type]
+        annotation = Annotated[taken | None, option]  # type: ignore[valid-type]  # a type known at run time
         options.append(
             inspect.Parameter(each.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
         )
@@ -142,9 +143,9 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
     """The options given on the command line, as settings."""
     given = {}
     for name, value in options.items():
-        declared_as = declaration(TrainConfig, name)
         if value is None:
             continue
+        declared_as = declaration(TrainConfig, name)
         if declared_as.item is not None:
             value = dict(map(declared_as.item, value))
         given[name] = str(value) if declared_as.path else value
