@@ -31,7 +31,7 @@ from fashionclf import datasets
 from fashionclf.config import TrainConfig
 from fashionclf.models import ModelSpec, create_model, predict_logits
 from fashionclf.rundir import RunDir
-from fashionclf.train import TrainState, _new_state, _resolved, train_epoch
+from fashionclf.train import Training, TrainState, _new_state, _resolved, train_epoch
 
 
 class PerSampleDataset(Dataset):
@@ -74,12 +74,11 @@ def fashionclf_loop(
     config = _resolved(TrainConfig.from_recipe(recipe, **settings), data)
     with tempfile.TemporaryDirectory() as scratch:
         run = RunDir(Path(scratch))
-        steps = -(-len(train) // config.batch_size)
-        state: TrainState = _new_state(config, ModelSpec(), torch.device("cpu"), steps, run)
+        training = Training(config, ModelSpec(), run, torch.device("cpu"), progress=False)
+        state: TrainState = _new_state(training, steps_per_epoch=-(-len(train) // config.batch_size))
         for epoch in range(1, config.epochs + 1):
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
             started = time.perf_counter()
-            train_epoch(state, train, config, generator, torch.device("cpu"), run, f"epoch {epoch}", False)
+            train_epoch(training, state, train, epoch)
             yield time.perf_counter() - started, state.model
 
 

@@ -68,8 +68,8 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
 
     real_end_epoch = training._end_epoch
 
-    def end_epoch_then_stop(config, run, state, row):
-        real_end_epoch(config, run, state, row)
+    def end_epoch_then_stop(training_, state, row):
+        real_end_epoch(training_, state, row)
         if row["epoch"] == epoch:
             monkeypatch.setattr(training, "_end_epoch", real_end_epoch)
             raise KeyboardInterrupt
@@ -149,8 +149,8 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
 
     real_end_epoch = training._end_epoch
 
-    def end_epoch_then_raise_the_rate(config, run, state, row):
-        real_end_epoch(config, run, state, row)
+    def end_epoch_then_raise_the_rate(training_, state, row):
+        real_end_epoch(training_, state, row)
         for group in state.optimizer.param_groups:
             group["lr"] = 1e30
 

@@ -52,11 +52,25 @@ from fashionclf.sources import load_dataset
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Training:
+    """What one training of a run holds fixed: its settings, its model's spec, its directory, the device, and whether
+    progress bars are shown. Every layer of the loop takes it, beside the state that changes."""
+
+    config: TrainConfig
+    spec: ModelSpec
+    run: RunDir
+    device: torch.device
+    progress: bool = True
+
+    def log(self, message: str) -> None:
+        _log(self.run, message)
+
+
 @dataclass
 class TrainState:
     """What an epoch boundary needs to carry on: the resume point of a run."""
 
-    spec: ModelSpec
     model: nn.Module
     optimizer: torch.optim.Optimizer
     network: nn.Module  # what the training step calls: `model`, or under torchrun its DistributedDataParallel wrapper
@@ -87,22 +101,7 @@ def train(config: TrainConfig, out: Path, data: datasets.Dataset | None = None, 
         config = _with_model(config)
         data = data or load_dataset(config.data, config.input)
         config, spec = _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
-        splits = _splits(config, data)
-        distributed.check_batches(len(splits[0]), config.batch_size)
-        if config.frozen and distributed.world_size() > 1:
-            raise FashionClfError("--frozen trains a small head on one process: run it without torchrun")
-        with distributed.process_group(resolve_device(config.device)) as device:
-            if distributed.is_main():
-                write_json(run.config, _run_record(config, spec, device, data))
-            with _resume_hint_on_interrupt(run):
-                state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
-                splits = _frozen_features(state, splits, config, run)
-                parameters = count_parameters(state.model)
-                where = f"{device}{distributed.describe()}"
-                _log(run, f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs")
-                _fit(config, run, state, splits, device, progress)
-        if config.init and distributed.is_main():
-            write_json(run.finetune, finetune_summary(RunDir(Path(config.init)), config, run, splits[1], device))
+        _train(config, spec, run, data, progress, resuming=False)
     return run
 
 
@@ -112,24 +111,45 @@ def resume(out: Path, data: datasets.Dataset | None = None, progress: bool = Tru
     with _writing(run, "fashionclf train --resume"):
         _check_resumable(run)
         config, spec = _recorded_config(run), run_spec(run)
-        splits = _splits(config, data or _unchanged_data(run, config, spec))
-        distributed.check_batches(len(splits[0]), config.batch_size)
-        with distributed.process_group(resolve_device(config.device)) as device:
-            state = _new_state(config, spec, device, _steps_per_epoch(config, splits), run)
-            splits = _frozen_features(state, splits, config, run)
-            if run.last_checkpoint.exists():
+        _train(config, spec, run, data or _unchanged_data(run, config, spec), progress, resuming=True)
+    return run
+
+
+def _train(
+    config: TrainConfig, spec: ModelSpec, run: RunDir, data: datasets.Dataset, progress: bool, resuming: bool
+) -> None:
+    """Train and resume alike: a new run records its config.json and starts at epoch 1, a resumed one goes on from
+    its last.pt. The order of the steps that draw random numbers is the same for both, so a resumed run ends with
+    the weights of one never stopped."""
+    splits = _splits(config, data)
+    distributed.check_batches(len(splits[0]), config.batch_size)
+    if config.frozen and distributed.world_size() > 1:
+        raise FashionClfError("--frozen trains a small head on one process: run it without torchrun")
+    with distributed.process_group(resolve_device(config.device)) as device:
+        training = Training(config, spec, run, device, progress)
+        if not resuming and distributed.is_main():
+            write_json(run.config, _run_record(config, spec, device, data))
+        with _resume_hint_on_interrupt(run):
+            state = _new_state(training, _steps_per_epoch(config, splits))
+            splits = _frozen_features(training, state, splits)
+            if resuming and run.last_checkpoint.exists():
                 # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
                 _restore(state, load_checkpoint(run.last_checkpoint))
-            if state.next_epoch > config.epochs:
-                _log(run, f"nothing to resume: all {config.epochs} epochs are done")
-                return run
-            with _resume_hint_on_interrupt(run):
-                where = f"{device}{distributed.describe()}"
-                _log(run, f"resuming at epoch {state.next_epoch} of {config.epochs} on {where}")
-                _fit(config, run, state, splits, device, progress)
-        if config.init and distributed.is_main():
-            write_json(run.finetune, finetune_summary(RunDir(Path(config.init)), config, run, splits[1], device))
-    return run
+            if resuming and state.next_epoch > config.epochs:
+                training.log(f"nothing to resume: all {config.epochs} epochs are done")
+                return
+            training.log(_starting(training, state, resuming))
+            _fit(training, state, splits)
+    if config.init and distributed.is_main():
+        write_json(run.finetune, finetune_summary(RunDir(Path(config.init)), config, run, splits[1], device))
+
+
+def _starting(training: Training, state: TrainState, resuming: bool) -> str:
+    config, where = training.config, f"{training.device}{distributed.describe()}"
+    if resuming:
+        return f"resuming at epoch {state.next_epoch} of {config.epochs} on {where}"
+    parameters = count_parameters(state.model)
+    return f"training {config.model} ({parameters:,} parameters) on {where}, {config.epochs} epochs"
 
 
 def _writing(run: RunDir, holder: str):
@@ -236,15 +256,14 @@ def _steps_per_epoch(config: TrainConfig, splits: tuple[datasets.Split, datasets
     return math.ceil(len(splits[0]) / config.batch_size)
 
 
-def _new_state(
-    config: TrainConfig, spec: ModelSpec, device: torch.device, steps_per_epoch: int, run: RunDir
-) -> TrainState:
+def _new_state(training: Training, steps_per_epoch: int) -> TrainState:
+    config, device = training.config, training.device
     torch.manual_seed(config.seed)
-    model = create_model(config.model, spec, **config.model_args)
+    model = create_model(config.model, training.spec, **config.model_args)
     if config.init is not None:
-        _start_from(model, load_checkpoint(RunDir(Path(config.init)).best_checkpoint), run)
+        _start_from(model, load_checkpoint(RunDir(Path(config.init)).best_checkpoint), training)
     elif model_entry(config.model).pretrained:
-        _start_pretrained(cast(PhotoTransfer, model), spec, config, run)
+        _start_pretrained(cast(PhotoTransfer, model), training)
     head = cast(nn.Module, model.head) if config.frozen else None
     if head is not None:
         model.requires_grad_(False)
@@ -260,28 +279,29 @@ def _new_state(
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True) if config.ema else None
     scheduler = _scheduler(config, optimizer, steps_per_epoch)
     if head is not None:
-        return TrainState(spec, model, optimizer, head, None, scheduler, frozen=True)
+        return TrainState(model, optimizer, head, None, scheduler, frozen=True)
     if config.compile:
-        return TrainState(spec, model, optimizer, cast(nn.Module, torch.compile(network)), network, scheduler, ema)
-    return TrainState(spec, model, optimizer, network, None, scheduler, ema)
+        return TrainState(model, optimizer, cast(nn.Module, torch.compile(network)), network, scheduler, ema)
+    return TrainState(model, optimizer, network, None, scheduler, ema)
 
 
-def _start_pretrained(model: PhotoTransfer, spec: ModelSpec, config: TrainConfig, run: RunDir) -> None:
+def _start_pretrained(model: PhotoTransfer, training: Training) -> None:
     """The packaged ImageNet weights; for the zero-shot head, its votes from the class map."""
     model.load_imagenet_weights()
     if isinstance(model.head, ImageNetVote):
-        for name, imagenet in transfer.set_votes(model, spec.classes, config.imagenet_map).items():
-            _log(run, f"zero-shot: {name} is scored by the ImageNet classes {', '.join(imagenet)}")
+        votes = transfer.set_votes(model, training.spec.classes, training.config.imagenet_map)
+        for name, imagenet in votes.items():
+            training.log(f"zero-shot: {name} is scored by the ImageNet classes {', '.join(imagenet)}")
 
 
-def _start_from(model: nn.Module, checkpoint: dict, run: RunDir) -> None:
+def _start_from(model: nn.Module, checkpoint: dict, training: Training) -> None:
     """Load every tensor of another run's weights whose name and shape fit; the rest (the head, for another class
     set; the first layer, for other channels) keeps its fresh initialisation, and the log names it."""
     own = model.state_dict()
     fitting = {k: v for k, v in checkpoint["state_dict"].items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
     fresh = ", ".join(key for key in own if key not in fitting) or "none"
-    _log(run, f"started from {len(fitting)} of {len(own)} tensors of the --init run; fresh: {fresh}")
+    training.log(f"started from {len(fitting)} of {len(own)} tensors of the --init run; fresh: {fresh}")
 
 
 def ema_with_warmup(decay: float):
@@ -325,7 +345,7 @@ def _warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def _frozen_features(
-    state: TrainState, splits: tuple[datasets.Split, datasets.Split | None], config: TrainConfig, run: RunDir
+    training: Training, state: TrainState, splits: tuple[datasets.Split, datasets.Split | None]
 ) -> tuple[datasets.Split, datasets.Split | None]:
     """With a frozen backbone, the splits as its cached features: the training split one row per view (each a
     sample of the head), the validation split (photos, views, features) (the head averages a photo's views); the
@@ -333,7 +353,7 @@ def _frozen_features(
     if not state.frozen:
         return splits
     started = time.perf_counter()
-    model = cast(PhotoTransfer, state.model)
+    config, model = training.config, cast(PhotoTransfer, state.model)
     if config.epochs == 0:  # nothing to train: the validation photos' features alone
         return splits[0], None if splits[1] is None else transfer.features(model, splits[1], "validation photos")
     train_split, val_split = (
@@ -346,41 +366,30 @@ def _frozen_features(
     views = train_split.images.shape[1]
     rows = datasets.Split(train_split.images.flatten(0, 1), train_split.labels.repeat_interleave(views))
     state.scheduler = _scheduler(config, state.optimizer, _steps_per_epoch(config, (rows, val_split)))
-    _log(run, f"features of {len(train_split):,} + {len(val_split or []):,} photos x {views} views ready in "
-              f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    training.log(f"features of {len(train_split):,} + {len(val_split or []):,} photos x {views} views ready in "
+                 f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     return rows, val_split
 
 
-def _fit(
-    config: TrainConfig,
-    run: RunDir,
-    state: TrainState,
-    splits: tuple[datasets.Split, datasets.Split | None],
-    device: torch.device,
-    progress: bool,
-) -> None:
+def _fit(training: Training, state: TrainState, splits: tuple[datasets.Split, datasets.Split | None]) -> None:
     train_split, val_split = splits
-    if config.epochs == 0 and not state.history:  # the pretrained model as it is: validated and kept
+    if training.config.epochs == 0 and not state.history:  # the pretrained model as it is: validated and kept
         started = time.perf_counter()
-        row = _validated({"epoch": 0}, state, val_split, config, device)
-        _end_epoch(config, run, state, {**row, "seconds": time.perf_counter() - started})
-    for epoch in range(state.next_epoch, config.epochs + 1):
+        row = _validated(training, state, {"epoch": 0}, val_split)
+        _end_epoch(training, state, {**row, "seconds": time.perf_counter() - started})
+    for epoch in range(state.next_epoch, training.config.epochs + 1):
         started = time.perf_counter()
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        label = f"epoch {epoch}/{config.epochs}"
-        train_loss, train_acc = train_epoch(state, train_split, config, generator, device, run, label, progress)
+        train_loss, train_acc = train_epoch(training, state, train_split, epoch)
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc}
-        row = _validated(row, state, val_split, config, device)
+        row = _validated(training, state, row, val_split)
         row["seconds"] = time.perf_counter() - started
-        _end_epoch(config, run, state, row)
+        _end_epoch(training, state, row)
 
 
-def _validated(
-    row: dict, state: TrainState, val_split: datasets.Split | None, config: TrainConfig, device: torch.device
-) -> dict:
+def _validated(training: Training, state: TrainState, row: dict, val_split: datasets.Split | None) -> dict:
     """The epoch's row with the validation loss and accuracy, where there is a validation split."""
     if val_split is not None:
-        validate = partial(evaluate_split, state.validated, val_split, config.batch_size, device)
+        validate = partial(evaluate_split, state.validated, val_split, training.config.batch_size, training.device)
         row["val_loss"], row["val_accuracy"] = distributed.from_main(validate)
     return row
 
@@ -420,47 +429,33 @@ def _split(train_split: datasets.Split, config: TrainConfig) -> tuple[datasets.S
     return datasets.hold_out(train_split, size=config.validation_size, seed=config.seed)
 
 
-def train_epoch(
-    state: TrainState,
-    split: datasets.Split,
-    config: TrainConfig,
-    generator: torch.Generator,
-    device: torch.device,
-    run: RunDir,
-    label: str,
-    progress: bool,
-) -> tuple[float, float]:
-    """One pass over `split` in the generator's order; returns mean loss and accuracy over its images.
+def train_epoch(training: Training, state: TrainState, split: datasets.Split, epoch: int) -> tuple[float, float]:
+    """One pass over `split` in the order of `epoch`, drawn from a generator seeded with (seed, epoch); returns mean
+    loss and accuracy over its images.
 
     Under torchrun every process draws the same order and augmentation and trains on its slice of each batch."""
+    config = training.config
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    label = f"epoch {epoch}/{config.epochs}"
     state.network.train()
     total_loss, correct, seen = 0.0, 0, 0
-    steps = math.ceil(len(split) / config.batch_size)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     bar = tqdm(
         datasets.batches(split, config.batch_size, shuffle=True, generator=generator),
-        total=steps,
+        total=math.ceil(len(split) / config.batch_size),
         desc=label,
-        disable=None if progress and distributed.is_main() else True,  # None: a bar only on a terminal
+        disable=None if training.progress and distributed.is_main() else True,  # None: a bar only on a terminal
         leave=False,
         unit="batch",
     )
     for step, (images, labels) in enumerate(bar, start=1):
         batch = len(labels)  # the global batch: under torchrun this process trains on its slice of it
-        images = datasets.to_float(images)
-        if config.crop_scale or config.rotate or config.jitter:
-            images = photo_augment(images, generator, config.crop_scale, config.rotate, config.jitter)
-        if config.crop_padding or config.flip or config.erase:
-            # Drawn from the epoch's generator, after its permutation, for the whole batch: a resumed epoch augments
-            # identically, and so does every process before it takes its slice.
-            images = augment(images, generator, config.crop_padding, config.flip, config.erase)
-        if config.corrupt:
-            images = corrupt(images, labels, generator, config.corrupt, _footwear(state.spec))
-        images = distributed.local_part(images).to(device).contiguous(memory_format=memory_format)
-        labels = distributed.local_part(labels).to(device)
-        value, batch_correct = _gradients(state, images, labels, batch, config, run)
+        images = _augmented(training, datasets.to_float(images), labels, generator)
+        images = distributed.local_part(images).to(training.device).contiguous(memory_format=memory_format)
+        labels = distributed.local_part(labels).to(training.device)
+        value, batch_correct = _gradients(training, state, images, labels, batch)
         if not math.isfinite(value):
-            _diverged(run, value, f"{label}, batch {step}")
+            _diverged(training, value, f"{label}, batch {step}")
         state.optimizer.step()
         if state.scheduler is not None:
             state.scheduler.step()
@@ -473,28 +468,43 @@ def train_epoch(
     return total_loss / seen, correct / seen
 
 
+def _augmented(
+    training: Training, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """The whole batch augmented, every draw from the epoch's generator after its permutation: a resumed epoch
+    augments identically, and so does every process before it takes its slice."""
+    config = training.config
+    if config.crop_scale or config.rotate or config.jitter:
+        images = photo_augment(images, generator, config.crop_scale, config.rotate, config.jitter)
+    if config.crop_padding or config.flip or config.erase:
+        images = augment(images, generator, config.crop_padding, config.flip, config.erase)
+    if config.corrupt:
+        images = corrupt(images, labels, generator, config.corrupt, _footwear(training.spec))
+    return images
+
+
 def _footwear(spec: ModelSpec) -> torch.Tensor:
     return torch.tensor([i for i, name in enumerate(spec.classes) if name in FOOTWEAR], dtype=torch.long)
 
 
 def _gradients(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, batch: int, config: TrainConfig, run: RunDir
+    training: Training, state: TrainState, images: torch.Tensor, labels: torch.Tensor, batch: int
 ) -> tuple[float, int]:
     """Forward and backward on this process's part of a batch: the batch's mean loss and its correct predictions.
     A compiled network that cannot be built on this machine (no C++ compiler, say) falls back to the eager one,
     once, with a line in the log."""
     try:
-        return _forward_backward(state, images, labels, batch, config)
+        return _forward_backward(training.config, state, images, labels, batch)
     except torch._dynamo.exc.BackendCompilerFailed as exc:
         if state.uncompiled is None:
             raise
-        _log(run, f"torch.compile cannot build here ({str(exc).strip().splitlines()[0]}); training eagerly")
+        training.log(f"torch.compile cannot build here ({str(exc).strip().splitlines()[0]}); training eagerly")
         state.network, state.uncompiled = state.uncompiled, None
-        return _forward_backward(state, images, labels, batch, config)
+        return _forward_backward(training.config, state, images, labels, batch)
 
 
 def _forward_backward(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, batch: int, config: TrainConfig
+    config: TrainConfig, state: TrainState, images: torch.Tensor, labels: torch.Tensor, batch: int
 ) -> tuple[float, int]:
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         logits = state.network(images)
@@ -505,15 +515,16 @@ def _forward_backward(
     return distributed.batch_totals(loss, (logits.argmax(1) == labels).sum())
 
 
-def _diverged(run: RunDir, value: float, where: str) -> None:
+def _diverged(training: Training, value: float, where: str) -> None:
     """Stop the run before a step on a non-finite loss; last.pt stays the last finished epoch's."""
+    run = training.run
     kept = (
         f"the last good checkpoint is kept in {run.last_checkpoint}"
         if run.last_checkpoint.exists()
         else "no epoch had finished, so there is no checkpoint"
     )
     message = f"training diverged: loss is {value} at {where}; {kept}"
-    _log(run, message)
+    training.log(message)
     raise FashionClfError(message)
 
 
@@ -526,13 +537,13 @@ def evaluate_split(
     return loss, accuracy
 
 
-def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -> None:
+def _end_epoch(training: Training, state: TrainState, row: dict) -> None:
     """Record the epoch and write both checkpoints; best.pt first, so last.pt is always the newest."""
-    epoch = row["epoch"]
+    config, run, epoch = training.config, training.run, row["epoch"]
     state.history.append(row)
     state.next_epoch = epoch + 1
     base = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_args": config.model_args,
-            "spec": state.spec.as_dict(), "epoch": epoch}  # fmt: skip
+            "spec": training.spec.as_dict(), "epoch": epoch}  # fmt: skip
     # Without a validation split nothing can choose an epoch: the last one is kept, as --validation-size 0 says.
     validated = "val_accuracy" in row
     improved = not validated or row["val_accuracy"] > state.best_val_accuracy
@@ -545,7 +556,7 @@ def _end_epoch(config: TrainConfig, run: RunDir, state: TrainState, row: dict) -
     save_checkpoint(run.last_checkpoint, {**base, **_resume_state(state), "metrics": row})
     _write_history(run, state.history)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
-    _log(run, f"epoch {epoch}/{config.epochs}: {summary} ({row['seconds']:.1f} s)")
+    training.log(f"epoch {epoch}/{config.epochs}: {summary} ({row['seconds']:.1f} s)")
 
 
 def _resume_state(state: TrainState) -> dict:
