@@ -114,8 +114,10 @@ def test_train_takes_every_declared_setting_as_an_option():
     options = {param.opts[0] for param in train.params} - {"--out", "--resume", "--config", "--help"}
     settings = {option_name(each.name) for each, _ in declared(TrainConfig) if each.name != "model_args"}
     assert options == settings  # model_args alone has no option: recipes, --config and --init set it
-    flags = {param.opts[0] for param in train.params if param.secondary_opts}
-    assert flags == {"--channels-last", "--bf16", "--compile", "--frozen", "--flip"}
+    switches = {param.opts[0]: param.secondary_opts for param in train.params if param.secondary_opts}
+    assert switches == {option_name(each.name): [f"--no-{option_name(each.name)[2:]}"]
+                        for each, _ in declared(TrainConfig) if each.type == "bool"}  # fmt: skip
+    assert "--flip" in switches
 
 
 @pytest.mark.parametrize(

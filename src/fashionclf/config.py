@@ -145,6 +145,10 @@ RECIPES: dict[str, dict] = {
 
 PHOTO_SIZES = range(16, 513, 16)  # --image-size of a photo model; Fashion-MNIST's models take 28 alone
 
+# Bounds that several settings share. NaN fails every comparison, so every bound; inf fails these.
+NOT_NEGATIVE = (lambda v: 0 <= v < math.inf, "0 or more")
+SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
+
 # The groups of settings: the panels of `train --help`, and the clauses of the report's recipe sentence.
 MODEL, DATA, OPTIMIZATION, AUGMENTATION, SPEED = "Recipe and model", "Data", "Optimization", "Augmentation", "Speed"
 RECIPE_HELP = (
@@ -212,13 +216,13 @@ class TrainConfig:
         None,
         "Images held out for validation; 0 turns it off.",
         DATA,
-        bound=(lambda v: v >= 0, "0 or more"),
+        bound=NOT_NEGATIVE,
         default_words="the data's own validation split, else 5000, or a fifth of a training set under 25,000 images; "
         "photos: 0",
     )
     mix_fashion_mnist: int = setting(
         0, "Fine-tune: mix this many Fashion-MNIST training images in, against forgetting.", DATA,
-        bound=(lambda v: v >= 0, "0 or more"),
+        bound=NOT_NEGATIVE,
     )  # fmt: skip
     optimizer: str = setting(
         "adam", "adam, adamw or sgd (Nesterov momentum 0.9).", OPTIMIZATION, choices=OPTIMIZERS,
@@ -234,7 +238,7 @@ class TrainConfig:
     )  # fmt: skip
     weight_decay: float = setting(
         0.0, "Weight decay (decoupled with adamw).", OPTIMIZATION,
-        bound=(lambda v: 0 <= v < math.inf, "0 or more"), words="weight decay {:g}",
+        bound=NOT_NEGATIVE, words="weight decay {:g}",
     )  # fmt: skip
     label_smoothing: float = setting(
         0.0, "Label smoothing of the cross-entropy loss.", OPTIMIZATION,
@@ -262,7 +266,7 @@ class TrainConfig:
     )  # fmt: skip
     crop_padding: int = setting(
         0, "Augment: random crop after padding by N pixels.", AUGMENTATION,
-        bound=(lambda v: v >= 0, "0 or more"), words="random crops after {}-pixel padding",
+        bound=NOT_NEGATIVE, words="random crops after {}-pixel padding",
     )  # fmt: skip
     flip: bool = setting(False, "Augment: flip half the images.", AUGMENTATION, words="horizontal flips")
     erase: float = setting(
@@ -271,15 +275,15 @@ class TrainConfig:
     )  # fmt: skip
     crop_scale: float = setting(
         0.0, "Augment: random resized crops down to this share of the area; 0: off.", AUGMENTATION,
-        bound=(lambda v: 0 <= v <= 1, "in [0, 1]"), words="random resized crops down to {:.0%} of the area",
+        bound=SHARE, words="random resized crops down to {:.0%} of the area",
     )  # fmt: skip
     rotate: float = setting(
         0.0, "Augment: rotate by up to this many degrees.", AUGMENTATION,
-        bound=(lambda v: 0 <= v < math.inf, "0 or more"), words="rotations by up to {:g} degrees",
+        bound=NOT_NEGATIVE, words="rotations by up to {:g} degrees",
     )  # fmt: skip
     jitter: float = setting(
         0.0, "Augment: brightness, contrast and saturation scaled by up to +-this.", AUGMENTATION,
-        bound=(lambda v: 0 <= v <= 1, "in [0, 1]"), words="colour jitter of up to +-{:g}",
+        bound=SHARE, words="colour jitter of up to +-{:g}",
     )  # fmt: skip
     corrupt: dict = setting(
         {},
@@ -360,8 +364,7 @@ class TrainConfig:
 
 def default_in_words(name: str) -> str:
     """What `train --help` says of a setting's default: the recipe's where a recipe sets it, and seed's value."""
-    each = next(each for each, _ in declared(TrainConfig) if each.name == name)
-    declared_as = each.metadata["setting"]
+    each, declared_as = next((each, declared_as) for each, declared_as in declared(TrainConfig) if each.name == name)
     if declared_as.default_words:
         return declared_as.default_words
     default = default_of(each)
