@@ -120,6 +120,13 @@ def test_train_takes_every_declared_setting_as_an_option():
     assert "--flip" in switches
 
 
+def test_the_command_line_reads_the_declared_settings_without_importing_torch():
+    """Every command builds train's options at its start: a check that fails at once must not wait for torch."""
+    code = "import sys, fashionclf.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
 @pytest.mark.parametrize(
     ("contents", "fragment"),
     [
