@@ -12,7 +12,8 @@ import time
 import pytest
 import torch
 
-from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
+from fashionclf.checkpoint import CHECKPOINT_FORMAT
+from fashionclf.rundir import RunDir, write_json
 from fashionclf.runtime import bf16_supported
 
 from synthetic import csv_run, synthetic_split, write_csv

@@ -9,6 +9,7 @@ import torch
 from onnx import numpy_helper
 
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
+from fashionclf.checkpoint import load_model
 from fashionclf.datasets import to_float
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec
@@ -21,7 +22,7 @@ from fashionclf.quantize import (
     runner_logits,
     static_int8,
 )
-from fashionclf.rundir import load_model, read_json
+from fashionclf.rundir import read_json
 from fashionclf.runtime import cpu
 
 from synthetic import csv_run, synthetic_split, write_csv

@@ -14,9 +14,10 @@ from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 from fashionclf import datasets, plots
+from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
 from fashionclf.provenance import change_record, run_dataset
-from fashionclf.rundir import load_model, locked, open_run, read_history, read_json, spec_of, write_json
+from fashionclf.rundir import locked, open_run, read_history, read_json, write_json
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
 from fashionclf.transfer import split_logits
@@ -90,7 +91,7 @@ def evaluate_run(
         raise FashionClfError(f"--split: unknown {split!r}; known: {', '.join(SPLITS)}")
     run = open_run(run_dir)
     model, checkpoint = load_model(run.best_checkpoint)
-    spec = spec_of(checkpoint).using(preprocessing)
+    spec = recorded_spec(checkpoint).using(preprocessing)
     changes: dict | None = None  # None: the data is not the run's own, so nothing was compared
     if data_path is not None:
         data = load_dataset(data_path, spec.input)

@@ -55,20 +55,12 @@ from fashionclf.backends import (
     onnx_program,
     open_runner,
 )
+from fashionclf.checkpoint import import_torchao, load_model, model_header, recorded_spec, save_checkpoint
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
 from fashionclf.models import ModelSpec, example_input, images_per_batch, large_batch, model_entry
 from fashionclf.provenance import change_record, run_dataset
-from fashionclf.rundir import (
-    RunDir,
-    import_torchao,
-    load_model,
-    locked,
-    open_run,
-    save_checkpoint,
-    spec_of,
-    write_json,
-)
+from fashionclf.rundir import RunDir, locked, open_run, write_json
 from fashionclf.runtime import Cpu, cpu
 
 METHODS = ("dynamic", "static", "qat")
@@ -97,7 +89,7 @@ def quantize_run(
 def _quantize(run: RunDir, methods: tuple[str, ...], seed: int, allow_changed_data: bool) -> dict:
     checkpoint_sha256 = file_sha256(run.best_checkpoint)
     model, checkpoint = load_model(run.best_checkpoint)
-    spec = spec_of(checkpoint)
+    spec = recorded_spec(checkpoint)
     data, changes = run_dataset(run, spec.input, "quantize", allow_changed_data)
     evaluated_on, test = data.evaluation_split
     calibration = _calibration_images(data.train, spec, seed)
@@ -215,17 +207,8 @@ def _quantize_dynamic(model: nn.Module, checkpoint: dict, target: Path) -> Path:
 
     quantized = copy.deepcopy(model)
     quantize_(quantized, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, _: isinstance(m, nn.Linear))
-    save_checkpoint(
-        target,
-        {
-            "format": checkpoint["format"],
-            "model": checkpoint["model"],
-            "model_args": checkpoint["model_args"],
-            "spec": checkpoint.get("spec"),
-            "state_dict": quantized.state_dict(),
-            "quantization": "dynamic",
-        },
-    )
+    header = model_header(checkpoint["model"], checkpoint["model_args"], recorded_spec(checkpoint))
+    save_checkpoint(target, {**header, "state_dict": quantized.state_dict(), "quantization": "dynamic"})
     return target
 
 
@@ -318,7 +301,7 @@ def _converted(prepared: torch.fx.GraphModule) -> nn.Module:
 
 
 def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
-    onnx_path = export_onnx(quantized, checkpoint["model"], spec_of(checkpoint), method, out / f"{method}.onnx")
+    onnx_path = export_onnx(quantized, checkpoint["model"], recorded_spec(checkpoint), method, out / f"{method}.onnx")
     return [*_aot_package(quantized, checkpoint, method, out, skipped), onnx_path]
 
 
@@ -327,7 +310,7 @@ def _aot_package(model: nn.Module, checkpoint: dict, method: str, out: Path, ski
     still serve, and quantization.json says why this one is missing."""
     target = out / f"{method}.pt2"
     try:
-        return [compile_package(model, checkpoint["model"], spec_of(checkpoint), method, target)]
+        return [compile_package(model, checkpoint["model"], recorded_spec(checkpoint), method, target)]
     except Exception as exc:  # noqa: BLE001 - a failed C++ build surfaces as any of Inductor's many exceptions
         skipped[target.name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return []

@@ -16,10 +16,11 @@ from pathlib import Path
 import markdown
 
 from fashionclf.bench import RATIO_COLUMNS
+from fashionclf.checkpoint import recorded_spec
 from fashionclf.config import OPTIMIZERS, SCHEDULES
 from fashionclf.errors import FashionClfError
-from fashionclf.models import count_parameters, create_model, layer_table, model_entry
-from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, run_spec, write_text
+from fashionclf.models import count_parameters, layer_table, model_entry
+from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, run_model, write_text
 
 
 def build_report(run_dir: Path) -> Path:
@@ -60,7 +61,8 @@ def _changed_data(metrics: dict) -> str:
 
 
 def dataset(run: RunDir) -> str:
-    data, spec = read_json(run.config)["data"], run_spec(run)
+    config = read_json(run.config)
+    data, spec = config["data"], recorded_spec(config)
     kind = {"csv": "Kaggle CSV files", "photos": "a folder of photos sorted by class"}.get(data["origin"])
     source = f"Read from {kind} at `{data['directory']}`" if kind else (
         f"Zalando's article images, read from `{data['directory']}` (found via: {data['origin']}); every file's IDX "
@@ -81,7 +83,8 @@ def dataset(run: RunDir) -> str:
 
 
 def data_handling(run: RunDir) -> str:
-    train, data, spec = read_json(run.config)["train"], read_json(run.config)["data"], run_spec(run)
+    config = read_json(run.config)
+    train, data, spec = config["train"], config["data"], recorded_spec(config)
     validation = data.get("splits", {}).get("validation")
     split = (
         f"The {validation['images']:,} validation images ({validation['from']}) choose the best epoch."
@@ -103,9 +106,8 @@ def data_handling(run: RunDir) -> str:
 
 
 def model_section(run: RunDir) -> str:
-    train, spec = read_json(run.config)["train"], run_spec(run)
-    entry = model_entry(train["model"])
-    model = create_model(train["model"], spec, **train["model_args"])
+    config = read_json(run.config)
+    entry, spec, model = model_entry(config["train"]["model"]), recorded_spec(config), run_model(run)
     rows = "\n".join(
         f"| `{r['name']}` | {r['type']} | {' x '.join(map(str, r['output_shape']))} | {r['params']:,} |"
         for r in layer_table(model, spec.input_size)
