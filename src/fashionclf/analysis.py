@@ -500,10 +500,11 @@ def _save_to_run(
     layer = result["receptive_field"]["layer"]
     per_pass = max(1, ERF_PASS_BUDGET // evaluated.images[0].numel())
     erf, unit = effective_receptive_field(model, layer, images, per_pass)
-    figure = run.figures / "effective_receptive_field.png"
     with locked(run.root, "fashionclf analyze"):
-        plots.effective_receptive_field(erf.numpy(), result["receptive_field"], unit, figure)
-        plots.time_vs_flops(result["layers"], result["batch_sizes"], run.figures / "time_vs_flops.png")
+        plots.effective_receptive_field(
+            erf.numpy(), result["receptive_field"], unit, run.figure("effective_receptive_field")
+        )
+        plots.time_vs_flops(result["layers"], result["batch_sizes"], run.figure("time_vs_flops"))
         write_json(run.analysis, result)
 
 

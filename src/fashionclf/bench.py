@@ -67,7 +67,7 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
     result["int8_verdict"] = int8_verdict(rows, quantization["best_int8"], cpu(), size)
     with locked(run.root, "fashionclf bench"):
         write_json(run.bench, result)
-        plots.bench_bars(rows, run.figures / "bench.png")
+        plots.bench_bars(rows, run.figure("bench"))
     return result
 
 

@@ -8,11 +8,11 @@
       train.log            what the trainer printed, appended across resumes
       metrics.json         test-set evaluation
       analysis.json        receptive field, FLOPs and MACs, per-layer timings (fashionclf analyze)
-      quantized/           int8 and ONNX models with quantization.json (fashionclf quantize)
+      quantized/METHOD.*   int8 and ONNX models, with quantization.json (fashionclf quantize)
       bench.json           latency and throughput of every model file and backend (fashionclf bench)
       finetune.json        a fine-tuned run: accuracy before and after, on held-out new data and Fashion-MNIST
       evaluations/NAME/    evaluate --data: metrics.json and figures on other data
-      figures/*.png        plots
+      figures/NAME.png     plots (`Figure` names them)
       report.md, .html     the report
       .lock                held by the process writing into the run, with its name and pid
 
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -39,6 +39,16 @@ from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256, writing
 
 LOCK_NAME = ".lock"
+Figure = Literal[
+    "training_curves",
+    "confusion_matrix",
+    "per_class",
+    "test_samples",
+    "confident_mistakes",  # evaluate
+    "effective_receptive_field",
+    "time_vs_flops",  # analyze
+    "bench",
+]
 _held: dict[Path, int] = {}  # run directories this process holds, and how deep
 
 
@@ -86,6 +96,10 @@ class RunDir:
     def quantization(self) -> Path:
         return self.quantized / "quantization.json"
 
+    def quantized_model(self, method: str, suffix: str) -> Path:
+        """A model file of `fashionclf quantize`, named by its method: fp32.onnx, static.pt2, ov-static.xml, ..."""
+        return self.quantized / f"{method}{suffix}"
+
     @property
     def bench(self) -> Path:
         return self.root / "bench.json"
@@ -97,6 +111,14 @@ class RunDir:
     @property
     def figures(self) -> Path:
         return self.root / "figures"
+
+    def figure(self, name: Figure) -> Path:
+        return self.figures / f"{name}.png"
+
+    def evaluation(self, name: str) -> RunDir:
+        """Where `evaluate --data` puts its results on other data, laid out as the run's own (metrics.json,
+        figures/): evaluations/NAME/."""
+        return RunDir(self.root / "evaluations" / name)
 
     @property
     def report_md(self) -> Path:
