@@ -21,7 +21,7 @@ from fashionclf.quantize import (
     quantize_run,
     static_int8,
 )
-from fashionclf.rundir import read_json
+from fashionclf.rundir import RunDir, read_json
 from fashionclf.runtime import cpu
 
 from synthetic import csv_run, synthetic_split, write_csv
@@ -133,7 +133,8 @@ def test_a_package_that_cannot_be_compiled_here_is_skipped_with_its_reason(tmp_p
 
     monkeypatch.setattr(quantize, "compile_package", no_compiler)
     skipped = {}
-    assert quantize._aot_package(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", tmp_path, skipped) == []
+    run = RunDir(tmp_path)
+    assert quantize._aot_package(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", run, skipped) == []
     assert skipped == {"static.pt2": "Compilation failed: g++ not found"}
 
 
