@@ -115,10 +115,14 @@ class RunDir:
     def figure(self, name: Figure) -> Path:
         return self.figures / f"{name}.png"
 
+    @property
+    def evaluations(self) -> Path:
+        return self.root / "evaluations"
+
     def evaluation(self, name: str) -> RunDir:
         """Where `evaluate --data` puts its results on other data, laid out as the run's own (metrics.json,
         figures/): evaluations/NAME/."""
-        return RunDir(self.root / "evaluations" / name)
+        return RunDir(self.evaluations / name)
 
     @property
     def report_md(self) -> Path:
