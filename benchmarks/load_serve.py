@@ -48,10 +48,11 @@ def usual_app(model: str, same_backends: bool):
     """The peer: a plain `def` endpoint, one model call per upload."""
     import torch
 
+    from fashionclf.checkpoint import load_model
     from fashionclf.datasets import FASHION_MNIST_CLASSES, to_float
     from fashionclf.inference import load_classifier
     from fashionclf.preprocess import FASHION_MNIST_INPUT, open_image
-    from fashionclf.rundir import RunDir, load_model
+    from fashionclf.rundir import RunDir
 
     if same_backends:
         classifier = load_classifier(Path(model))

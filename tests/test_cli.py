@@ -13,9 +13,10 @@ import pytest
 import torch
 from typer.main import get_command
 
+from fashionclf.checkpoint import CHECKPOINT_FORMAT
 from fashionclf.cli import app
 from fashionclf.config import TrainConfig
-from fashionclf.rundir import CHECKPOINT_FORMAT, RunDir, write_json
+from fashionclf.rundir import RunDir, write_json
 from fashionclf.runtime import bf16_supported
 from fashionclf.settings import declared, option_name
 

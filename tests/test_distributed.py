@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 
 from fashionclf import distributed
+from fashionclf.checkpoint import load_checkpoint, load_model
 from fashionclf.errors import FashionClfError
-from fashionclf.rundir import load_checkpoint, load_model
 from fashionclf.sources import read_csv
 from fashionclf.train import evaluate_split
 

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from fashionclf.bench import bench_run
+from fashionclf.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.inference import Prediction, load_classifier, predict_files
 from fashionclf.models import create_model
 from fashionclf.preprocess import image_files
-from fashionclf.rundir import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from fashionclf.train import train
 
 from pictures import bad_inputs, encode, garment_on_white

@@ -1,16 +1,40 @@
 """The real dataset, end to end: a short training run, its evaluation and its report."""
 
 import json
+import logging
 import re
 from itertools import pairwise
 
 import pytest
 
+from fashionclf import pipeline
 from fashionclf.analysis import analyze
+from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
 
-pytestmark = pytest.mark.real_data
+
+def test_the_stages_are_counted_from_the_stages_run_and_the_data_read_once(tmp_path, monkeypatch, caplog):
+    """The count in "[3/7]" was a constant kept in step with the calls by hand."""
+    done, data = [], object()
+
+    def stage(name: str, result=None):
+        def work(*args, **kwargs):
+            done.append((name, args, kwargs))
+            return result
+
+        return work
+
+    for name in ("load_dataset", "train", "evaluate_run", "analyze", "quantize_run", "bench_run", "build_report"):
+        monkeypatch.setattr(pipeline, name, stage(name, data if name == "load_dataset" else None))
+    monkeypatch.setattr(pipeline, "summary", stage("summary"))
+    caplog.set_level(logging.INFO, logger="fashionclf.pipeline")
+    pipeline.run_all(TrainConfig(device="cpu"), tmp_path / "run")
+    stages = [name for name, _, _ in done[:-1]]
+    assert stages == ["load_dataset", "train", "evaluate_run", "analyze", "quantize_run", "bench_run", "build_report"]
+    assert [kwargs.get("data") for name, _, kwargs in done if name in ("train", "evaluate_run")] == [data, data]
+    started = [m for m in caplog.messages if m.endswith(" ...")]
+    assert [m.split("]")[0] for m in started] == [f"[{i}/{len(stages)}" for i in range(1, len(stages) + 1)]
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +42,7 @@ def short_run(trained_run, real_data):
     return trained_run, evaluate_run(trained_run.root, data=real_data)
 
 
+@pytest.mark.real_data
 def test_loss_falls_and_test_accuracy_passes_80_percent(short_run):
     run, metrics = short_run
     history = json.loads(run.history_json.read_text())
@@ -27,6 +52,7 @@ def test_loss_falls_and_test_accuracy_passes_80_percent(short_run):
     assert sum(row["support"] for row in metrics["per_class"]) == 10_000
 
 
+@pytest.mark.real_data
 def test_evaluation_writes_metrics_and_figures(short_run):
     run, metrics = short_run
     assert json.loads(run.metrics.read_text())["accuracy"] == metrics["accuracy"]
@@ -34,6 +60,7 @@ def test_evaluation_writes_metrics_and_figures(short_run):
         assert (run.figures / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.real_data
 def test_report_has_measured_sections_and_no_empty_heading(short_run):
     run, metrics = short_run
     build_report(run.root)

@@ -9,19 +9,19 @@ import torch
 from onnx import numpy_helper
 
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
+from fashionclf.checkpoint import load_model
 from fashionclf.datasets import to_float
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec
+from fashionclf.models import ModelSpec, predict_logits
 from fashionclf.quantize import (
     WEIGHT_RANGE,
     export_onnx,
     model_bytes,
     quantization_aware,
     quantize_run,
-    runner_logits,
     static_int8,
 )
-from fashionclf.rundir import load_model, read_json
+from fashionclf.rundir import RunDir, read_json
 from fashionclf.runtime import cpu
 
 from synthetic import csv_run, synthetic_split, write_csv
@@ -67,8 +67,8 @@ def test_every_file_was_measured_on_the_whole_test_set(quantized_run, real_data)
 
 def test_both_backends_run_the_same_int8_weights(quantized_run, real_data):
     images = real_data.test.images[:700]  # not a multiple of the compiled batch: the last chunk is padded
-    compiled = runner_logits(open_runner(quantized_run.quantized / "static.pt2"), images, batch_size=700)
-    exported = runner_logits(open_runner(quantized_run.quantized / "static.onnx"), images, batch_size=700)
+    compiled = predict_logits(open_runner(quantized_run.quantized / "static.pt2"), images, 700)
+    exported = predict_logits(open_runner(quantized_run.quantized / "static.onnx"), images, 700)
     assert compiled.shape == (700, 10)
     assert (compiled.argmax(1) == exported.argmax(1)).float().mean() >= 0.998
     assert torch.allclose(compiled, exported, atol=0.2)
@@ -133,7 +133,8 @@ def test_a_package_that_cannot_be_compiled_here_is_skipped_with_its_reason(tmp_p
 
     monkeypatch.setattr(quantize, "compile_package", no_compiler)
     skipped = {}
-    assert quantize._aot_package(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", tmp_path, skipped) == []
+    run = RunDir(tmp_path)
+    assert quantize._aot_package(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", run, skipped) == []
     assert skipped == {"static.pt2": "Compilation failed: g++ not found"}
 
 

@@ -11,8 +11,9 @@ from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import _heaviest_and_slowest, build_report, title, training_recipe
 from fashionclf.rundir import RunDir, write_json
+from fashionclf.train import train
 
-from synthetic import csv_run
+from synthetic import band_photos, csv_run
 
 
 def row(name: str, flop_share: float, time_share: float) -> dict:
@@ -66,6 +67,20 @@ def test_the_report_states_the_recipe_the_run_recorded():
     assert "horizontal flips, random resized crops down to 35% of the area, colour jitter of up to +-0.3;" in photos
     robust = training_recipe(asdict(TrainConfig.from_recipe("robust")))
     assert "photo-like corruptions (pair 0.5, affine 0.3, cut 0.15, edge 0.15," in robust
+
+
+def test_the_report_names_the_runs_own_class_count_and_evaluated_split(tmp_path):
+    """It said "the 10 classes" and "the test set" for every run: here 3 photo classes, and no test split."""
+    band_photos(tmp_path / "photos")
+    config = TrainConfig(epochs=1, batch_size=30, device="cpu", data=str(tmp_path / "photos"))
+    run = train(config, tmp_path / "run", progress=False)
+    evaluate_run(run.root)
+    build_report(run.root)
+    text = run.report_md.read_text()
+    assert "softmax over the 3 classes" in text and "10 classes" not in text
+    assert "Metrics on the validation set" in text and "test set" not in text
+    assert "The data has no test split: the results are measured on the validation split." in text
+    assert "The test split is only ever evaluated" not in text
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from fashionclf.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.inference import Classifier
 from fashionclf.listener import listen
 from fashionclf.listener import url as url_of
 from fashionclf.models import create_model
 from fashionclf.preprocess import to_dataset_domain
-from fashionclf.rundir import CHECKPOINT_FORMAT, save_checkpoint
 from fashionclf.serve import Batcher, Limits, create_app
 from fashionclf.serve import server as uvicorn_server
 

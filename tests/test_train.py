@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fashionclf.checkpoint import load_checkpoint
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
-from fashionclf.rundir import load_checkpoint, write_json
+from fashionclf.rundir import write_json
 from fashionclf.runtime import bf16_supported
 from fashionclf.train import ema_with_warmup, resume, train
 
@@ -330,6 +331,17 @@ def test_resume_without_last_pt_after_finished_epochs_is_refused(tmp_path):
     run = train(TrainConfig(**{**SMALL, "epochs": 2}), tmp_path / "run", data=synthetic_data(), progress=False)
     run.last_checkpoint.unlink()
     with pytest.raises(FashionClfError, match="last.pt is missing, but history.json and checkpoints/best.pt show"):
+        resume(run.root, data=synthetic_data(), progress=False)
+
+
+def test_a_last_pt_lacking_part_of_the_resume_state_is_one_error_naming_it(tmp_path):
+    """best_val_accuracy was read without the check the other keys get: a KeyError instead of this line."""
+    run = train(TrainConfig(**{**SMALL, "epochs": 1}), tmp_path / "run", data=synthetic_data(), progress=False)
+    last = torch.load(run.last_checkpoint, weights_only=True)
+    del last["best_val_accuracy"]
+    torch.save(last, run.last_checkpoint)
+    expected = f"{run.last_checkpoint}: not a resumable last.pt; it lacks best_val_accuracy"
+    with pytest.raises(FashionClfError, match=f"^{re.escape(expected)}$"):
         resume(run.root, data=synthetic_data(), progress=False)
 
 

@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
 from fashionclf.pretrained import PhotoTransfer
-from fashionclf.rundir import load_model, spec_of
 from fashionclf.sources import load_dataset
 from fashionclf.train import train
 from fashionclf.transfer import imagenet_class_names, set_votes
@@ -70,7 +70,7 @@ def test_a_frozen_run_evaluates_on_cached_features_as_the_whole_model_predicts(f
     metrics = evaluate_run(frozen_run.root)
     assert metrics["images"] == 20 and metrics["data"]["split"] == "validation"
     model, checkpoint = load_model(frozen_run.best_checkpoint)
-    validation = load_dataset(SAMPLE, spec_of(checkpoint).input).validation
+    validation = load_dataset(SAMPLE, recorded_spec(checkpoint).input).validation
     predicted = model.eval()(validation.images.float() / 255).argmax(1)
     assert (predicted == validation.labels).float().mean().item() == pytest.approx(metrics["accuracy"])
 

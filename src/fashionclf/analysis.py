@@ -26,12 +26,13 @@ from torch.fx.passes.shape_prop import ShapeProp
 from tqdm import tqdm
 
 from fashionclf import datasets, plots
+from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
 from fashionclf.layers import AvgMaxPool, Mirrored, SamePad, Scale, Standardise, ViewMean, ViewsToPhotos, Vote
 from fashionclf.models import ModelSpec, create_model, large_batch, model_entry
 from fashionclf.pretrained import ScaleInput, Views
 from fashionclf.provenance import change_record, run_dataset
-from fashionclf.rundir import RunDir, load_model, locked, open_run, spec_of, write_json
+from fashionclf.rundir import RunDir, locked, open_run, write_json
 from fashionclf.runtime import resolve_device
 
 CONVENTION = (
@@ -460,7 +461,7 @@ def analyze(
     run = open_run(run_dir) if run_dir is not None else None
     if run is not None:
         model, checkpoint = load_model(run.best_checkpoint)
-        model_name, spec = checkpoint["model"], spec_of(checkpoint)
+        model_name, spec = checkpoint["model"], recorded_spec(checkpoint)
         data, changes = run_dataset(run, spec.input, "analyze", allow_changed_data)
         evaluation = data.evaluation_split
     else:
@@ -499,10 +500,11 @@ def _save_to_run(
     layer = result["receptive_field"]["layer"]
     per_pass = max(1, ERF_PASS_BUDGET // evaluated.images[0].numel())
     erf, unit = effective_receptive_field(model, layer, images, per_pass)
-    figure = run.figures / "effective_receptive_field.png"
     with locked(run.root, "fashionclf analyze"):
-        plots.effective_receptive_field(erf.numpy(), result["receptive_field"], unit, figure)
-        plots.time_vs_flops(result["layers"], result["batch_sizes"], run.figures / "time_vs_flops.png")
+        plots.effective_receptive_field(
+            erf.numpy(), result["receptive_field"], unit, run.figure("effective_receptive_field")
+        )
+        plots.time_vs_flops(result["layers"], result["batch_sizes"], run.figure("time_vs_flops"))
         write_json(run.analysis, result)
 
 

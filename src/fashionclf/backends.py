@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, example_input, large_batch, model_entry
-from fashionclf.rundir import load_model, spec_of
 from fashionclf.runtime import LARGE_BATCH
 
 METADATA_MODEL = "fashionclf.model"  # key of the model's registry name in ONNX and .pt2 metadata
@@ -128,7 +128,7 @@ def open_runner(path: Path, backend: str | None = None) -> Runner:
 def _eager(path: Path) -> Runner:
     model, checkpoint = load_model(path)
     method = checkpoint.get("quantization", "fp32")
-    return Runner("eager", path, checkpoint["model"], method, model, spec_of(checkpoint))
+    return Runner("eager", path, checkpoint["model"], method, model, recorded_spec(checkpoint))
 
 
 @register_backend("onnxruntime", suffixes=(".onnx",))

@@ -17,8 +17,8 @@ from fashionclf import plots
 from fashionclf.analysis import forward_flops
 from fashionclf.backends import AGREEMENT_GOAL, latencies, open_runner
 from fashionclf.errors import FashionClfError
-from fashionclf.models import create_model, example_input, large_batch
-from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, write_json
+from fashionclf.models import example_input, large_batch
+from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, run_model, write_json
 from fashionclf.runtime import Cpu, cpu
 
 # The peers: what a user gets from the runtimes themselves. fp32: our fp32 ONNX file on ONNX Runtime or OpenVINO;
@@ -42,7 +42,7 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
             calls = batch_calls if row["_runner"].fixed_batch else single_calls
             row["_single"] += latencies(row["_runner"], single, calls)
             row["_batch"] += latencies(row["_runner"], batch, batch_calls)
-    flops = forward_flops(create_model(model, spec), spec.input_size)
+    flops = forward_flops(run_model(run), spec.input_size)
     for row in rows:
         _summarise(row, flops, size)
     peers = {
@@ -67,7 +67,7 @@ def bench_run(run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_call
     result["int8_verdict"] = int8_verdict(rows, quantization["best_int8"], cpu(), size)
     with locked(run.root, "fashionclf bench"):
         write_json(run.bench, result)
-        plots.bench_bars(rows, run.figures / "bench.png")
+        plots.bench_bars(rows, run.figure("bench"))
     return result
 
 

@@ -53,7 +53,7 @@ def current_metrics(run: RunDir, epoch: int | None) -> dict | None:
 
 def photo_evaluations(run: RunDir) -> list[dict]:
     """What `evaluate --data` measured on other data (RUN/evaluations/*/metrics.json), in name order."""
-    folder = run.root / "evaluations"
+    folder = run.evaluations
     return [read_json(path) for path in sorted(folder.glob("*/metrics.json"))] if folder.is_dir() else []
 
 

@@ -14,9 +14,10 @@ from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 from fashionclf import datasets, plots
+from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
 from fashionclf.provenance import change_record, run_dataset
-from fashionclf.rundir import load_model, locked, open_run, read_history, read_json, spec_of, write_json
+from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, write_json
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
 from fashionclf.transfer import split_logits
@@ -90,7 +91,7 @@ def evaluate_run(
         raise FashionClfError(f"--split: unknown {split!r}; known: {', '.join(SPLITS)}")
     run = open_run(run_dir)
     model, checkpoint = load_model(run.best_checkpoint)
-    spec = spec_of(checkpoint).using(preprocessing)
+    spec = recorded_spec(checkpoint).using(preprocessing)
     changes: dict | None = None  # None: the data is not the run's own, so nothing was compared
     if data_path is not None:
         data = load_dataset(data_path, spec.input)
@@ -112,18 +113,18 @@ def evaluate_run(
                        "preprocessing": spec.input.preprocessing}  # fmt: skip
     if changes is not None:
         metrics |= change_record(changes)
-    out = run.root
+    target = run
     if data_path is not None:
         named = [
             _slug(Path(data_path)),
             *([split] if split != "auto" else []),
             *([preprocessing] if preprocessing else []),
         ]
-        out = run.root / "evaluations" / "-".join(named)
+        target = run.evaluation("-".join(named))
     with locked(run.root, "fashionclf evaluate"):
-        write_json(out / "metrics.json", metrics)
+        write_json(target.metrics, metrics)
         history = read_history(run) if data_path is None else []
-        write_figures(out / "figures", images, probabilities, metrics, data.classes, spec.classes, history)
+        write_figures(target, images, probabilities, metrics, data.classes, spec.classes, history)
     return metrics
 
 
@@ -207,7 +208,7 @@ def _slug(path: Path) -> str:
 
 
 def write_figures(
-    figures: Path,
+    target: RunDir,
     test: datasets.Split,
     probabilities: np.ndarray,
     metrics: dict,
@@ -219,18 +220,18 @@ def write_figures(
     predicted, confidence = probabilities.argmax(1), probabilities.max(1)
     right = _right_answers(labels, predicted, metrics, data_classes, model_classes)
     if history:
-        plots.training_curves(history, figures / "training_curves.png")
+        plots.training_curves(history, target.figure("training_curves"))
     plots.confusion_heatmap(np.array(metrics["confusion_matrix_normalized"]), data_classes, model_classes,
-                            figures / "confusion_matrix.png")  # fmt: skip
-    plots.per_class_bars(metrics["per_class"], figures / "per_class.png")
+                            target.figure("confusion_matrix"))  # fmt: skip
+    plots.per_class_bars(metrics["per_class"], target.figure("per_class"))
     captions = [f"{model_classes[p]}\n({data_classes[t]})" for p, t in zip(predicted, labels, strict=True)]
     first = np.arange(min(32, len(labels)))
-    plots.image_grid(images[first], [captions[i] for i in first], right[first], figures / "test_samples.png",
+    plots.image_grid(images[first], [captions[i] for i in first], right[first], target.figure("test_samples"),
                      title="Images: predicted (true)")  # fmt: skip
     wrong = np.flatnonzero(~right)
     worst = wrong[np.argsort(-confidence[wrong])][:32]
     worst_captions = [f"{captions[i]} {confidence[i]:.0%}" for i in worst]
-    plots.image_grid(images[worst], worst_captions, right[worst], figures / "confident_mistakes.png",
+    plots.image_grid(images[worst], worst_captions, right[worst], target.figure("confident_mistakes"),
                      title="Most confident mistakes: predicted (true)")  # fmt: skip
 
 

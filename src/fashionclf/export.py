@@ -26,19 +26,11 @@ import torch
 from torch import nn
 
 from fashionclf.backends import Dispatch, Runner, dispatch
+from fashionclf.checkpoint import build_model, load_model, recorded_spec
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import atomic_write, file_sha256, writing
-from fashionclf.models import ModelSpec, create_model
-from fashionclf.rundir import (
-    RunDir,
-    load_model,
-    open_run,
-    quantization_is_current,
-    read_json,
-    spec_of,
-    write_json,
-    write_text,
-)
+from fashionclf.models import ModelSpec
+from fashionclf.rundir import RunDir, open_run, quantization_is_current, read_json, write_json, write_text
 
 EXPORT_FORMAT = "fashionclf-export"
 CONFIG = "config.json"
@@ -106,7 +98,7 @@ def _write_folder(folder: Path, run: RunDir, licence: str, name: str) -> None:
     from fashionclf.quantize import export_onnx
 
     model, checkpoint = load_model(run.best_checkpoint)
-    spec = spec_of(checkpoint)
+    spec = recorded_spec(checkpoint)
     save_weights(model, folder / WEIGHTS)
     export_onnx(model, checkpoint["model"], spec, "fp32", folder / ONNX)
     int8 = current_int8(run)
@@ -255,7 +247,7 @@ def load_weights(folder: Path, config: dict, spec: ModelSpec) -> nn.Module:
         weights = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise FashionClfError(f"{path}: not a readable safetensors file ({exc})") from None
-    model = create_model(config["model"], spec, **config["model_args"])
+    model = build_model({**config, "spec": spec.as_dict()})
     problem = _misfit(model.state_dict(), weights)
     if problem:
         raise FashionClfError(

@@ -16,11 +16,10 @@ import numpy as np
 import torch
 
 from fashionclf.backends import AGREEMENT_GOAL, dispatch, open_runner
-from fashionclf.datasets import to_float
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.export import is_export, open_export
 from fashionclf.files import atomic_write
-from fashionclf.models import ModelSpec
+from fashionclf.models import ModelSpec, predict_logits
 from fashionclf.preprocess import open_image, to_picture
 from fashionclf.rundir import RunDir, quantization_is_current, read_json
 
@@ -38,9 +37,8 @@ class Classifier:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, classes) for uint8 model inputs (N, C, H, W), as `spec.input.prepare` makes them."""
-        with torch.inference_mode():
-            logits = self.logits_of(to_float(torch.from_numpy(np.ascontiguousarray(images))))
-        return torch.softmax(logits.float(), dim=1).numpy()
+        logits = predict_logits(self.logits_of, torch.from_numpy(np.ascontiguousarray(images)), len(images))
+        return torch.softmax(logits, dim=1).numpy()
 
 
 PRECISIONS = ("auto", "fp32", "int8")

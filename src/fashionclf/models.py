@@ -336,16 +336,25 @@ def _record_output(rows: list[dict], name: str):
     return hook
 
 
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits of `model` in eval mode for uint8 images (N, C, H, W) (or cached features, as they are), in order, on
-    the CPU, in batches of at most `batch_size` images and INPUT_BUDGET values."""
+def predict_logits(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Float32 logits (N, classes) for uint8 images (N, C, H, W) (or cached features, as they are), in order, on
+    the CPU, in batches of at most `batch_size` images and INPUT_BUDGET values: of a network (in eval mode, on
+    `device`), or of any function of float32 images such as a backend's runner."""
     batch_size = images_per_batch(tuple(images.shape[1:]), batch_size)
-    was_training = model.training
-    model.eval()
+    network = model if isinstance(model, nn.Module) else None
+    was_training = network is not None and network.training
+    if network is not None:
+        network.eval()
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = to_float(images[start : start + batch_size]).to(device)
             outputs.append(model(batch).float().cpu())
-    model.train(was_training)
+    if network is not None:
+        network.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0, 0)

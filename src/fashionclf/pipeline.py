@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import cache, partial
 from pathlib import Path
 
 from fashionclf.analysis import analyze
@@ -26,26 +27,27 @@ def run_all(config: TrainConfig, out: Path, progress: bool = True) -> dict:
     """Train a new run into `out`, evaluate, analyse, quantize and benchmark it, write its report; return the
     summary (`summary`)."""
     out = Path(out)
+    data = cache(partial(load_dataset, config.data, config.input))  # read once, by the first stage
+    stages: list[tuple[str, Callable[[], object]]] = [
+        ("data: find, verify and read it", data),
+        (f"train: recipe {config.recipe}", lambda: train(config, out, data=data(), progress=progress)),
+        ("evaluate", lambda: evaluate_run(out, device=config.device, data=data())),
+        ("analyze: receptive field, FLOPs, per-layer time", lambda: analyze(out)),
+        ("quantize: int8 models and ONNX, each measured", lambda: quantize_run(out)),
+        ("bench: every model file on its backends", lambda: bench_run(out)),
+        ("report", lambda: build_report(out)),
+    ]
     with locked(out, "fashionclf run"):
-        data = _stage(1, "data: find, verify and read it", lambda: load_dataset(config.data, config.input))
-        run = _stage(2, f"train: recipe {config.recipe}", lambda: train(config, out, data=data, progress=progress))
-        _stage(3, "evaluate", lambda: evaluate_run(run.root, device=config.device, data=data))
-        _stage(4, "analyze: receptive field, FLOPs, per-layer time", lambda: analyze(run.root))
-        _stage(5, "quantize: int8 models and ONNX, each measured", lambda: quantize_run(run.root))
-        _stage(6, "bench: every model file on its backends", lambda: bench_run(run.root))
-        _stage(7, "report", lambda: build_report(run.root))
-    return summary(run)
+        for number, (what, work) in enumerate(stages, start=1):
+            _stage(f"{number}/{len(stages)}", what, work)
+    return summary(RunDir(out))
 
 
-STAGES = 7
-
-
-def _stage(number: int, what: str, work: Callable):
-    logger.info(f"[{number}/{STAGES}] {what} ...")
+def _stage(counted: str, what: str, work: Callable[[], object]) -> None:
+    logger.info(f"[{counted}] {what} ...")
     started = time.perf_counter()
-    result = work()
-    logger.info(f"[{number}/{STAGES}] {what.split(':')[0]}: done in {time.perf_counter() - started:.1f} s")
-    return result
+    work()
+    logger.info(f"[{counted}] {what.split(':')[0]}: done in {time.perf_counter() - started:.1f} s")
 
 
 def summary(run: RunDir) -> dict:

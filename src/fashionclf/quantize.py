@@ -49,26 +49,17 @@ from fashionclf.backends import (
     METADATA_MODEL,
     METADATA_SPEC,
     OPENVINO_METADATA,
-    Runner,
     backends_of,
     dynamic_batch,
     onnx_program,
     open_runner,
 )
+from fashionclf.checkpoint import import_torchao, load_model, model_header, recorded_spec, save_checkpoint
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
-from fashionclf.models import ModelSpec, example_input, images_per_batch, large_batch, model_entry
+from fashionclf.models import ModelSpec, example_input, images_per_batch, large_batch, model_entry, predict_logits
 from fashionclf.provenance import change_record, run_dataset
-from fashionclf.rundir import (
-    RunDir,
-    import_torchao,
-    load_model,
-    locked,
-    open_run,
-    save_checkpoint,
-    spec_of,
-    write_json,
-)
+from fashionclf.rundir import RunDir, locked, open_run, write_json
 from fashionclf.runtime import Cpu, cpu
 
 METHODS = ("dynamic", "static", "qat")
@@ -76,6 +67,7 @@ QAT_THRESHOLD = 0.003  # accuracy lost by static int8 beyond which quantization-
 CALIBRATION_IMAGES = 2000  # at most; and at most CALIBRATION_BUDGET input values (a 384-px photo: 151, four views each)
 CALIBRATION_BUDGET = 2**26
 QAT_STEPS, QAT_LR, QAT_BATCH = 300, 1e-4, 100
+EVALUATION_BATCH = 1000
 
 
 def quantize_run(
@@ -97,31 +89,32 @@ def quantize_run(
 def _quantize(run: RunDir, methods: tuple[str, ...], seed: int, allow_changed_data: bool) -> dict:
     checkpoint_sha256 = file_sha256(run.best_checkpoint)
     model, checkpoint = load_model(run.best_checkpoint)
-    spec = spec_of(checkpoint)
+    spec = recorded_spec(checkpoint)
     data, changes = run_dataset(run, spec.input, "quantize", allow_changed_data)
     evaluated_on, test = data.evaluation_split
     calibration = _calibration_images(data.train, spec, seed)
-    out = run.quantized
-    out.mkdir(parents=True, exist_ok=True)
+    run.quantized.mkdir(parents=True, exist_ok=True)
 
-    fp32_onnx = out / "fp32.onnx"
+    fp32_onnx = run.quantized_model("fp32", ".onnx")
     export_onnx(model, checkpoint["model"], spec, "fp32", fp32_onnx)
     skipped: dict[str, str] = {}
     files = {"fp32": [run.best_checkpoint, fp32_onnx]}
     if "dynamic" in methods:
-        files["dynamic"] = [_quantize_dynamic(model, checkpoint, out / "dynamic.pt")]
+        files["dynamic"] = [_quantize_dynamic(model, checkpoint, run.quantized_model("dynamic", ".pt"))]
     ort_reduce_range = not cpu().vnni
     made = {
-        "static": lambda: _export_int8(static_int8(model, calibration), checkpoint, "static", out, skipped),
-        "ort-static": lambda: [_onnxruntime_static(fp32_onnx, calibration, out / "ort-static.onnx", ort_reduce_range)],
-        "ov-static": lambda: [_openvino_static(fp32_onnx, calibration, out / "ov-static.xml")],
+        "static": lambda: _export_int8(static_int8(model, calibration), checkpoint, "static", run, skipped),
+        "ort-static": lambda: [
+            _onnxruntime_static(fp32_onnx, calibration, run.quantized_model("ort-static", ".onnx"), ort_reduce_range)
+        ],
+        "ov-static": lambda: [_openvino_static(fp32_onnx, calibration, run.quantized_model("ov-static", ".xml"))],
     }
     wanted = ["static"] if "static" in methods or "qat" in methods else []
     for method in [*wanted, "ort-static", "ov-static"]:
         if (paths := _attempted(method, made[method], skipped)) is not None:
             files[method] = paths
 
-    reference = runner_logits(open_runner(run.best_checkpoint), test.images).argmax(1)
+    reference = predict_logits(open_runner(run.best_checkpoint), test.images, EVALUATION_BATCH).argmax(1)
     measured = tqdm(files.items(), desc="measuring every model file", unit="method", disable=None, leave=False)
     results = {method: _accuracy_of(paths, run, test, reference, skipped) for method, paths in measured}
     if "qat" not in methods and model_entry(checkpoint["model"]).pretrained:
@@ -131,7 +124,7 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int, allow_changed_da
 
         def qat() -> list[Path]:
             fine_tuned = quantization_aware(model, data.train, calibration, seed)
-            return _export_int8(fine_tuned, checkpoint, "qat", out, skipped)
+            return _export_int8(fine_tuned, checkpoint, "qat", run, skipped)
 
         qat_files = _attempted("qat", qat, skipped)
         if qat_files is not None:
@@ -215,17 +208,8 @@ def _quantize_dynamic(model: nn.Module, checkpoint: dict, target: Path) -> Path:
 
     quantized = copy.deepcopy(model)
     quantize_(quantized, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, _: isinstance(m, nn.Linear))
-    save_checkpoint(
-        target,
-        {
-            "format": checkpoint["format"],
-            "model": checkpoint["model"],
-            "model_args": checkpoint["model_args"],
-            "spec": checkpoint.get("spec"),
-            "state_dict": quantized.state_dict(),
-            "quantization": "dynamic",
-        },
-    )
+    header = model_header(checkpoint["model"], checkpoint["model_args"], recorded_spec(checkpoint))
+    save_checkpoint(target, {**header, "state_dict": quantized.state_dict(), "quantization": "dynamic"})
     return target
 
 
@@ -317,17 +301,18 @@ def _converted(prepared: torch.fx.GraphModule) -> nn.Module:
     return converted
 
 
-def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
-    onnx_path = export_onnx(quantized, checkpoint["model"], spec_of(checkpoint), method, out / f"{method}.onnx")
-    return [*_aot_package(quantized, checkpoint, method, out, skipped), onnx_path]
+def _export_int8(quantized: nn.Module, checkpoint: dict, method: str, run: RunDir, skipped: dict) -> list[Path]:
+    target = run.quantized_model(method, ".onnx")
+    onnx_path = export_onnx(quantized, checkpoint["model"], recorded_spec(checkpoint), method, target)
+    return [*_aot_package(quantized, checkpoint, method, run, skipped), onnx_path]
 
 
-def _aot_package(model: nn.Module, checkpoint: dict, method: str, out: Path, skipped: dict) -> list[Path]:
+def _aot_package(model: nn.Module, checkpoint: dict, method: str, run: RunDir, skipped: dict) -> list[Path]:
     """The compiled package, or none where Inductor cannot build here (no C++ compiler, say): the other backends
     still serve, and quantization.json says why this one is missing."""
-    target = out / f"{method}.pt2"
+    target = run.quantized_model(method, ".pt2")
     try:
-        return [compile_package(model, checkpoint["model"], spec_of(checkpoint), method, target)]
+        return [compile_package(model, checkpoint["model"], recorded_spec(checkpoint), method, target)]
     except Exception as exc:  # noqa: BLE001 - a failed C++ build surfaces as any of Inductor's many exceptions
         skipped[target.name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return []
@@ -424,7 +409,7 @@ def _accuracy_of(
             skipped[f"{path.name} on {backend}"] = str(exc).removeprefix(f"{path}: ")
             continue
         is_reference = (path, backend) == (run.best_checkpoint, "eager")
-        predicted = reference if is_reference else runner_logits(runner, test.images).argmax(1)
+        predicted = reference if is_reference else predict_logits(runner, test.images, EVALUATION_BATCH).argmax(1)
         files[backend] = {
             "path": os.path.relpath(path, run.root),
             "bytes": model_bytes(path),
@@ -439,12 +424,6 @@ def model_bytes(path: Path) -> int:
     """A model file's size, with its weights file for OpenVINO's models (.xml beside .bin)."""
     weights = path.with_suffix(".bin") if path.suffix == ".xml" else None
     return path.stat().st_size + (weights.stat().st_size if weights else 0)
-
-
-def runner_logits(runner: Runner, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    batch_size = images_per_batch(tuple(images.shape[1:]), batch_size)
-    with torch.inference_mode():
-        return torch.cat([runner(datasets.to_float(chunk)) for chunk in images.split(batch_size)])
 
 
 def best_int8(results: dict) -> str | None:

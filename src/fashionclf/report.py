@@ -16,10 +16,11 @@ from pathlib import Path
 import markdown
 
 from fashionclf.bench import RATIO_COLUMNS
+from fashionclf.checkpoint import recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
-from fashionclf.models import count_parameters, create_model, layer_table, model_entry
-from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, run_spec, write_text
+from fashionclf.models import count_parameters, layer_table, model_entry
+from fashionclf.rundir import Figure, RunDir, locked, open_run, read_history, read_json, run_model, write_text
 from fashionclf.settings import in_words
 
 
@@ -38,7 +39,7 @@ def build_report(run_dir: Path) -> Path:
 
 def title(run: RunDir) -> str:
     config, metrics = read_json(run.config), read_json(run.metrics)
-    env, split = config["environment"], metrics.get("data", {}).get("split", "test")
+    env, split = config["environment"], _evaluated_split(metrics)
     return (
         f"# Clothing classifier: run `{run.root.name}`\n\n"
         f"{split.capitalize()} accuracy **{metrics['accuracy']:.2%}** (loss {metrics['loss']:.4f}) on all "
@@ -46,6 +47,12 @@ def title(run: RunDir) -> str:
         f"{env['device']} ({env['device_name']}), PyTorch {env['versions']['torch']}. Every number below was "
         f"measured in this run.{_changed_data(metrics)}"
     )
+
+
+def _evaluated_split(metrics: dict) -> str:
+    """The split metrics.json was measured on: "test", or "validation" for data without a test split (runs of
+    earlier versions, which do not say, were evaluated on the test split)."""
+    return metrics.get("data", {}).get("split", "test")
 
 
 def _changed_data(metrics: dict) -> str:
@@ -61,7 +68,8 @@ def _changed_data(metrics: dict) -> str:
 
 
 def dataset(run: RunDir) -> str:
-    data, spec = read_json(run.config)["data"], run_spec(run)
+    config = read_json(run.config)
+    data, spec = config["data"], recorded_spec(config)
     kind = {"csv": "Kaggle CSV files", "photos": "a folder of photos sorted by class"}.get(data["origin"])
     source = f"Read from {kind} at `{data['directory']}`" if kind else (
         f"Zalando's article images, read from `{data['directory']}` (found via: {data['origin']}); every file's IDX "
@@ -82,7 +90,8 @@ def dataset(run: RunDir) -> str:
 
 
 def data_handling(run: RunDir) -> str:
-    train, data, spec = read_json(run.config)["train"], read_json(run.config)["data"], run_spec(run)
+    config = read_json(run.config)
+    train, data, spec = config["train"], config["data"], recorded_spec(config)
     validation = data.get("splits", {}).get("validation")
     split = (
         f"The {validation['images']:,} validation images ({validation['from']}) choose the best epoch."
@@ -95,18 +104,22 @@ def data_handling(run: RunDir) -> str:
         f"({spec.input.preprocessing} preprocessing, as `fashionclf predict` does) and cached as a memory-mapped "
         "uint8 array",
     }.get(data["origin"], "The four IDX files are parsed with NumPy into uint8 tensors held in memory")
+    evaluated = _evaluated_split(read_json(run.metrics))
+    held_back = (
+        "The test split is only ever evaluated, never used for a choice."
+        if evaluated == "test"
+        else f"The data has no test split: the results are measured on the {evaluated} split."
+    )
     return (
         "## Data handling and loading\n\n"
         f"{source}. Batches of {train['batch_size']} are drawn by index from a seeded permutation and scaled from "
-        f"[0, 255] to [0, 1] as float32 on the batch. {split} The test split is only ever evaluated, never used for "
-        "a choice."
+        f"[0, 255] to [0, 1] as float32 on the batch. {split} {held_back}"
     )
 
 
 def model_section(run: RunDir) -> str:
-    train, spec = read_json(run.config)["train"], run_spec(run)
-    entry = model_entry(train["model"])
-    model = create_model(train["model"], spec, **train["model_args"])
+    config = read_json(run.config)
+    entry, spec, model = model_entry(config["train"]["model"]), recorded_spec(config), run_model(run)
     rows = "\n".join(
         f"| `{r['name']}` | {r['type']} | {' x '.join(map(str, r['output_shape']))} | {r['params']:,} |"
         for r in layer_table(model, spec.input_size)
@@ -120,13 +133,14 @@ def model_section(run: RunDir) -> str:
 
 
 def metrics_choice(run: RunDir) -> str:
-    train = read_json(run.config)["train"]
+    config = read_json(run.config)
+    classes, split = len(recorded_spec(config).classes), _evaluated_split(read_json(run.metrics))
     return (
         "## Choice of metrics\n\n"
-        f"Loss: cross-entropy (softmax over the 10 classes). {training_recipe(train)} Metrics on the test set, "
-        "computed with scikit-learn: accuracy, top-2 accuracy, per-class accuracy (the share of each class's "
-        "images predicted as that class, equal to its recall), precision, recall and F1 per class with macro and "
-        "weighted averages, and the confusion matrix, raw and normalized by row (true class)."
+        f"Loss: cross-entropy (softmax over the {classes} classes). {training_recipe(config['train'])} Metrics on "
+        f"the {split} set, computed with scikit-learn: accuracy, top-2 accuracy, per-class accuracy (the share of "
+        "each class's images predicted as that class, equal to its recall), precision, recall and F1 per class with "
+        "macro and weighted averages, and the confusion matrix, raw and normalized by row (true class)."
     )
 
 
@@ -153,7 +167,7 @@ def training(run: RunDir) -> str | None:
         "## Training\n\n"
         f"{len(history)} epochs in {total:.0f} s. The checkpoint evaluated below is the epoch with the best "
         f"{'validation' if has_val else 'training'} accuracy.\n\n"
-        f"{header}\n{rule}\n" + "\n".join(lines) + "\n\n![Loss and accuracy curves](figures/training_curves.png)"
+        f"{header}\n{rule}\n" + "\n".join(lines) + "\n\n" + _figure(run, "training_curves", "Loss and accuracy curves")
     )
 
 
@@ -170,7 +184,7 @@ def test_results(run: RunDir) -> str:
         for name in ("macro", "weighted")
     )
     per_class = sorted(metrics["per_class"], key=lambda r: r["accuracy"])
-    split = metrics.get("data", {}).get("split", "test")
+    split = _evaluated_split(metrics)
     caveat = (
         " The data has no test split, so these results are on the validation split, which also chose the best "
         "epoch: they are not an unbiased estimate."
@@ -187,11 +201,16 @@ def test_results(run: RunDir) -> str:
         "### Per-class accuracy, precision, recall and F1\n\n"
         "| class | accuracy | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|---:|\n"
         f"{rows}\n{averages}\n\n"
-        "![Per-class accuracy, precision, recall and F1](figures/per_class.png)\n\n"
-        "### Normalized confusion matrix\n\n![Normalized confusion matrix](figures/confusion_matrix.png)\n\n"
-        "### Examples\n\n![Images of the split](figures/test_samples.png)\n\n"
-        "![Most confident mistakes](figures/confident_mistakes.png)"
+        f"{_figure(run, 'per_class', 'Per-class accuracy, precision, recall and F1')}\n\n"
+        f"### Normalized confusion matrix\n\n{_figure(run, 'confusion_matrix', 'Normalized confusion matrix')}\n\n"
+        f"### Examples\n\n{_figure(run, 'test_samples', 'Images of the split')}\n\n"
+        + _figure(run, "confident_mistakes", "Most confident mistakes")
     )
+
+
+def _figure(run: RunDir, name: Figure, alt: str) -> str:
+    """A figure of the run in Markdown, linked relative to the report (to_html embeds it)."""
+    return f"![{alt}]({run.figure(name).relative_to(run.root).as_posix()})"
 
 
 def _analysis(run: RunDir) -> dict | None:
@@ -216,7 +235,7 @@ def receptive_field(run: RunDir) -> str | None:
         "| layer | type | field size (h x w), jump, start |\n|---|---|---|\n" + rows + "\n\n"
         "The effective receptive field (Luo et al., 2016: the mean gradient magnitude of that layer's centre unit over "
         f"{erf_images['images']} images of the {erf_images['split']} split), drawn against the theoretical box:\n\n"
-        "![Effective receptive field](figures/effective_receptive_field.png)"
+        + _figure(run, "effective_receptive_field", "Effective receptive field")
     )
 
 
@@ -274,7 +293,9 @@ def expensive_layers(run: RunDir) -> str | None:
         + "---:|---:|---:|" * len(analysis["batch_sizes"])
         + "\n"
         + rows
-        + "\n\n![Share of time vs share of FLOPs](figures/time_vs_flops.png)\n\n"
+        + "\n\n"
+        + _figure(run, "time_vs_flops", "Share of time vs share of FLOPs")
+        + "\n\n"
         f"What it means: {_heaviest_and_slowest(heaviest, slowest, large)} Max-pooling holds {pool_flops:.1%} of the "
         f"FLOPs and takes {pools:.0%} of the forward time. A layer that does few FLOPs per byte it reads and writes is "
         "limited by memory traffic, not arithmetic, so its share of time far exceeds its share of FLOPs. Making this "
@@ -367,7 +388,7 @@ def optimization(run: RunDir) -> str | None:
         why,
     ]
     if bench:
-        parts.append("![Throughput and latency of every model file and backend](figures/bench.png)")
+        parts.append(_figure(run, "bench", "Throughput and latency of every model file and backend"))
         parts.append(_goal_lines(bench["goals"]))
     return "\n\n".join(parts)
 

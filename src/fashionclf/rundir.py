@@ -8,11 +8,11 @@
       train.log            what the trainer printed, appended across resumes
       metrics.json         test-set evaluation
       analysis.json        receptive field, FLOPs and MACs, per-layer timings (fashionclf analyze)
-      quantized/           int8 and ONNX models with quantization.json (fashionclf quantize)
+      quantized/METHOD.*   int8 and ONNX models, with quantization.json (fashionclf quantize)
       bench.json           latency and throughput of every model file and backend (fashionclf bench)
       finetune.json        a fine-tuned run: accuracy before and after, on held-out new data and Fashion-MNIST
       evaluations/NAME/    evaluate --data: metrics.json and figures on other data
-      figures/*.png        plots
+      figures/NAME.png     plots (`Figure` names them)
       report.md, .html     the report
       .lock                held by the process writing into the run, with its name and pid
 
@@ -23,27 +23,32 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import socket
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
 from torch import nn
 
+from fashionclf.checkpoint import build_model
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256, writing
-from fashionclf.models import ModelSpec, create_model
 
-CHECKPOINT_FORMAT = "fashionclf-checkpoint"
-CHECKPOINT_KEYS = ("format", "model", "model_args", "state_dict")
 LOCK_NAME = ".lock"
+Figure = Literal[
+    "training_curves",
+    "confusion_matrix",
+    "per_class",
+    "test_samples",
+    "confident_mistakes",  # evaluate
+    "effective_receptive_field",
+    "time_vs_flops",  # analyze
+    "bench",
+]
 _held: dict[Path, int] = {}  # run directories this process holds, and how deep
 
 
@@ -91,6 +96,10 @@ class RunDir:
     def quantization(self) -> Path:
         return self.quantized / "quantization.json"
 
+    def quantized_model(self, method: str, suffix: str) -> Path:
+        """A model file of `fashionclf quantize`, named by its method: fp32.onnx, static.pt2, ov-static.xml, ..."""
+        return self.quantized / f"{method}{suffix}"
+
     @property
     def bench(self) -> Path:
         return self.root / "bench.json"
@@ -102,6 +111,18 @@ class RunDir:
     @property
     def figures(self) -> Path:
         return self.root / "figures"
+
+    def figure(self, name: Figure) -> Path:
+        return self.figures / f"{name}.png"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.root / "evaluations"
+
+    def evaluation(self, name: str) -> RunDir:
+        """Where `evaluate --data` puts its results on other data, laid out as the run's own (metrics.json,
+        figures/): evaluations/NAME/."""
+        return RunDir(self.evaluations / name)
 
     @property
     def report_md(self) -> Path:
@@ -182,84 +203,10 @@ def quantization_is_current(run: RunDir, quantization: dict) -> bool:
     return quantization.get("checkpoint_sha256") == file_sha256(run.best_checkpoint)
 
 
-def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """Save a self-describing checkpoint: {"format", "model", "model_args", "state_dict", ...}."""
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint lacks {missing}")
-    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load with weights_only=True; a file that needs code to unpickle, or that we did not write, is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise FashionClfError(f"{path}: checkpoint does not exist")
-    _register_quantized_tensors(path)
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - garbage input makes torch.load raise almost anything (KeyError, ...)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FashionClfError(f"{path}: not a loadable fashionclf checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise FashionClfError(f"{path}: not a fashionclf checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise FashionClfError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return checkpoint
-
-
-def _register_quantized_tensors(path: Path) -> None:
-    """A quantized checkpoint holds torchao's int8 tensors, which weights_only loading accepts once torchao is
-    imported; it is imported only then, as that costs seconds."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
-            if not pickles or b"torchao" not in archive.read(pickles[0]):
-                return
-    except (zipfile.BadZipFile, OSError):
-        return  # torch.load reports the file's problem
-    import_torchao()
-
-
-def import_torchao() -> None:
-    """Import torchao without its start-up warnings about GPU kernels that a CPU build of torch cannot load."""
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        import torchao.quantization  # noqa: F401
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def spec_of(checkpoint: dict) -> ModelSpec:
-    """What the checkpoint's model expects and answers (Fashion-MNIST's for checkpoints of earlier versions)."""
-    return ModelSpec.from_dict(checkpoint.get("spec"))
-
-
-def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> nn.Module:
-    """Rebuild the model the checkpoint describes and load its weights (in eval mode)."""
-    model = create_model(checkpoint["model"], spec_of(checkpoint), **checkpoint["model_args"])
-    try:
-        # A quantized checkpoint's weights are tensor subclasses that replace the float parameters.
-        model.load_state_dict(checkpoint["state_dict"], assign="quantization" in checkpoint)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FashionClfError(f"{path}: weights do not fit model {checkpoint['model']!r} ({first})") from None
-    return model.eval()
-
-
-def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    checkpoint = load_checkpoint(path, map_location)
-    return model_from_checkpoint(checkpoint, path), checkpoint
-
-
-def run_spec(run: RunDir) -> ModelSpec:
-    """What the run's model expects and answers, as config.json records it (Fashion-MNIST's for older runs)."""
-    return ModelSpec.from_dict(read_json(run.config).get("spec"))
+def run_model(run: RunDir) -> nn.Module:
+    """The run's model, untrained, as config.json describes it (its registry name, arguments and spec)."""
+    config = read_json(run.config)
+    return build_model({**config["train"], "spec": config.get("spec")})
 
 
 def run_data(run: RunDir) -> Path | None:

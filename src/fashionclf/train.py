@@ -25,27 +25,23 @@ from tqdm import tqdm
 
 from fashionclf import datasets, distributed, transfer
 from fashionclf.augment import augment, photo_augment
+from fashionclf.checkpoint import (
+    build_model,
+    load_checkpoint,
+    load_model,
+    load_resumable,
+    model_header,
+    recorded_spec,
+    save_checkpoint,
+)
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, count_parameters, create_model, model_entry, predict_logits
+from fashionclf.models import ModelSpec, count_parameters, model_entry, predict_logits
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
 from fashionclf.provenance import changed_data, data_changes
-from fashionclf.rundir import (
-    CHECKPOINT_FORMAT,
-    RunDir,
-    load_checkpoint,
-    load_model,
-    locked,
-    open_run,
-    read_json,
-    run_spec,
-    save_checkpoint,
-    spec_of,
-    write_json,
-    write_text,
-)
+from fashionclf.rundir import RunDir, locked, open_run, read_json, write_json, write_text
 from fashionclf.runtime import bf16_supported, environment, resolve_device
 from fashionclf.sources import load_dataset
 
@@ -110,7 +106,7 @@ def resume(out: Path, data: datasets.Dataset | None = None, progress: bool = Tru
     run = open_run(Path(out))
     with _writing(run, "fashionclf train --resume"):
         _check_resumable(run)
-        config, spec = _recorded_config(run), run_spec(run)
+        config, spec = _recorded_config(run), recorded_spec(read_json(run.config))
         _train(config, spec, run, data or _unchanged_data(run, config, spec), progress, resuming=True)
     return run
 
@@ -134,7 +130,7 @@ def _train(
             splits = _frozen_features(training, state, splits)
             if resuming and run.last_checkpoint.exists():
                 # Loaded on the CPU: the RNG state must stay a CPU tensor; load_state_dict moves weights to the device.
-                _restore(state, load_checkpoint(run.last_checkpoint))
+                _restore(state, load_resumable(run.last_checkpoint))
             if resuming and state.next_epoch > config.epochs:
                 training.log(f"nothing to resume: all {config.epochs} epochs are done")
                 return
@@ -209,7 +205,7 @@ def _with_model(config: TrainConfig) -> TrainConfig:
     if not config.init:
         return config
     checkpoint = load_checkpoint(open_run(Path(config.init)).best_checkpoint)
-    size = spec_of(checkpoint).input.size
+    size = recorded_spec(checkpoint).input.size
     return replace(config, model=checkpoint["model"], model_args=checkpoint["model_args"], image_size=size)
 
 
@@ -259,7 +255,7 @@ def _steps_per_epoch(config: TrainConfig, splits: tuple[datasets.Split, datasets
 def _new_state(training: Training, steps_per_epoch: int) -> TrainState:
     config, device = training.config, training.device
     torch.manual_seed(config.seed)
-    model = create_model(config.model, training.spec, **config.model_args)
+    model = build_model(model_header(config.model, config.model_args, training.spec))
     if config.init is not None:
         _start_from(model, load_checkpoint(RunDir(Path(config.init)).best_checkpoint), training)
     elif model_entry(config.model).pretrained:
@@ -542,8 +538,7 @@ def _end_epoch(training: Training, state: TrainState, row: dict) -> None:
     config, run, epoch = training.config, training.run, row["epoch"]
     state.history.append(row)
     state.next_epoch = epoch + 1
-    base = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_args": config.model_args,
-            "spec": training.spec.as_dict(), "epoch": epoch}  # fmt: skip
+    base = {**model_header(config.model, config.model_args, training.spec), "epoch": epoch}
     # Without a validation split nothing can choose an epoch: the last one is kept, as --validation-size 0 says.
     validated = "val_accuracy" in row
     improved = not validated or row["val_accuracy"] > state.best_val_accuracy
@@ -576,9 +571,6 @@ def _resume_state(state: TrainState) -> dict:
 
 
 def _restore(state: TrainState, checkpoint: dict) -> None:
-    for key in ("optimizer", "rng", "history", "next_epoch"):
-        if key not in checkpoint:
-            raise FashionClfError(f"checkpoint has no {key!r}: it is not a resumable last.pt")
     state.model.load_state_dict(checkpoint["state_dict"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     if state.scheduler is not None:
@@ -609,9 +601,9 @@ def finetune_summary(
     on the validation split of the new data and, for a model of Fashion-MNIST's classes, on its test set."""
     before, before_checkpoint = load_model(init.best_checkpoint)
     after, after_checkpoint = load_model(run.best_checkpoint)
-    same_classes = spec_of(before_checkpoint) == spec_of(after_checkpoint)
+    same_classes = recorded_spec(before_checkpoint) == recorded_spec(after_checkpoint)
     summary: dict[str, object] = {"init": config.init, "data": config.data}
-    fashion_mnist = spec_of(after_checkpoint) == ModelSpec()
+    fashion_mnist = recorded_spec(after_checkpoint) == ModelSpec()
     sets = {"held_out": validation, "fashion_mnist_test": _fashion_mnist_test() if fashion_mnist else None}
     for name, split in sets.items():
         if split is None or not len(split):
