@@ -260,3 +260,22 @@ def test_predict_answers_in_the_class_names_of_the_run(tmp_path):
     assert result.returncode == 0, result.stderr
     top = json.loads(result.stdout)["top_k"]
     assert sorted(t["class"] for t in top) == ["hat", "shoes", "skirt"]
+
+
+def coloured_share(path: Path) -> float:
+    """The share of a figure's pixels in colour: the pictures under the heat maps here are grey."""
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return float((np.ptp(pixels, axis=2) > 40).mean())
+
+
+def test_predict_explain_writes_heat_maps_beside_the_input_the_model_saw(trained_run, tmp_path):
+    picture, seen = tmp_path / "shirt.jpg", tmp_path / "seen"
+    picture.write_bytes(encode(garment_on_white(), "JPEG"))
+    result = fashionclf(
+        "predict", str(trained_run.root), str(picture), "--save-input", str(seen), "--explain", str(seen)
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in seen.iterdir()) == ["shirt-heat-picture.png", "shirt-heat.png", "shirt.png"]
+    assert coloured_share(seen / "shirt-heat.png") > 0.01 and coloured_share(seen / "shirt-heat-picture.png") > 0.01
+    plain = fashionclf("predict", str(trained_run.root), str(picture), "--save-input", str(tmp_path / "plain"))
+    assert plain.stdout == result.stdout  # the same answer, heat maps or not

@@ -9,8 +9,9 @@ from test_serve import CHROMIUM, CHROMIUM_ARGS
 from fashionclf.analysis import analyze
 from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
+from fashionclf.explain import confused_pairs
 from fashionclf.report import _heaviest_and_slowest, build_report, title, training_recipe
-from fashionclf.rundir import RunDir, write_json
+from fashionclf.rundir import RunDir, read_json, write_json
 from fashionclf.train import train
 
 from synthetic import band_photos, csv_run
@@ -124,7 +125,7 @@ def measure_in_browser(page: Path, width: int = 1280) -> dict:
 @pytest.mark.parametrize("width", [1280, 800])
 def test_the_report_in_a_browser_has_every_section_and_figure_readable(full_report, width):
     shown = measure_in_browser(full_report.report_html, width)
-    assert len(shown["images"]) == 7
+    assert len(shown["images"]) == 8
     for image in shown["images"]:
         assert image["src"].startswith("data:image/png;base64,"), f"figure not embedded: {image['alt']}"
         assert image["complete"] and image["natural"] > 0, f"figure not loaded: {image['alt']}"
@@ -140,3 +141,15 @@ def test_the_report_in_a_browser_has_every_section_and_figure_readable(full_repo
     sections = [s.replace("`", "") for s in re.findall(r"^## (.+)$", full_report.report_md.read_text(), flags=re.M)]
     assert [e["text"] for e in contents if e["target"] == "H2"] == sections, "report.md and the contents differ"
     assert len(sections) == 9
+
+
+@pytest.mark.real_data
+def test_the_report_shows_heat_maps_of_the_commonest_confusions(full_report):
+    metrics = read_json(full_report.metrics)
+    classes = [row["class"] for row in metrics["per_class"]]
+    true, wrong, count = confused_pairs(metrics["confusion_matrix"], 1)[0]
+    text = full_report.report_md.read_text()
+    section = text.split("### Where the model looked in its commonest confusions")[1].split("\n## ")[0]
+    assert f"test split: {classes[true]} read as {classes[wrong]} ({count:,} images);" in section
+    assert "![Heat maps of the commonest confusions](figures/confused_heat_maps.png)" in section
+    assert full_report.figure("confused_heat_maps").is_file()

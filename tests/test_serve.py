@@ -26,6 +26,7 @@ from PIL import Image
 
 from fashionclf.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from fashionclf.datasets import FASHION_MNIST_CLASSES
+from fashionclf.explain import explainer_for
 from fashionclf.inference import Classifier
 from fashionclf.listener import listen
 from fashionclf.listener import url as url_of
@@ -81,6 +82,38 @@ def test_predict_one_and_several_pictures(client):
     several = client.post("/predict?top_k=5", files=[("files", ("a.jpg", picture)), ("files", ("b.jpg", picture))])
     assert [p["file"] for p in several.json()["predictions"]] == ["a.jpg", "b.jpg"]
     assert len(several.json()["predictions"][0]["top_k"]) == 5
+
+
+def explainer_of(classifier: Classifier, loads: list | None = None):
+    """The loader that `fashionclf serve` gives the app, for the test classifier's model; each load is counted."""
+
+    def load():
+        (loads if loads is not None else []).append(1)
+        return explainer_for(classifier.backend, classifier.spec)
+
+    return load
+
+
+def test_predict_with_explain_adds_the_top_classes_heat_maps_and_where_they_lie(classifier):
+    loads: list = []
+    client = TestClient(create_app(classifier, LIMITS, explainer=explainer_of(classifier, loads)))
+    upload = [("files", ("shirt.jpg", jpeg_of_a_garment(), "image/jpeg"))]
+    plain = client.post("/predict", files=upload)
+    assert "heat_maps" not in plain.json()["predictions"][0] and not loads  # no cost when not asked for
+    (prediction,) = client.post("/predict?top_k=5&explain=true", files=upload).json()["predictions"]
+    assert [m["class"] for m in prediction["heat_maps"]] == [t["class"] for t in prediction["top_k"][:3]]
+    heat = Image.open(io.BytesIO(base64.b64decode(prediction["heat_maps"][0]["png"])))
+    assert heat.mode == "RGBA" and heat.size == (28, 28) and np.asarray(heat)[..., 3].max() > 0
+    # The 240x300 picture's dark bar (rows 40-260, columns 90-150) is framed in a 220-pixel square around it.
+    expected = {"left": 10 / 240, "top": 40 / 300, "width": 220 / 240, "height": 220 / 300}
+    assert prediction["placement"] == pytest.approx(expected, abs=0.02)
+    assert prediction["top_k"] == plain.json()["predictions"][0]["top_k"][:5]
+
+
+def test_explain_is_refused_in_json_where_the_server_has_no_pytorch_model(client):
+    answer = client.post("/predict?explain=true", files=[("files", ("shirt.jpg", jpeg_of_a_garment()))])
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("heat maps need the model's PyTorch weights")
 
 
 @pytest.mark.parametrize(
@@ -318,9 +351,9 @@ def wait_for_health(url: str, server: subprocess.Popen) -> None:
 
 
 @contextmanager
-def live_server(classifier):
+def live_server(classifier, explainer=None):
     with listen("127.0.0.1", 0) as listener:
-        server = uvicorn_server(create_app(classifier))
+        server = uvicorn_server(create_app(classifier, explainer=explainer))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + 20
@@ -425,3 +458,29 @@ def test_the_page_says_when_the_server_cannot_be_reached(classifier, tab, photos
         tab.goto(url)
     tab.set_input_files("#file", str(picture))
     assert "could not be reached" in wait_for_error(tab)
+
+
+def test_the_page_draws_the_heat_map_over_the_picture_only_when_turned_on(classifier, tab, photos):
+    picture, _ = photos
+    with live_server(classifier, explainer_of(classifier)) as url:
+        tab.goto(url)
+        asked: list[str] = []
+        tab.on("request", lambda request: asked.append(request.url) if "/predict" in request.url else None)
+        tab.set_input_files("#file", str(picture))
+        tab.wait_for_selector(".bar", state="visible", timeout=20_000)
+        stage = tab.locator(".stage").first
+        without = np.asarray(Image.open(io.BytesIO(stage.screenshot())).convert("RGB")).astype(int)
+        assert not tab.is_visible("#heat-given") and "explain" not in asked[0]
+        tab.check("#explain")
+        tab.wait_for_selector("#heat-given", state="visible", timeout=20_000)
+        assert len(asked) == 2 and "explain=true" in asked[1]
+        given, heat = (tab.locator(selector).bounding_box() for selector in ("#given", "#heat-given"))
+        assert given is not None and heat is not None
+        placement = tab.evaluate("() => shown.prediction.placement")
+        for edge, extent, fraction in (("x", "width", "left"), ("y", "height", "top")):
+            assert heat[edge] == pytest.approx(given[edge] + placement[fraction] * given[extent], abs=1.5)
+        drawn = np.asarray(Image.open(io.BytesIO(stage.screenshot())).convert("RGB")).astype(int)
+        assert drawn.shape == without.shape and (np.ptp(drawn, axis=2) > 40).mean() > 0.02  # colour over grey
+        assert (np.ptp(without, axis=2) > 40).mean() == 0
+        tab.uncheck("#explain")
+        assert not tab.is_visible("#heat-given") and len(asked) == 2

@@ -320,6 +320,9 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=10)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     save_input: Annotated[Path | None, typer.Option(help="Write the image the model saw into DIR.")] = None,
+    explain: Annotated[
+        Path | None, typer.Option(help="Write heat maps of the top classes into DIR, over that image and the picture.")
+    ] = None,
     precision: Precision = "auto",
     preprocessing: Preprocessing = None,
 ) -> None:
@@ -330,6 +333,11 @@ def predict(
     from fashionclf.preprocess import image_files
 
     classifier = load_classifier(model, precision, preprocessing)
+    explainer = None
+    if explain is not None:
+        from fashionclf.explain import load_explainer
+
+        explainer = load_explainer(model, classifier.spec)
     files, problems = image_files(inputs)
     printed = 0
     try:
@@ -343,6 +351,8 @@ def predict(
                 printed += 1
                 if save_input is not None:
                     save_model_input(result, save_input)
+                if explainer is not None and explain is not None:
+                    explainer.write_heat_maps(result.name, result.top, explain)
     except FashionClfError as exc:  # a write that failed: what was done is printed above, where it stopped is said
         _print_problems(problems)
         raise FashionClfError(f"{exc}; predict stopped after {printed} of {len(files)} pictures") from None
@@ -387,13 +397,14 @@ def serve(
         pixels=_limit("--max-megapixels", max_megapixels, 1_000_000, "pixel"),
     )
     with listen(host, port) as listener:
+        from fashionclf.explain import load_explainer
         from fashionclf.inference import load_classifier
         from fashionclf.serve import Limits
         from fashionclf.serve import serve as run_server
 
         classifier = load_classifier(model, precision, preprocessing)
         print(f"serving on {url(listener)} (Ctrl-C stops it)", flush=True)
-        run_server(classifier, listener, Limits(**limits))
+        run_server(classifier, listener, Limits(**limits), explainer=lambda: load_explainer(model, classifier.spec))
 
 
 @app.command()

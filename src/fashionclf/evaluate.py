@@ -16,6 +16,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 from fashionclf import datasets, plots
 from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
+from fashionclf.explain import confusion_figure, explainer_for
 from fashionclf.provenance import change_record, run_dataset
 from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, write_json
 from fashionclf.runtime import resolve_device
@@ -125,6 +126,12 @@ def evaluate_run(
         write_json(target.metrics, metrics)
         history = read_history(run) if data_path is None else []
         write_figures(target, images, probabilities, metrics, data.classes, spec.classes, history)
+        if class_map is None:  # through a class map, a true class may be none of the model's to draw
+            explainer = explainer_for(model.cpu(), spec)
+            labels = images.labels.numpy()
+            confusion_figure(
+                explainer, images.images.numpy(), labels, probabilities, target.figure("confused_heat_maps")
+            )
     return metrics
 
 

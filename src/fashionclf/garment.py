@@ -40,15 +40,17 @@ def has_plain_background(gray: np.ndarray) -> bool:
     return float(np.mean(np.abs(ring - np.median(ring)) < PLAIN_TOLERANCE)) >= PLAIN_FRACTION
 
 
-def segmented(rgb: Image.Image, side: int) -> np.ndarray | None:
-    """The garment of an RGB photo as a side x side uint8 image, light on black and filling the frame; None where
-    no garment was found."""
+def segmented(rgb: Image.Image, side: int) -> tuple[np.ndarray, tuple[float, float, float]] | None:
+    """The garment of an RGB photo as a side x side uint8 image, light on black and filling the frame, and the square
+    of the photo it shows (left, top, side, in the photo's pixels); None where no garment was found."""
     pixels = _shrunk(rgb, SEGMENT_SIDE)
     mask = garment_mask(pixels)
     if mask.mean() < MIN_OBJECT_FRACTION:
         return None
     gray = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
-    return _framed((1.0 - gray) * mask, mask, side)
+    image, (left, top, square_side) = _framed((1.0 - gray) * mask, mask, side)
+    scale = rgb.width / pixels.shape[1]
+    return image, (left * scale, top * scale, square_side * scale)
 
 
 def garment_mask(rgb: np.ndarray) -> np.ndarray:
@@ -79,9 +81,9 @@ def _shrunk(rgb: Image.Image, longest: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(rgb.convert("RGB")))
 
 
-def _framed(values: np.ndarray, mask: np.ndarray, side: int) -> np.ndarray:
+def _framed(values: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Cropped to the mask's bounding box, centred in a black square, shrunk by block averages as the Fashion-MNIST
-    preprocessing does."""
+    preprocessing does; and that square (left, top, side) in `values`' pixels."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     crop = values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = crop.shape
@@ -91,4 +93,5 @@ def _framed(values: np.ndarray, mask: np.ndarray, side: int) -> np.ndarray:
     square[top : top + height, left : left + width] = crop
     picture = Image.fromarray(np.round(np.clip(square, 0, 1) * 255).astype(np.uint8))
     resampling = Image.Resampling.BOX if square_side >= side else Image.Resampling.LANCZOS
-    return np.asarray(picture.resize((side, side), resampling), dtype=np.uint8)
+    square_at = (int(cols[0]) - left, int(rows[0]) - top, square_side)
+    return np.asarray(picture.resize((side, side), resampling), dtype=np.uint8), square_at

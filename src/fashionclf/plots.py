@@ -139,3 +139,19 @@ def bench_bars(rows: list[dict], path: Path) -> None:
         axis.set_xticks(positions, labels, fontsize=7)
         axis.grid(axis="y", alpha=0.3)
     save(figure, path)
+
+
+def picture_grid(rows: list[list], captions: list[list[str]], path: Path, title: str | None = None) -> None:
+    """Pictures (PIL images or arrays (H, W, 3)) in rows, each with its caption; short rows are left blank on the
+    right."""
+    columns = max(len(row) for row in rows)
+    figure, axes = subplots(len(rows), columns, figsize=(columns * 1.9, len(rows) * 2.1 + 0.4), squeeze=False)
+    for row_axes, pictures, row_captions in zip(axes, rows, captions, strict=True):
+        for index, axis in enumerate(row_axes):
+            axis.axis("off")
+            if index < len(pictures):
+                axis.imshow(pictures[index])
+                axis.set_title(row_captions[index], fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    save(figure, path)

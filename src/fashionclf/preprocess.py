@@ -52,6 +52,20 @@ Prepare = Callable[[Image.Image, int], np.ndarray]  # (decoded picture, side) ->
 
 
 @dataclass(frozen=True)
+class Frame:
+    """The square of a decoded picture that a model input shows, in the picture's pixels: its left and top edges and
+    its side (it reaches past the picture's edges where the input is padded). What a heat map over the model's
+    input is drawn into, to show it over the picture."""
+
+    left: float
+    top: float
+    side: float
+
+
+PrepareFramed = Callable[[Image.Image, int], tuple[np.ndarray, Frame]]  # as Prepare, and the square it shows
+
+
+@dataclass(frozen=True)
 class PreprocessingEntry:
     name: str
     prepare: Prepare
@@ -59,21 +73,26 @@ class PreprocessingEntry:
     sides: Sequence[int]  # the sides of the square inputs it gives
     domain: str  # what its inputs look like: a model takes every preprocessing of its input's domain
     description: str
+    framed: PrepareFramed | None = None  # the same, with the Frame it shows (heat maps are drawn over the picture)
 
 
 _PREPROCESSINGS: dict[str, PreprocessingEntry] = {}
 
 
-def register_preprocessing(name: str, *, channels: int, sides: Sequence[int], domain: str | None = None):
+def register_preprocessing(
+    name: str, *, channels: int, sides: Sequence[int], domain: str | None = None, framed: PrepareFramed | None = None
+):
     """Register `prepare(picture, side)`, which gives uint8 (channels, side, side) for every side in `sides`, under
     `name`. Preprocessings of one `domain` (by default, a domain of their own) give the same kind of input, so a
-    model takes each of them (`--preprocessing`). The docstring's first line becomes the description."""
+    model takes each of them (`--preprocessing`). `framed(picture, side)` gives the same input and the Frame of the
+    picture it shows, for heat maps drawn over the picture. The docstring's first line becomes the description."""
 
     def decorate(prepare: Prepare) -> Prepare:
         if name in _PREPROCESSINGS:
             raise ValueError(f"preprocessing {name!r} is registered twice")
         description = (prepare.__doc__ or name).strip().splitlines()[0]
-        _PREPROCESSINGS[name] = PreprocessingEntry(name, prepare, channels, sides, domain or name, description)
+        entry = PreprocessingEntry(name, prepare, channels, sides, domain or name, description, framed)
+        _PREPROCESSINGS[name] = entry
         return prepare
 
     return decorate
@@ -223,31 +242,44 @@ def on_white(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-@register_preprocessing("fashion-mnist", channels=1, sides=(FASHION_MNIST_SIDE,))
+def _dataset_domain(image: Image.Image, side: int) -> tuple[np.ndarray, Frame]:
+    array, frame = _gray_in_domain(grayscale(image), side)
+    return array[None], frame
+
+
+@register_preprocessing("fashion-mnist", channels=1, sides=(FASHION_MNIST_SIDE,), framed=_dataset_domain)
 def to_dataset_domain(image: Image.Image, side: int = FASHION_MNIST_SIDE) -> np.ndarray:
     """A light garment on black filling the frame, as in Fashion-MNIST.
 
     The uint8 (1, side, side) image the model sees: light garment, black background, object filling the frame."""
-    return _gray_in_domain(grayscale(image), side)[None]
+    return _dataset_domain(image, side)[0]
 
 
-@register_preprocessing("garment", channels=1, sides=(FASHION_MNIST_SIDE,), domain="fashion-mnist")
+def _garment_domain(image: Image.Image, side: int) -> tuple[np.ndarray, Frame]:
+    gray = grayscale(image)
+    if not _in_domain(gray, side) and not garment.has_plain_background(gray):
+        found = garment.segmented(on_white(image), side)
+        if found is not None:
+            array, (left, top, square_side) = found
+            return array[None], Frame(left, top, square_side)
+    array, frame = _gray_in_domain(gray, side)
+    return array[None], frame
+
+
+@register_preprocessing(
+    "garment", channels=1, sides=(FASHION_MNIST_SIDE,), domain="fashion-mnist", framed=_garment_domain
+)
 def garment_in_domain(image: Image.Image, side: int = FASHION_MNIST_SIDE) -> np.ndarray:
     """As fashion-mnist, the garment first separated from a cluttered background.
 
     See garment.py; a picture on a plain background, or one where no garment is found, comes out exactly as
     `to_dataset_domain` gives it."""
-    gray = grayscale(image)
-    if not _in_domain(gray, side) and not garment.has_plain_background(gray):
-        found = garment.segmented(on_white(image), side)
-        if found is not None:
-            return found[None]
-    return _gray_in_domain(gray, side)[None]
+    return _garment_domain(image, side)[0]
 
 
-def _gray_in_domain(gray: np.ndarray, side: int) -> np.ndarray:
+def _gray_in_domain(gray: np.ndarray, side: int) -> tuple[np.ndarray, Frame]:
     if _in_domain(gray, side):
-        return np.round(gray * 255).astype(np.uint8)
+        return np.round(gray * 255).astype(np.uint8), Frame(0, 0, side)
     return _framed_object(gray, side)
 
 
@@ -256,23 +288,23 @@ def _in_domain(gray: np.ndarray, side: int) -> bool:
     return gray.shape == (side, side) and _border(gray).mean() < 0.5
 
 
-def _framed_object(gray: np.ndarray, side: int) -> np.ndarray:
+def _framed_object(gray: np.ndarray, side: int) -> tuple[np.ndarray, Frame]:
     background = float(np.median(_border(gray)))
     if background > 0.5:
         gray, background = 1.0 - gray, 1.0 - background
     gray = np.clip((gray - background) / max(1e-6, 1.0 - background), 0, 1)
-    square = _square_around_object(gray)
+    square, frame = _square_around_object(gray)
     # Shrinking averages each block (BOX): wider kernels blur across blocks, and the model is sensitive to blur.
     resampling = Image.Resampling.BOX if len(square) >= side else Image.Resampling.LANCZOS
     resized = Image.fromarray(np.round(square * 255).astype(np.uint8)).resize((side, side), resampling)
-    return np.asarray(resized, dtype=np.uint8)
+    return np.asarray(resized, dtype=np.uint8), frame
 
 
 def _border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
 
 
-def _square_around_object(gray: np.ndarray) -> np.ndarray:
+def _square_around_object(gray: np.ndarray) -> tuple[np.ndarray, Frame]:
     """The smallest square holding the object's bounding box, kept inside the picture where it fits and padded with
     background where it does not, so an object that already spans the frame keeps its place."""
     mask = gray > OBJECT_THRESHOLD
@@ -285,7 +317,7 @@ def _square_around_object(gray: np.ndarray) -> np.ndarray:
     square = np.zeros((side, side), dtype=gray.dtype)
     inside = gray[max(top, 0) : top + side, max(left, 0) : left + side]
     square[max(-top, 0) : max(-top, 0) + inside.shape[0], max(-left, 0) : max(-left, 0) + inside.shape[1]] = inside
-    return square
+    return square, Frame(int(left), int(top), int(side))
 
 
 def _window_start(first: int, last: int, side: int, length: int) -> int:
@@ -329,6 +361,15 @@ class InputFormat:
         """uint8 (channels, size, size): the picture as this model's input."""
         return preprocessing_entry(self.preprocessing).prepare(image, self.size)
 
+    def prepare_framed(self, image: Image.Image) -> tuple[np.ndarray, Frame]:
+        """The model input, and the square of the picture it shows."""
+        entry = preprocessing_entry(self.preprocessing)
+        if entry.framed is None:
+            raise FashionClfError(
+                f"the {self.preprocessing} preprocessing does not say which part of a picture it shows"
+            )
+        return entry.framed(image, self.size)
+
     def describe(self) -> str:
         kind = "grayscale" if self.channels == 1 else "RGB"
         return f"{self.size}x{self.size} {kind}"
@@ -337,20 +378,25 @@ class InputFormat:
 FASHION_MNIST_INPUT = InputFormat()
 
 
-@register_preprocessing("photo", channels=3, sides=PHOTO_SIDES)
-def photo_square(image: Image.Image, size: int) -> np.ndarray:
-    """The photo in colour, fitted into the model's square, for photo models.
-
-    The longer side scaled to `size`, the shorter padded equally on both sides by repeating its edge pixels (never
-    distorted, and with no frame a model could learn from); transparency composited on white. uint8 (3, size,
-    size)."""
+def _photo_square(image: Image.Image, size: int) -> tuple[np.ndarray, Frame]:
     rgb = on_white(image)
     scale = size / max(rgb.size)
     fitted = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
     pixels = np.asarray(rgb.resize(fitted, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC))
     top, left = (size - fitted[1]) // 2, (size - fitted[0]) // 2
     padding = ((top, size - fitted[1] - top), (left, size - fitted[0] - left), (0, 0))
-    return np.ascontiguousarray(np.pad(pixels, padding, mode="edge").transpose(2, 0, 1))
+    square = np.ascontiguousarray(np.pad(pixels, padding, mode="edge").transpose(2, 0, 1))
+    return square, Frame(-left / scale, -top / scale, size / scale)
+
+
+@register_preprocessing("photo", channels=3, sides=PHOTO_SIDES, framed=_photo_square)
+def photo_square(image: Image.Image, size: int) -> np.ndarray:
+    """The photo in colour, fitted into the model's square, for photo models.
+
+    The longer side scaled to `size`, the shorter padded equally on both sides by repeating its edge pixels (never
+    distorted, and with no frame a model could learn from); transparency composited on white. uint8 (3, size,
+    size)."""
+    return _photo_square(image, size)[0]
 
 
 def to_picture(array: np.ndarray) -> Image.Image:

@@ -19,6 +19,7 @@ from fashionclf.bench import RATIO_COLUMNS
 from fashionclf.checkpoint import recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
+from fashionclf.explain import CONFUSED_PAIRS, IMAGES_PER_PAIR, confused_pairs
 from fashionclf.models import count_parameters, layer_table, model_entry
 from fashionclf.rundir import Figure, RunDir, locked, open_run, read_history, read_json, run_model, write_text
 from fashionclf.settings import in_words
@@ -211,6 +212,23 @@ def test_results(run: RunDir) -> str:
 def _figure(run: RunDir, name: Figure, alt: str) -> str:
     """A figure of the run in Markdown, linked relative to the report (to_html embeds it)."""
     return f"![{alt}]({run.figure(name).relative_to(run.root).as_posix()})"
+
+
+def confusions_explained(run: RunDir) -> str | None:
+    """The commonest confusions, named, and the figure of their heat maps that evaluate drew."""
+    if not run.figure("confused_heat_maps").is_file():
+        return None
+    metrics = read_json(run.metrics)
+    classes = [row["class"] for row in metrics["per_class"]]
+    named = [f"{classes[true]} read as {classes[wrong]} ({count:,} images)"
+             for true, wrong, count in confused_pairs(metrics["confusion_matrix"], CONFUSED_PAIRS)]  # fmt: skip
+    return (
+        "### Where the model looked in its commonest confusions\n\n"
+        f"The commonest confusions of the {metrics['data']['split']} split: {'; '.join(named)}. For each, its "
+        f"{IMAGES_PER_PAIR} most confident mistakes, each with the heat map of the class it was given and of its "
+        "true class: the warmer a region, the more it spoke for that class.\n\n"
+        + _figure(run, "confused_heat_maps", "Heat maps of the commonest confusions")
+    )
 
 
 def _analysis(run: RunDir) -> dict | None:
@@ -433,6 +451,7 @@ SECTIONS: list[Callable[[RunDir], str | None]] = [
     metrics_choice,
     training,
     test_results,
+    confusions_explained,
     receptive_field,
     flops_and_macs,
     expensive_layers,

@@ -44,7 +44,8 @@ Figure = Literal[
     "confusion_matrix",
     "per_class",
     "test_samples",
-    "confident_mistakes",  # evaluate
+    "confident_mistakes",
+    "confused_heat_maps",  # evaluate
     "effective_receptive_field",
     "time_vs_flops",  # analyze
     "bench",

@@ -17,7 +17,7 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from fashionclf import explain as heat
 from fashionclf.errors import FashionClfError
 from fashionclf.inference import Classifier
 from fashionclf.inference import top_k as ranked
@@ -163,26 +164,48 @@ class Batcher:
             start += len(images)
 
 
-def prepare(uploads: list[tuple[str, bytes]], input: InputFormat, max_pixels: int) -> list[np.ndarray]:
-    """The model inputs of a request's pictures; every header is checked against the limits before any picture is
-    decoded."""
+def prepare(
+    uploads: list[tuple[str, bytes]], input: InputFormat, max_pixels: int
+) -> list[tuple[np.ndarray, dict[str, float]]]:
+    """The model inputs of a request's pictures, each with where it lies on its picture (`explain.placement`);
+    every header is checked against the limits before any picture is decoded."""
     pixels = sum(read_header(content, name) for name, content in uploads)
     if pixels > max_pixels:
         raise RequestTooLarge(f"the pictures hold {pixels:,} pixels in all, over the limit of {max_pixels:,} a request")
-    return [input.prepare(open_image(content, name)) for name, content in uploads]
+    return [_framed(input, open_image(content, name)) for name, content in uploads]
 
 
-def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) -> FastAPI:
+def _framed(input: InputFormat, picture) -> tuple[np.ndarray, dict[str, float]]:
+    array, frame = input.prepare_framed(picture)
+    return array, heat.placement(frame, picture.size)
+
+
+EXPLAINED = 3  # classes with a heat map, of the top-k: each costs a forward and backward pass
+
+
+def create_app(
+    classifier: Classifier,
+    limits: Limits = Limits(),
+    k: int = 3,
+    explainer: Callable[[], heat.Explainer] | None = None,
+) -> FastAPI:
+    """The app; `explainer` loads the model that draws heat maps, on the first request that asks for them (None:
+    they are refused)."""
     batcher = Batcher(classifier)
     # One core is left to the event loop and the inference thread: with a decoder on every core, they contend for
     # the GIL and the loop answers later (measured on 2 cores: 1 decoder serves 1.16x the requests of 2 at 8 clients).
     decoders = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="fashionclf-decode")
+    # Heat maps take one thread of their own (started on the first request for them), so that they hold up
+    # neither decoding nor the model's batches.
+    explaining = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fashionclf-explain")
+    heat_maps = _heat_maps(explainer)
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
         batcher.close()
         decoders.shutdown()
+        explaining.shutdown()
 
     classes = classifier.spec.classes
     description = f"Classify clothing pictures into {len(classes)} classes: {', '.join(classes)}."
@@ -205,21 +228,55 @@ def create_app(classifier: Classifier, limits: Limits = Limits(), k: int = 3) ->
     # The form parser stops at the file past the limit, before it is spooled (its default stops at 1,000 whatever
     # the limit); the error handlers turn its 400 into a 413.
     @app.post("/predict", form_limits={"max_files": limits.files})
-    async def predict(files: list[UploadFile], top_k: int = Query(k, ge=1, le=10)) -> dict:
-        """Top-k classes for each uploaded picture, and the image the model saw (base64 PNG)."""
+    async def predict(
+        files: list[UploadFile],
+        top_k: int = Query(k, ge=1, le=10),
+        explain: bool = Query(False, description=f"Add heat maps (Grad-CAM) of the top {EXPLAINED} classes."),
+    ) -> dict:
+        """Top-k classes for each uploaded picture, and the image the model saw (base64 PNG); with `explain`, the
+        heat maps of its top classes (base64 RGBA PNGs of the model's input) and where that input lies on the
+        picture (fractions of its width and height)."""
         uploads = [(upload.filename or "upload", await upload.read()) for upload in files]
         loop, input = asyncio.get_running_loop(), classifier.spec.input
-        arrays = await loop.run_in_executor(decoders, prepare, uploads, input, limits.pixels)
-        probabilities = await asyncio.wrap_future(batcher.classify(np.stack(arrays)))
-        return {
-            "model": classifier.description,
-            "predictions": [
-                {"file": name, "top_k": top, "model_input_png": base64.b64encode(png_bytes(array)).decode("ascii")}
-                for (name, _), array, top in zip(uploads, arrays, ranked(probabilities, top_k, classes), strict=True)
-            ],
-        }
+        framed = await loop.run_in_executor(decoders, prepare, uploads, input, limits.pixels)
+        arrays = np.stack([array for array, _ in framed])
+        probabilities = await asyncio.wrap_future(batcher.classify(arrays))
+        tops = ranked(probabilities, top_k, classes)
+        predictions: list[dict] = [
+            {"file": name, "top_k": top, "model_input_png": _base64(png_bytes(array))}
+            for (name, _), (array, _), top in zip(uploads, framed, tops, strict=True)
+        ]
+        if explain:
+            explained = await loop.run_in_executor(explaining, heat_maps, arrays, tops)
+            for prediction, (_, placement), maps in zip(predictions, framed, explained, strict=True):
+                prediction |= {"heat_maps": maps, "placement": placement}
+        return {"model": classifier.description, "predictions": predictions}
 
     return app
+
+
+def _heat_maps(explainer: Callable[[], heat.Explainer] | None):
+    """A function from model inputs and their top classes to each input's heat maps, for the response; it loads the
+    explainer on its first call."""
+    loaded: list[heat.Explainer] = []
+
+    def heat_maps(arrays: np.ndarray, tops: list[list[dict]]) -> list[list[dict]]:
+        if explainer is None:
+            raise FashionClfError("heat maps need the model's PyTorch weights: serve a run directory or a .pt file")
+        if not loaded:
+            loaded.append(explainer())
+        explained = [top[:EXPLAINED] for top in tops]
+        maps = loaded[0].heat_maps(arrays, np.array([[t["index"] for t in top] for top in explained]))
+        return [
+            [{"class": t["class"], "png": _base64(heat.page_png(m))} for t, m in zip(top, row, strict=True)]
+            for top, row in zip(explained, maps, strict=True)
+        ]
+
+    return heat_maps
+
+
+def _base64(content: bytes) -> str:
+    return base64.b64encode(content).decode("ascii")
 
 
 def _add_error_handlers(app: FastAPI, limits: Limits) -> None:
@@ -252,9 +309,14 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
-def serve(classifier: Classifier, listener: socket.socket, limits: Limits = Limits()) -> None:
+def serve(
+    classifier: Classifier,
+    listener: socket.socket,
+    limits: Limits = Limits(),
+    explainer: Callable[[], heat.Explainer] | None = None,
+) -> None:
     """Serve on a socket from `listener.listen`, until Ctrl-C."""
-    server(create_app(classifier, limits)).run(sockets=[listener])
+    server(create_app(classifier, limits, explainer=explainer)).run(sockets=[listener])
 
 
 def server(app: FastAPI) -> uvicorn.Server:
