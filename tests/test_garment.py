@@ -1,6 +1,7 @@
 """The garment preprocessing: a cluttered background removed, a plain one left to the Fashion-MNIST path."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fashionclf import garment
@@ -68,3 +69,9 @@ def test_segmentation_works_on_a_shrunk_copy():
     small = garment._shrunk(big, garment.SEGMENT_SIDE)
     assert max(small.shape[:2]) == garment.SEGMENT_SIDE
     assert GARMENT.prepare(big).shape == (1, 28, 28)
+
+
+def test_a_segmented_garment_is_framed_on_the_square_around_it():
+    _, frame = GARMENT.prepare_framed(shirt_on_planks())  # the garment: columns 140-260, rows 60-240
+    assert frame.side == pytest.approx(180, abs=8)
+    assert frame.left == pytest.approx(110, abs=8) and frame.top == pytest.approx(60, abs=8)

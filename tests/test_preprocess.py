@@ -16,6 +16,7 @@ from fashionclf import preprocess
 from fashionclf.errors import FashionClfError
 from fashionclf.preprocess import (
     REACHED_AGAIN,
+    Frame,
     InputFormat,
     image_files,
     list_preprocessings,
@@ -256,3 +257,12 @@ def test_a_preprocessing_of_its_own_domain_is_not_offered_to_other_models(own_pr
     with pytest.raises(FashionClfError, match="^--preprocessing edges: this model's input is reached by "
                        "fashion-mnist, garment$"):  # fmt: skip
         InputFormat().using("edges")
+
+def test_each_preprocessing_says_which_square_of_the_picture_its_input_shows():
+    """The square heat maps are drawn into on the user's picture: around the object, or the whole picture."""
+    tall = garment_on_white(size=(300, 400), box=(100, 60, 200, 340))  # 100 wide, 280 tall
+    array, frame = InputFormat("fashion-mnist").prepare_framed(tall)
+    assert frame == Frame(10, 60, 280) and np.array_equal(array, to_dataset_domain(tall))
+    in_domain = Image.fromarray(np.zeros((28, 28), np.uint8))
+    assert InputFormat("fashion-mnist").prepare_framed(in_domain)[1] == Frame(0, 0, 28)
+    assert InputFormat("photo", 3, 96).prepare_framed(tall)[1] == Frame(-50, 0, 400)

@@ -107,7 +107,7 @@ def test_predict_with_explain_adds_the_top_classes_heat_maps_and_where_they_lie(
     # The 240x300 picture's dark bar (rows 40-260, columns 90-150) is framed in a 220-pixel square around it.
     expected = {"left": 10 / 240, "top": 40 / 300, "width": 220 / 240, "height": 220 / 300}
     assert prediction["placement"] == pytest.approx(expected, abs=0.02)
-    assert prediction["top_k"] == plain.json()["predictions"][0]["top_k"][:5]
+    assert prediction["top_k"][:3] == plain.json()["predictions"][0]["top_k"]
 
 
 def test_explain_is_refused_in_json_where_the_server_has_no_pytorch_model(client):
