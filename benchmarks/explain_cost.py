@@ -7,7 +7,8 @@ predictions, its best.pt for the heat maps) or a registered model's name (built 
 ImageNet weights where it has them, and served in PyTorch: the cost does not depend on the weights' values). One
 400x300 JPEG a request, sent one request at a time through the app in this process (no network), as the page sends
 it (`top_k=10`); the median of `--requests` requests after two warm-up ones, the heat maps alone (the top 3 classes
-of one picture), and the answer's size.
+of one picture), and the answer's size. Each time is given as wall-clock time and as the CPU time the process spent
+(all its threads): on a machine busy with other work the first grows, the second much less.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,7 +29,10 @@ from load_serve import photo  # the same photo-like JPEG as the load benchmark
 from fashionclf.explain import Explainer, explainer_for, load_explainer
 from fashionclf.inference import Classifier, load_classifier
 from fashionclf.models import create_model, model_entry
+from fashionclf.preprocess import open_image
 from fashionclf.serve import EXPLAINED, create_app
+
+T = TypeVar("T")
 
 
 def served(argument: str) -> tuple[Classifier, Explainer]:
@@ -41,32 +47,37 @@ def served(argument: str) -> tuple[Classifier, Explainer]:
     return Classifier(backend=model, description=f"untrained {argument}", spec=spec), explainer_for(model, spec)
 
 
-def request_seconds(client: TestClient, query: str, upload: bytes, requests: int) -> tuple[float, int]:
-    """The median seconds a request, and the answer's bytes."""
-    times, size = [], 0
-    for index in range(requests + 2):
-        start = time.perf_counter()
-        answer = client.post(f"/predict?{query}", files=[("files", ("photo.jpg", upload, "image/jpeg"))])
-        elapsed = time.perf_counter() - start
-        if answer.status_code != 200:
-            sys.exit(f"POST /predict?{query}: {answer.status_code} {answer.text}")
-        size = len(answer.content)
-        if index >= 2:
-            times.append(elapsed)
-    return statistics.median(times), size
+def timed(call: Callable[[], T], repeats: int, warmup: int = 2) -> tuple[str, T]:
+    """'wall / CPU' median milliseconds of `call`, and its last result."""
+    walls, cpus = [], []
+    result = call()
+    for index in range(1, warmup + repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = call()
+        if index >= warmup:
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+    return f"{1000 * statistics.median(walls):.1f} / {1000 * statistics.median(cpus):.1f} ms", result
 
 
-def heat_map_seconds(explainer: Explainer, upload: bytes, requests: int) -> float:
-    from fashionclf.preprocess import open_image
+def post(client: TestClient, query: str, upload: bytes) -> int:
+    """The answer's bytes."""
+    answer = client.post(f"/predict?{query}", files=[("files", ("photo.jpg", upload, "image/jpeg"))])
+    if answer.status_code != 200:
+        sys.exit(f"POST /predict?{query}: {answer.status_code} {answer.text}")
+    return len(answer.content)
 
+
+def measured(argument: str, upload: bytes, requests: int) -> list[str]:
+    """The table's row for one model."""
+    classifier, explainer = served(argument)
+    with TestClient(create_app(classifier, explainer=lambda: explainer)) as client:
+        plain, plain_size = timed(lambda: post(client, "top_k=10", upload), requests)
+        explained, explained_size = timed(lambda: post(client, "top_k=10&explain=true", upload), requests)
     image = explainer.spec.input.prepare(open_image(upload, "photo.jpg"))[None]
-    classes = np.arange(EXPLAINED)[None]
-    times = []
-    for _ in range(max(3, requests // 4)):
-        start = time.perf_counter()
-        explainer.heat_maps(image, classes)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    alone, _ = timed(lambda: explainer.heat_maps(image, np.arange(EXPLAINED)[None]), requests, warmup=1)
+    sizes = [f"{size / 1024:.1f} KiB" for size in (plain_size, explained_size)]
+    return [argument, explainer.method, plain, explained, alone, *sizes]
 
 
 def main() -> None:
@@ -76,18 +87,11 @@ def main() -> None:
     args = parser.parse_args()
     upload = photo(400, 300)
     print(f"torch threads: {torch.get_num_threads()}; one 400x300 JPEG a request, top_k=10, heat maps of the top "
-          f"{EXPLAINED}; median of {args.requests} requests\n")  # fmt: skip
+          f"{EXPLAINED}; median of {args.requests}; wall / CPU time\n")  # fmt: skip
     print("| model | heat maps by | request | request with explain=true | heat maps alone | answer | with |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for argument in args.models:
-        classifier, explainer = served(argument)
-        with TestClient(create_app(classifier, explainer=lambda explainer=explainer: explainer)) as client:
-            plain, plain_size = request_seconds(client, "top_k=10", upload, args.requests)
-            explained, explained_size = request_seconds(client, "top_k=10&explain=true", upload, args.requests)
-        alone = heat_map_seconds(explainer, upload, args.requests)
-        times = [f"{1000 * seconds:.1f} ms" for seconds in (plain, explained, alone)]
-        cells = [argument, explainer.method, *times, f"{plain_size / 1024:.1f} KiB", f"{explained_size / 1024:.1f} KiB"]
-        print(f"| {' | '.join(cells)} |", flush=True)
+        print(f"| {' | '.join(measured(argument, upload, args.requests))} |", flush=True)
 
 
 if __name__ == "__main__":

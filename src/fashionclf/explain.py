@@ -40,7 +40,7 @@ OCCLUSION_WINDOW, OCCLUSION_STRIDE = 4, 2
 OCCLUSION_BATCH = 4096  # occluded inputs a model call, at most
 COLOURS = colormaps["turbo"]
 OPACITY = 0.6  # of the hottest region; a cold region is transparent
-PAGE_SIDE = 96  # the largest heat map the page is sent: Grad-CAM's maps hold far fewer positions
+PAGE_SIDE = 96  # the largest heat map the page is sent: the maps are smooth, so a larger one would show nothing more
 DRAWN_SIDE = 224  # pixels a side of a model input drawn in a figure, at least
 
 
