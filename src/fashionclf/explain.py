@@ -1,6 +1,6 @@
 """Heat maps: which regions of a picture drove each of a model's top classes, computed with captum.
 
-Two attributions, by the model's input, chosen by measurement and cost (docs/photos.md#heat-maps):
+Two attributions, by the model's input, chosen by measurement and cost (docs/photos.md, "Heat maps"):
 - Fashion-MNIST's 28x28 inputs: occlusion (Zeiler and Fergus, 2014). Each OCCLUSION_WINDOW-pixel square, moved
   OCCLUSION_STRIDE pixels at a time, is blacked out (Fashion-MNIST's background) and the class's logit is measured;
   a pixel's heat is how much the class lost, on average, when it was covered. By deletion and insertion (Petsiuk et
