@@ -261,5 +261,5 @@ def confusion_figure(
     if not rows:
         Path(path).unlink(missing_ok=True)  # an earlier evaluation's figure would show mistakes no longer made
         return False
-    plots.picture_grid(rows, captions, path, title="Heat maps (Grad-CAM) of the commonest confusions")
+    plots.picture_grid(rows, captions, path, title=f"Heat maps ({explainer.method}) of the commonest confusions")
     return True
