@@ -44,7 +44,7 @@ def served(argument: str) -> tuple[Classifier, Explainer]:
     model = create_model(argument, spec).eval()
     if entry.pretrained:
         model.load_imagenet_weights()  # type: ignore[operator]
-    return Classifier(backend=model, description=f"untrained {argument}", spec=spec), explainer_for(model, spec)
+    return Classifier(logits_of=model, description=f"untrained {argument}", spec=spec), explainer_for(model, spec)
 
 
 def timed(call: Callable[[], T], repeats: int, warmup: int = 2) -> tuple[str, T]:

@@ -89,6 +89,10 @@ def test_a_heat_map_is_drawn_on_the_part_of_the_picture_the_model_saw():
 def test_heat_maps_need_the_pytorch_model(tmp_path):
     with pytest.raises(FashionClfError, match=r"model\.onnx: heat maps need the PyTorch model"):
         load_explainer(tmp_path / "model.onnx")
+    with pytest.raises(
+        FashionClfError, match=r"heat maps need the run's checkpoints/best\.pt, which this folder lacks"
+    ):
+        load_explainer(tmp_path)  # an exported folder holds weights, but no checkpoint
 
 
 def test_the_commonest_confusions_are_the_largest_counts_off_the_diagonal():

@@ -258,6 +258,7 @@ def test_a_preprocessing_of_its_own_domain_is_not_offered_to_other_models(own_pr
                        "fashion-mnist, garment$"):  # fmt: skip
         InputFormat().using("edges")
 
+
 def test_each_preprocessing_says_which_square_of_the_picture_its_input_shows():
     """The square heat maps are drawn into on the user's picture: around the object, or the whole picture."""
     tall = garment_on_white(size=(300, 400), box=(100, 60, 200, 340))  # 100 wide, 280 tall

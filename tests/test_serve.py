@@ -89,7 +89,7 @@ def explainer_of(classifier: Classifier, loads: list | None = None):
 
     def load():
         (loads if loads is not None else []).append(1)
-        return explainer_for(classifier.backend, classifier.spec)
+        return explainer_for(classifier.logits_of, classifier.spec)
 
     return load
 

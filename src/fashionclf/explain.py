@@ -104,6 +104,8 @@ def load_explainer(path: Path, spec: ModelSpec | None = None) -> Explainer:
     if not path.is_dir() and path.suffix != ".pt":
         raise FashionClfError(f"{path}: heat maps need the PyTorch model; give the run directory or its .pt file")
     checkpoint_path = RunDir(path).best_checkpoint if path.is_dir() else path
+    if path.is_dir() and not checkpoint_path.is_file():  # an exported folder, say: it holds no checkpoint
+        raise FashionClfError(f"{path}: heat maps need the run's checkpoints/best.pt, which this folder lacks")
     checkpoint = load_checkpoint(checkpoint_path)
     if "quantization" in checkpoint:
         raise FashionClfError(f"{path}: heat maps need the fp32 model, not an int8 one; give the run directory")
