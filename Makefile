@@ -51,11 +51,11 @@ test: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -n auto --dist loadgroup
+	$(PY) -m pytest -q -n auto --dist loadfile
 	@if $(PY) -c "import sys; from fashionclf.runtime import cpu; c = cpu(); \
 	    sys.exit(c.capability == 'AVX2' and not (c.vnni or c.bf16 or c.amx))"; then \
 	  echo "The CPU-dependent tests again, as on an AVX2-only CPU ($(AVX2_ONLY)):"; \
-	  $(AVX2_ONLY) $(PY) -m pytest -q -n auto --dist loadgroup $(CPU_DEPENDENT_TESTS); \
+	  $(AVX2_ONLY) $(PY) -m pytest -q -n auto --dist loadfile $(CPU_DEPENDENT_TESTS); \
 	else echo "This CPU is AVX2-only: the CPU-dependent tests ran as on one."; fi
 
 clean:

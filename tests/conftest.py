@@ -28,14 +28,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
-def pytest_collection_modifyitems(items):
-    """Under `--dist loadgroup` a module's tests stay on one worker, so its module-scoped fixtures (a trained or
-    quantized run) are built once; test_cli's, which share none and are the most, spread over the workers."""
-    for item in items:
-        if item.module.__name__ != "test_cli":
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture(scope="session")
 def real_data():
     if fmnist.find_data_dir() is None:

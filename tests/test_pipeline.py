@@ -87,4 +87,6 @@ def test_report_has_measured_sections_and_no_empty_heading(short_run):
         body = text[start:end].split("\n", 1)[1].strip()
         assert body, f"empty section: {text[start:end]!r}"
     assert "4,335,600 MACs" in text and "10x10 pixels with jump 4" in text
-    assert 'src="figures/' not in html and html.count("data:image/png;base64,") == 7
+    figures = sorted(run.figures.glob("*.png"))  # evaluate's and analyze's, the heat maps of confusions among them
+    assert run.figure("confused_heat_maps") in figures
+    assert 'src="figures/' not in html and html.count("data:image/png;base64,") == len(figures)

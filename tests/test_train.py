@@ -281,14 +281,17 @@ def test_a_compiled_step_trains_like_the_eager_one(tmp_path):
     assert after["val_loss"] == pytest.approx(before["val_loss"], rel=1e-2)
 
 
-def test_a_compile_that_cannot_build_here_falls_back_to_eager_training(tmp_path, monkeypatch):
+def test_a_compile_that_cannot_build_here_falls_back_to_eager_training(tmp_path):
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/g++",))  # a machine with no C++ compiler
-    torch._dynamo.reset()
-    settings = {**SMALL, "epochs": 1, "model_args": {"dropout": 0.0}}
-    run = train(TrainConfig(**settings, compile=True), tmp_path / "run", data=synthetic_data(), progress=False)
-    torch._dynamo.reset()
+    # Inductor's own patch: monkeypatch's undo deleted the setting from the config module, and every later compile
+    # in the process (quantize's int8 package, in the same pytest worker) failed with "cpp.cxx does not exist".
+    with torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/g++",)}):  # a machine with no C++ compiler
+        torch._dynamo.reset()
+        settings = {**SMALL, "epochs": 1, "model_args": {"dropout": 0.0}}
+        run = train(TrainConfig(**settings, compile=True), tmp_path / "run", data=synthetic_data(), progress=False)
+        torch._dynamo.reset()
+    assert torch._inductor.config.cpp.cxx != ("/nonexistent/g++",)
     assert "torch.compile cannot build here (" in run.log.read_text() and "training eagerly" in run.log.read_text()
     assert json.loads(run.history_json.read_text())[0]["val_accuracy"] > 0.3
 
