@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fashionclf import explain
 from fashionclf.catalog import SETS
 from fashionclf.models import ModelEntry, model_entry
 from fashionclf.report import training_recipe
@@ -228,13 +229,10 @@ def confused_pairs(metrics: dict, count: int = CONFUSED_PAIRS) -> list[tuple[str
     true class's images)."""
     classes = [row["class"] for row in metrics["per_class"]]
     matrix = metrics["confusion_matrix"]
-    cells = [
-        (classes[t], classes[p], matrix[t][p], matrix[t][p] / max(1, sum(matrix[t])))
-        for t in range(len(classes))
-        for p in range(len(classes))
-        if t != p and matrix[t][p]
+    return [
+        (classes[true], classes[predicted], images, images / sum(matrix[true]))
+        for true, predicted, images in explain.confused_pairs(matrix, count)
     ]
-    return sorted(cells, key=lambda cell: -cell[2])[:count]
 
 
 def confused_pairs_table(metrics: dict) -> str:

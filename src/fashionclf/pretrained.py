@@ -13,7 +13,6 @@ takes RGB in [0, 1]; the first layer scales it as the TensorFlow models were tra
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionclf.errors import FashionClfError
+from fashionclf.files import file_sha256
 from fashionclf.layers import AvgMaxPool, SamePad, Standardise, ViewMean, ViewsToPhotos, Vote
 
 BN_EPSILON = 1e-3
@@ -53,7 +53,7 @@ class PackagedWeights:
         path = self.path()
         if not path.is_file():
             raise FashionClfError(f"{path}: the weights file of {self.pip} is missing; reinstall {self.pip}")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         if digest != self.sha256:
             raise FashionClfError(f"{path}: SHA-256 {digest} is not {self.sha256}; reinstall {self.pip}")
         return torch.load(path, map_location="cpu", weights_only=True)
