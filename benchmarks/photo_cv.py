@@ -1,20 +1,30 @@
-"""Cross-validation of the frozen-backbone photo recipes over both splits of a photo folder.
+"""Cross-validation of the photo recipes over both splits of a photo folder.
 
     .venv/bin/python benchmarks/photo_cv.py [--recipe photos] [--model efficientnet_lite2] [--folds 5]
+    .venv/bin/python benchmarks/photo_cv.py --recipe photos-best --variant lr=3e-4 --variant lr=1e-3 --budget 300
 
 The 341 validation photos of clothing-dataset-small overstated the last recipe by 2 points on the withheld test
 split, so recipes are chosen here: the train and validation splits together (3,409 photos), 5 stratified folds, each
-fold's head trained on the other four as the recipe trains it (its optimizer, peak rate, weight decay, one-cycle
-schedule, label smoothing, batch and epochs, one row per view) on the backbone's cached features, and judged on the
-fold's photos (views averaged). Prints each fold, the mean and its spread, and the time the features took.
+fold's model trained on the other four and judged on the fold's photos (views averaged).
+
+A frozen recipe (`photos`) trains the fold's head as the recipe trains it (its optimizer, peak rate, weight decay,
+one-cycle schedule, label smoothing, batch and epochs, one row per view) on the backbone's cached features, and
+prints the time the features took. Any other recipe (`photos-best`) trains each fold with `fashionclf train`'s own
+loop, the fold's photos as its validation split, and takes the last epoch's accuracy (nothing is chosen on them);
+`--variant KEY=VALUE,...` compares settings over the same folds, fold by fold, and `--budget` stops starting folds
+after that many seconds, so a lent GPU's minutes give paired folds of every variant. Prints each fold with its
+training time, then the mean and its spread.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,10 +32,12 @@ import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 
 from fashionclf.config import TrainConfig
-from fashionclf.datasets import Split, concatenate
+from fashionclf.datasets import Dataset, Split, concatenate
 from fashionclf.models import ModelSpec, create_model, model_entry
 from fashionclf.pretrained import PhotoTransfer
+from fashionclf.rundir import read_history
 from fashionclf.sources import load_dataset
+from fashionclf.train import train as train_run
 from fashionclf.transfer import features, fit_standardisation
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos" / "clothing-dataset-small"
@@ -53,34 +65,101 @@ def head_accuracy(model: PhotoTransfer, train: Split, held: Split, config: Train
     return (predicted == held.labels).float().mean().item()
 
 
+def fine_tuned_accuracy(config: TrainConfig, data: Dataset, train: Split, held: Split, out: Path) -> float:
+    """Train the recipe on `train` with `held` as its validation split: the last epoch's accuracy on it."""
+    fold = replace(data, train=train, validation=held, test=None)
+    run = train_run(replace(config, validation_size=len(held)), out, data=fold, progress=False)
+    return read_history(run)[-1]["val_accuracy"]
+
+
+def variant(text: str) -> dict:
+    """KEY=VALUE,... -> settings, each value read as JSON (numbers, true/false) or else as a string."""
+    settings = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+def cross_validate_frozen(config: TrainConfig, data: Dataset, folds: int) -> None:
+    model = create_model(config.model, ModelSpec(data.classes, data.input), **config.model_args)
+    assert isinstance(model, PhotoTransfer)
+    model.load_imagenet_weights()
+    started = time.perf_counter()
+    assert data.validation is not None
+    # split by split, as the recipe caches them: a run of the recipe on the folder leaves nothing to compute here
+    pooled = concatenate(*(features(model, split, "photos") for split in (data.train, data.validation)))
+    print(f"{config.model}: features of {len(pooled):,} photos in {time.perf_counter() - started:.0f} s "
+          "(0 s if cached)")  # fmt: skip
+    accuracies = []
+    for number, (train, held) in enumerate(_folds(pooled, folds, config.seed), 1):
+        accuracies.append(head_accuracy(model, train, held, config))
+        print(f"fold {number}: {accuracies[-1]:.2%}", flush=True)
+    _summary(config.recipe, config.model, accuracies, folds, len(pooled))
+
+
+def cross_validate_fine_tuned(configs: dict[str, TrainConfig], data: Dataset, folds: int, budget: float | None) -> None:
+    assert data.validation is not None
+    photos = concatenate(data.train, data.validation)
+    accuracies: dict[str, list[float]] = {name: [] for name in configs}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as runs:
+        for number, (train, held) in enumerate(_folds(photos, folds, 0), 1):
+            if budget is not None and time.perf_counter() - started > budget:
+                print(f"budget of {budget:.0f} s spent: folds {number}-{folds} not run")
+                break
+            for index, (name, config) in enumerate(configs.items()):
+                fold_started = time.perf_counter()
+                out = Path(runs) / f"variant{index}-fold{number}"
+                accuracies[name].append(fine_tuned_accuracy(config, data, train, held, out))
+                seconds = time.perf_counter() - fold_started
+                print(f"{name} fold {number}: {accuracies[name][-1]:.2%} ({seconds:.0f} s)", flush=True)
+    for name, config in configs.items():
+        _summary(name, config.model, accuracies[name], folds, len(photos))
+
+
+def _folds(split: Split, folds: int, seed: int):
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(split.labels, split.labels):
+        yield Split(split.images[train], split.labels[train]), Split(split.images[held], split.labels[held])
+
+
+def _summary(name: str, model: str, accuracies: list[float], folds: int, photos: int) -> None:
+    if not accuracies:
+        return
+    spread = statistics.pstdev(accuracies)
+    print(f"{name} ({model}): {statistics.mean(accuracies):.2%} +- {spread:.2%} over {len(accuracies)} of {folds} "
+          f"folds of {photos:,} photos")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=PHOTOS)
     parser.add_argument("--recipe", default="photos")
     parser.add_argument("--model", help="another registered pretrained model than the recipe's")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--variant", action="append", type=variant, help="KEY=VALUE,...: settings over the recipe's")
+    parser.add_argument("--budget", type=float, help="seconds after which no further fold is started")
     args = parser.parse_args()
-    config = TrainConfig.from_recipe(args.recipe, **({"model": args.model} if args.model else {}))
-    if config.optimizer != "adamw" or config.schedule != "onecycle" or not config.frozen:
-        parser.error(f"recipe {args.recipe!r}: this benchmark trains frozen heads with adamw and onecycle only")
-    data = load_dataset(args.photos, model_entry(config.model).spec().input)
+    base = {"model": args.model} if args.model else {}
+    variants = args.variant or [{}]
+    configs = {
+        args.recipe + "".join(f" {k}={v}" for k, v in each.items()): TrainConfig.from_recipe(
+            args.recipe, **base, **each
+        )
+        for each in variants
+    }
+    first = next(iter(configs.values()))
+    data = load_dataset(args.photos, model_entry(first.model).spec().input)
     assert data.validation is not None, f"{args.photos} has no validation split"
-    model = create_model(config.model, ModelSpec(data.classes, data.input), **config.model_args)
-    assert isinstance(model, PhotoTransfer)
-    model.load_imagenet_weights()
-    started = time.perf_counter()
-    # split by split, as the recipe caches them: a run of the recipe on the folder leaves nothing to compute here
-    pooled = concatenate(*(features(model, split, "photos") for split in (data.train, data.validation)))
-    print(f"{config.model}: features of {len(pooled):,} photos in {time.perf_counter() - started:.0f} s "
-          "(0 s if cached)")  # fmt: skip
-    folds = StratifiedKFold(args.folds, shuffle=True, random_state=config.seed).split(pooled.labels, pooled.labels)
-    accuracies = []
-    for number, (train, held) in enumerate(folds, 1):
-        train_split = Split(pooled.images[train], pooled.labels[train])
-        accuracies.append(head_accuracy(model, train_split, Split(pooled.images[held], pooled.labels[held]), config))
-        print(f"fold {number}: {accuracies[-1]:.2%}", flush=True)
-    print(f"{args.recipe} ({config.model}): {statistics.mean(accuracies):.2%} +- {statistics.pstdev(accuracies):.2%} "
-          f"over {args.folds} folds of {len(pooled):,} photos")  # fmt: skip
+    if first.frozen:
+        if first.optimizer != "adamw" or first.schedule != "onecycle" or len(configs) > 1:
+            parser.error(f"recipe {args.recipe!r}: frozen heads are trained with adamw and onecycle, one variant")
+        cross_validate_frozen(first, data, args.folds)
+    else:
+        cross_validate_fine_tuned(configs, data, args.folds, args.budget)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Batch augmentation: what each option does, on every channel, and the same for the same seed."""
 
+import pytest
 import torch
 
-from fashionclf.augment import augment
+from fashionclf.augment import augment, photo_augment
 
 
 def test_augment_crop_shifts_content_within_the_padding():
@@ -42,3 +43,18 @@ def test_a_crop_moves_every_channel_of_a_colour_image_alike():
     for channel in range(1, 3):
         moved = torch.nonzero(cropped[:, 0] != 0).tolist() == torch.nonzero(cropped[:, channel] != 0).tolist()
         assert moved
+
+
+def _augmented_on(device: str) -> torch.Tensor:
+    images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(7)
+    batch = photo_augment(images.to(device), generator, crop_scale=0.5, rotate=10.0, jitter=0.3)
+    return augment(batch, generator, crop_padding=4, flip=True, erase=0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_batch_on_the_gpu_is_augmented_as_on_the_cpu():
+    # The draws come from the CPU generator either way; only the arithmetic moves, so the two agree to rounding.
+    on_gpu = _augmented_on("cuda")
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), _augmented_on("cpu"), atol=1e-4, rtol=0)

@@ -1,6 +1,7 @@
 """Augmentation of whole training batches, with no per-image Python: every random draw comes from the epoch's
 seeded generator, so a resumed epoch augments exactly as the first run did, and every process under torchrun the
-same way before it takes its slice."""
+same way before it takes its slice. The draws are made on the CPU and applied where the batch is: on a GPU the
+resampling of a batch of large photos is the GPU's work, not the CPU's."""
 
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ def augment(
     batch, _, height, width = images.shape
     if crop_padding:
         padded = torch.nn.functional.pad(images, (crop_padding,) * 4)
-        top = torch.randint(0, 2 * crop_padding + 1, (batch,), generator=generator)
-        left = torch.randint(0, 2 * crop_padding + 1, (batch,), generator=generator)
-        rows = (top[:, None] + torch.arange(height))[:, :, None]
-        cols = (left[:, None] + torch.arange(width))[:, None, :]
-        images = padded[torch.arange(batch)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+        top = torch.randint(0, 2 * crop_padding + 1, (batch,), generator=generator).to(images.device)
+        left = torch.randint(0, 2 * crop_padding + 1, (batch,), generator=generator).to(images.device)
+        rows = (top[:, None] + torch.arange(height, device=images.device))[:, :, None]
+        cols = (left[:, None] + torch.arange(width, device=images.device))[:, None, :]
+        image = torch.arange(batch, device=images.device)[:, None, None]
+        images = padded[image, :, rows, cols].permute(0, 3, 1, 2)
     if flip:
-        flipped = torch.rand(batch, generator=generator) < 0.5
+        flipped = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
         images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
     if erase:
-        images = images * ~_erase_masks(batch, height, width, erase, generator)[:, None]
+        images = images * ~_erase_masks(batch, height, width, erase, generator).to(images.device)[:, None]
     return images
 
 
@@ -67,15 +69,18 @@ def photo_augment(
             ],
             1,
         )
-        grid = torch.nn.functional.affine_grid(theta, [batch, channels, height, width], align_corners=False)
+        grid = torch.nn.functional.affine_grid(
+            theta.to(images.device), [batch, channels, height, width], align_corners=False
+        )
         images = torch.nn.functional.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
     if jitter:
-        brightness, contrast, saturation = 1 + (torch.rand(3, batch, 1, 1, 1, generator=generator) * 2 - 1) * jitter
+        scales = 1 + (torch.rand(3, batch, 1, 1, 1, generator=generator) * 2 - 1) * jitter
+        brightness, contrast, saturation = scales.to(images.device)
         images = images * brightness
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         images = (images - mean) * contrast + mean
         if channels == 3:
-            gray = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            gray = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             images = (images - gray) * saturation + gray
         images = images.clamp(0, 1)
     return images

@@ -446,8 +446,8 @@ def train_epoch(training: Training, state: TrainState, split: datasets.Split, ep
     )
     for step, (images, labels) in enumerate(bar, start=1):
         batch = len(labels)  # the global batch: under torchrun this process trains on its slice of it
-        images = _augmented(training, datasets.to_float(images), labels, generator)
-        images = distributed.local_part(images).to(training.device).contiguous(memory_format=memory_format)
+        images = _augmented(training, datasets.to_float(images.to(training.device)), labels, generator)
+        images = distributed.local_part(images).contiguous(memory_format=memory_format)
         labels = distributed.local_part(labels).to(training.device)
         value, batch_correct = _gradients(training, state, images, labels, batch)
         if not math.isfinite(value):
@@ -474,8 +474,8 @@ def _augmented(
         images = photo_augment(images, generator, config.crop_scale, config.rotate, config.jitter)
     if config.crop_padding or config.flip or config.erase:
         images = augment(images, generator, config.crop_padding, config.flip, config.erase)
-    if config.corrupt:
-        images = corrupt(images, labels, generator, config.corrupt, _footwear(training.spec))
+    if config.corrupt:  # 28x28 images: cheap on the CPU, where its many small draws are made
+        images = corrupt(images.cpu(), labels, generator, config.corrupt, _footwear(training.spec)).to(images.device)
     return images
 
 
