@@ -1,12 +1,13 @@
 """The inference benchmark's bookkeeping (its timings are printed, never asserted) and its report section."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from fashionclf.analysis import forward_flops
-from fashionclf.bench import bench_run, int8_verdict
+from fashionclf.bench import BUDGET_S, bench_run, bench_table, int8_verdict, timing_line
 from fashionclf.config import TrainConfig
 from fashionclf.evaluate import evaluate_run
 from fashionclf.files import file_sha256
@@ -62,6 +63,37 @@ def test_every_file_and_backend_gets_a_row_with_ratios_to_the_peers(bench, quant
         assert row["latency_us"]["p99"] >= row["latency_us"]["median"] > 0
         assert row["gflops"] == pytest.approx(row["images_per_s"] * 8_671_200 / 1e9)
     assert json.loads(quantized_run.bench.read_text())["rows"] == json.loads(json.dumps(bench["rows"]))
+
+
+def test_what_was_asked_is_timed_where_it_fits_in_the_budget_and_said_as_before(bench):
+    """The seed-sized model keeps every round and call asked for, and bench.json says what was timed."""
+    assert bench["timing"] | {"warm_up_s": 0, "asked_s_estimate": 0} == {
+        "rounds": 1, "rounds_asked": 1, "warmup_calls": 3, "batch_sizes": [1, 256], "budget_s": BUDGET_S,
+        "warm_up_s": 0, "asked_s_estimate": 0, "within_budget": True,
+    }  # fmt: skip
+    assert 0 < bench["timing"]["asked_s_estimate"] <= BUDGET_S - bench["timing"]["warm_up_s"]
+    assert bench["calls"] == {"single": 3, "batch": 1}
+    for row in bench["rows"]:
+        assert row["calls"]["batch"] == 1
+        assert row["calls"]["single"] == (1 if row["backend"] == "inductor" else 3)  # a package pads to a batch
+    assert timing_line(bench).endswith("in 3 calls at batch 1 and 1 at batch 256, interleaved across all rows.")
+    assert bench_table(bench).caption == bench["int8_verdict"]["line"]
+
+
+def test_past_the_budget_every_file_gets_fewer_rounds_and_calls_and_the_table_says_so(quantized_run, tmp_path):
+    """A photo model runs seconds a call: what bench asks for by default took it past 15 minutes."""
+    shutil.copytree(quantized_run.root, tmp_path / "run")
+    result = bench_run(tmp_path / "run", budget_s=0.0)
+    timing = result["timing"]
+    assert (timing["rounds"], timing["rounds_asked"], timing["warmup_calls"]) == (1, 5, 0)
+    assert not timing["within_budget"] and timing["asked_s_estimate"] > 0
+    assert result["calls"] == {"single": 1, "batch": 1}
+    assert all(row["calls"] == {"single": 1, "batch": 1} for row in result["rows"])
+    assert json.loads((tmp_path / "run" / "bench.json").read_text())["timing"] == timing
+    line = timing_line(result)
+    assert "in at least 1 call at batch 1 and 1 at batch 256 a file, in 1 round of the 5 asked: " in line
+    assert line.endswith(", over bench's budget of 0 s (warm-up included).")
+    assert bench_table(result).caption == f"{result['int8_verdict']['line']}\n{line}"
 
 
 def test_the_goals_are_judged_on_the_measured_rows(bench):

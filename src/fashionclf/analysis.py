@@ -315,12 +315,18 @@ def _timed(fn, repeats: int, device: torch.device, budget_s: float = math.inf) -
     """Median and interquartile range of `repeats` calls after warm-up, fewer (at least MIN_REPEATS) where they
     would take longer than `budget_s`: a pretrained photo model at its large batch runs seconds a call."""
     once = _seconds(fn, device)
-    repeats = max(MIN_REPEATS, min(repeats, int(budget_s / max(once, 1e-9))))
+    repeats = calls_within(budget_s, once, repeats, MIN_REPEATS)
     for _ in range(max(1, repeats // 5) - 1):
         fn()
     samples = [_seconds(fn, device) * 1e6 for _ in range(repeats)]
     quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
     return {"median_us": statistics.median(samples), "iqr_us": quartiles[2] - quartiles[0], "repeats": repeats}
+
+
+def calls_within(budget_s: float, seconds_a_call: float, wanted: int, least: int = 1) -> int:
+    """How many of `wanted` calls, each taking `seconds_a_call`, fit in `budget_s`, and at least `least`: how
+    analyze and bench bound their timing of a model that runs seconds a call."""
+    return max(least, int(min(wanted, budget_s / max(seconds_a_call, 1e-9))))
 
 
 def _seconds(fn, device: torch.device) -> float:

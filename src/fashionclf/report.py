@@ -15,7 +15,7 @@ from pathlib import Path
 
 import markdown
 
-from fashionclf.bench import RATIO_COLUMNS
+from fashionclf.bench import RATIO_COLUMNS, timing_line
 from fashionclf.checkpoint import recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
@@ -381,8 +381,8 @@ def optimization(run: RunDir) -> str | None:
     header = (
         "| method | backend | file | MB | accuracy | agreement with fp32 |"
         + (
-            " b1 median (us) | b1 p99 (us) | b256 img/s | GFLOP/s | x eager fp32 | x best peer fp32 "
-            "| x best peer int8 |"
+            f" b1 median (us) | b1 p99 (us) | b{bench['large_batch']} img/s | GFLOP/s | x eager fp32 "
+            "| x best peer fp32 | x best peer int8 |"
             if bench
             else ""
         )
@@ -395,13 +395,7 @@ def optimization(run: RunDir) -> str | None:
         f"all {quantization['test_images']:,} images of the {quantization.get('evaluated_on', 'test')} split for every "
         f"file (fp32: {fp32:.2%}). "
         + (f"**On this CPU:** {verdict}." if (verdict := _int8_line(quantization, bench)) else "")
-        + (
-            f" Timed on a {bench['cpu_capability']} CPU with {bench['threads']} threads, in "
-            f"{bench['calls']['single']} calls at batch 1 and {bench['calls']['batch']} at "
-            f"batch {bench['large_batch']}, interleaved across all rows."
-            if bench
-            else ""
-        ),
+        + (f" {timing_line(bench)}" if bench else ""),
         header + "\n" + rows,
         why,
     ]
