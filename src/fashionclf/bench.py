@@ -339,7 +339,7 @@ def bench_table(result: dict) -> Table:
 
 def timing_line(result: dict) -> str:
     """What was timed, in a sentence: what was asked, or where it would not fit in bench's time budget, what was."""
-    head = f"Timed on a {result['cpu_capability']} CPU with {result['threads']} threads, in "
+    head = f"Timed on a CPU with {result['cpu_capability']}, {result['threads']} threads, in "
     single, batch = result["calls"]["single"], result["calls"]["batch"]
     calls = f"{single} call{'s' * (single != 1)} at batch 1 and {batch} at batch {result['large_batch']}"
     timing = result.get("timing", {"within_budget": True})  # runs benched before the budget: as asked
