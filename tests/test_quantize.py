@@ -13,9 +13,11 @@ from fashionclf.checkpoint import load_model
 from fashionclf.datasets import to_float
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, predict_logits
+from fashionclf.pretrained import EfficientNetLite
 from fashionclf.quantize import (
     WEIGHT_RANGE,
     export_onnx,
+    kept_in_fp32,
     model_bytes,
     quantization_aware,
     quantize_run,
@@ -47,7 +49,7 @@ def test_the_first_layer_stays_fp32_the_rest_in_7_bits_and_the_peer_follows_its_
     values = [numpy_helper.to_array(t) for t in int8]
     assert min(v.min() for v in values) >= WEIGHT_RANGE[0] and max(v.max() for v in values) <= WEIGHT_RANGE[1]
     settings = read_json(quantized_run.quantization)["settings"]
-    assert settings["kept_in_fp32"] == "layer1.0"
+    assert settings["kept_in_fp32"] == ["layer1.0"]
     assert ("reduce_range" in settings["ort_static"]) is (not cpu().vnni)
     peer = onnx.load(str(quantized_run.quantized / "ort-static.onnx"))
     peer_weights = [numpy_helper.to_array(t) for t in peer.graph.initializer if t.data_type == onnx.TensorProto.INT8]
@@ -93,6 +95,22 @@ def test_the_int8_graph_folds_batchnorm_and_quantizes_every_conv_and_linear_but_
     weighted = [t for t in targets if t in ("aten.conv2d.default", "aten.linear.default")]
     assert len(weighted) == 5
     assert sum("dequantize_per_channel" in t for t in targets) == 4  # int8 weights, per channel, but the first's
+
+
+def test_a_model_with_depthwise_convolutions_keeps_them_and_its_first_layer_in_fp32():
+    lite0 = EfficientNetLite("lite0")
+    kept = kept_in_fp32(lite0)
+    assert kept[0] == "_conv_stem.1" and len(kept) == 1 + 16  # the stem, and Lite0's 16 blocks' depthwise convs
+    assert all(lite0.get_submodule(name).groups == lite0.get_submodule(name).in_channels > 1 for name in kept[1:])
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 1), torch.nn.Flatten(), torch.nn.LazyLinear(2),
+    )  # fmt: skip
+    model(torch.rand(2, 3, 12, 12))
+    graph = static_int8(model.eval(), torch.rand(8, 3, 12, 12))
+    int8_weights = [node for node in graph.graph.nodes if "dequantize_per_channel" in str(node.target)]
+    assert kept_in_fp32(model) == ["0", "2"]
+    assert len(int8_weights) == 2  # the pointwise convolution's and the linear layer's
 
 
 def test_the_int8_graph_exports_to_onnx_as_an_inference_model(static_graph, tmp_path):
