@@ -17,7 +17,7 @@ extraction included, for runs trained now; the epochs alone for runs found under
   (d) `--recipe photos` (EfficientNet-Lite0, frozen, a head on four views' features), and its int8 model
       (`fashionclf quantize`, `fashionclf bench`) beside fp32;
   (e) with --scratch, `--recipe photos-scratch` (ResNet-9 from scratch at 64 px: 7 min on AMX, hours on AVX2);
-  (f) with --best, `--recipe photos-best` (EfficientNet-Lite0 fine-tuned: 1.5 min on a GPU, hours on 2 CPU cores);
+  (f) with --best, `--recipe photos-best` (EfficientNet-Lite0 fine-tuned: 1.5 min on a GPU, 12 hours on 2 AVX2 cores);
   and, for reference, the published results on the same data set (not measured here).
 Runs that already exist under --out are reused, so the table can be printed again without training.
 """
