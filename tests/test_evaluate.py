@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fashionclf import photos
 from fashionclf.config import TrainConfig
 from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.errors import FashionClfError, FashionClfWarning
@@ -155,8 +156,11 @@ def test_a_changed_photo_is_named_by_its_split_but_another_preprocessing_is_no_c
     band_photos(tmp_path / "photos", per_class=8)
     config = TrainConfig(epochs=1, batch_size=8, device="cpu", data=str(tmp_path / "photos"))
     run = train(config, tmp_path / "run", progress=False)
-    # The cache keys of photos cover the preprocessing: these photos, read by another one, are still the run's.
+    # A split records its photos and classes, not the preprocessing: these photos, read by another one, are the run's.
     assert evaluate_run(run.root, preprocessing="garment")["data_changed"] is False
+    # Nor the cache's version: a later fashionclf that decodes photos anew still knows them as the run's.
+    monkeypatch.setattr(photos, "CACHE_VERSION", photos.CACHE_VERSION + 1)
+    assert evaluate_run(run.root)["data_changed"] is False
     photo = next((tmp_path / "photos" / "validation" / "hat").iterdir())
     Image.fromarray(np.full((28, 28), 128, dtype=np.uint8)).save(photo)
     with pytest.raises(FashionClfError, match=r"\(validation photos has SHA-256 \w{12}\.\.\., recorded \w{12}\.\.\.\)"):

@@ -47,10 +47,10 @@ def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None 
     for path, problem in skipped:
         tqdm.write(one_line(f"skipped {path}: {problem}"), file=sys.stderr)
     classes, label_of = class_names(folder, layout)
-    splits, keys, origins = {}, {}, {}
+    splits, digests, origins = {}, {}, {}
     for name, class_files in layout.items():
         labelled = [(path, label_of[cls]) for cls, files in class_files.items() for path in files]
-        splits[name], keys[name] = read_split(labelled, classes, input, f"{folder}/{name}", cache_dir)
+        splits[name], digests[name] = read_split(labelled, classes, input, f"{folder}/{name}", cache_dir)
         origins[name] = f"{name}/ of {folder.name} ({len(splits[name]):,} photos)"
         _check_every_class_read(folder / name if name != "all" else folder, classes, label_of, splits[name])
     if "all" in splits:  # no split folders: the test split is held out here, the same for every run
@@ -60,7 +60,7 @@ def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None 
         test=splits.get("test"),
         directory=folder,
         origin="photos",
-        checksums={f"{name} photos": key for name, key in keys.items()},
+        checksums={f"{name} photos": digest for name, digest in digests.items()},
         split_origins=origins,
         classes=classes,
         validation=splits.get("validation"),
@@ -191,7 +191,9 @@ def read_split(
     what: str,
     cache_dir: Path | None = None,
 ) -> tuple[Split, str]:
-    """The photos decoded into `input`'s format (from the cache when it holds them) and the cache key. Unreadable
+    """The photos decoded into `input`'s format (from the cache when it holds them) and their digest: a SHA-256
+    over every photo's SHA-256 and class, what a run records of its data. The cache key adds the cache's version and
+    the input format to it, so neither a new version nor another preprocessing reads as other photos. Unreadable
     photos are skipped and listed on stderr."""
     digests = _digests([path for path, _ in labelled])
     entries = "".join(f"{digest} {classes[label]}\n" for digest, (_, label) in zip(digests, labelled, strict=True))
@@ -200,7 +202,7 @@ def read_split(
     entry = (cache_dir or cache_root() / "photos") / key
     if not (entry / "index.json").is_file():
         _build(entry, labelled, input, what)
-    return _load(entry, input, what), key
+    return _load(entry, input, what), hashlib.sha256(entries.encode()).hexdigest()
 
 
 def _digests(paths: list[Path]) -> list[str]:

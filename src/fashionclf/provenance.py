@@ -1,8 +1,8 @@
 """Whether the data a later stage reads is still the data a run was trained on.
 
 config.json records a digest of every data file the run read: the SHA-256 of a CSV file, the pinned SHA-256 of each
-Fashion-MNIST IDX file (which loading verifies), and for a photo folder each split's cache key (a digest of every
-photo's content and class, and of the preprocessing). Loading computes the same digests, so the comparison hashes
+Fashion-MNIST IDX file (which loading verifies), and for a photo folder each split's digest of every photo's
+content and class (whatever preprocessing reads them). Loading computes the same digests, so the comparison hashes
 nothing a second time; replaced data would otherwise give metrics on a "test" split the model was partly trained on.
 """
 
@@ -24,12 +24,7 @@ def run_dataset(run: RunDir, input: InputFormat, command: str, allow_changed: bo
     Changed data is refused, naming what changed, unless `allow_changed`: then a warning says so."""
     recorded = read_json(run.config).get("data", {})
     data = load_dataset(run_data(run), input)
-    compared = data
-    if data.origin == "photos" and recorded.get("input", vars(input)) != vars(input):
-        # A photo split's cache key covers the preprocessing: read in another one (evaluate --preprocessing), the
-        # keys differ even where the photos do not. Read in the recorded one, the photos are hashed twice.
-        compared = load_dataset(run_data(run), InputFormat(**recorded["input"]))
-    changes = data_changes(recorded, compared)
+    changes = data_changes(recorded, data)
     if changes and not allow_changed:
         raise FashionClfError(
             f"{changed_data(run, data, changes)}; pass --allow-changed-data to {command} it anyway, or train a new run"
