@@ -154,8 +154,8 @@ def test_on_the_recorded_avx2_machine_int8_is_slower_in_batches_and_serves_singl
     assert verdict["served"]["batch"] == {"method": "fp32", "backend": "onnxruntime", "images_per_s": 7715.811124114579}
     recorded_quantization = json.loads((RECORDED / "quantization.json").read_text())
     assert int8_verdict(rows, recorded_quantization["best_int8"], ZEN1, 256)["line"] == (
-        "this CPU has no VNNI (AVX2): no int8 model agrees with fp32 on 99.5% of the test images; predict and serve "
-        "use fp32"
+        "this CPU has no VNNI (AVX2): no int8 model agrees with fp32 on 99.5% of the evaluated images; predict and "
+        "serve use fp32"
     )
 
 

@@ -255,7 +255,7 @@ def int8_verdict(rows: list[dict], method: str | None, machine: Cpu, batch: int)
     verdict = {"cpu": machine.as_dict(), "method": method, "served": served}
     if method is None:
         line = (
-            f"this CPU {machine.int8_support}: no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the test "
+            f"this CPU {machine.int8_support}: no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the evaluated "
             "images; predict and serve use fp32"
         )
         return {**verdict, "line": line}

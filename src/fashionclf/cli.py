@@ -252,7 +252,8 @@ def quantize(
         list[str] | None,
         typer.Option(
             help="dynamic, static or qat; repeat for several [default: dynamic and static, and qat when "
-            "static int8 loses more than 0.3 points or agrees with fp32 on fewer than 99.5% of the test images, "
+            "static int8 loses more than 0.3 points or agrees with fp32 on fewer than 99.5% of the evaluated images "
+            "(the test split, else validation), "
             "unless the model is pretrained]."
         ),
     ] = None,

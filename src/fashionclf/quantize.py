@@ -9,7 +9,7 @@
                        images
     static.pt2         the same int8 model compiled ahead of time by Inductor (oneDNN int8 kernels) for this CPU
     qat.onnx, qat.pt2  quantization-aware fine-tuning, made when static int8 loses more than QAT_THRESHOLD or
-                       agrees with fp32 on fewer than AGREEMENT_GOAL of the test images
+                       agrees with fp32 on fewer than AGREEMENT_GOAL of the evaluated images
     ort-static.onnx    ONNX Runtime's own static int8 of fp32.onnx, a peer the benchmark compares against, with the
                        settings its documentation gives for the CPU in use (7-bit weights where it has no VNNI)
     ov-static.xml/bin  OpenVINO's own int8 of fp32.onnx (NNCF post-training quantization), the other peer
@@ -167,7 +167,7 @@ def _settings(model: nn.Module, ort_reduce_range: bool) -> dict:
 
 def _close_to_fp32(int8: dict, fp32: dict) -> bool:
     """An int8 method as accurate as inference needs: within QAT_THRESHOLD of fp32's accuracy and agreeing with it
-    on at least AGREEMENT_GOAL of the test images, on every backend."""
+    on at least AGREEMENT_GOAL of the evaluated images, on every backend."""
     return fp32["accuracy"] - int8["accuracy"] <= QAT_THRESHOLD and int8["agreement"] >= AGREEMENT_GOAL
 
 
@@ -475,8 +475,8 @@ def int8_outlook(method: str | None, machine: Cpu) -> str:
     """One line on the int8 model and what to expect of its speed on this CPU, before `bench` measures it."""
     if method is None:
         return (
-            f"no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the test images: predict and serve use fp32; "
-            f"this CPU {machine.int8_support}"
+            f"no int8 model agrees with fp32 on {AGREEMENT_GOAL:.1%} of the evaluated images: predict and serve use "
+            f"fp32; this CPU {machine.int8_support}"
         )
     expect = "int8 should outrun fp32 here" if machine.vnni else "int8 may run no faster than fp32 here"
     return (
