@@ -107,7 +107,8 @@ def cross_validate_fine_tuned(configs: dict[str, TrainConfig], data: Dataset, fo
     accuracies: dict[str, list[float]] = {name: [] for name in configs}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs:
-        for number, (train, held) in enumerate(_folds(photos, folds, 0), 1):
+        seed = next(iter(configs.values())).seed  # every variant on the same folds, those of the frozen recipe's
+        for number, (train, held) in enumerate(_folds(photos, folds, seed), 1):
             if budget is not None and time.perf_counter() - started > budget:
                 print(f"budget of {budget:.0f} s spent: folds {number}-{folds} not run")
                 break

@@ -35,8 +35,9 @@ BUDGET_S = 120.0
 def bench_run(
     run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_calls: int = 6, budget_s: float = BUDGET_S
 ) -> dict:
-    """Latency at batch 1 and throughput at batch 256 of every model file; writes bench.json and a figure. The
-    rounds and calls asked for are taken where they fit in `budget_s`, else fewer (see `_plan`)."""
+    """Latency at batch 1 and throughput at the model's large batch (256 for 28x28 inputs) of every model file;
+    writes bench.json and a figure. The rounds and calls asked for are taken where they fit in `budget_s`, else
+    fewer (see `_plan`)."""
     run = open_run(run_dir)
     quantization = _current_quantization(run)
     model = quantization["model"]

@@ -19,16 +19,18 @@ from fashionclf.sources import load_dataset
 SHOWN = 12  # hex digits of a digest in a message: enough to tell two apart
 
 
-def run_dataset(run: RunDir, input: InputFormat, command: str, allow_changed: bool = False) -> tuple[Dataset, dict]:
+def run_dataset(
+    run: RunDir, input: InputFormat, command: str, allow_changed: bool = False, way_out: str | None = None
+) -> tuple[Dataset, dict]:
     """The data the run was trained with, in `input`'s format, and what changed in it since (`data_changes`).
-    Changed data is refused, naming what changed, unless `allow_changed`: then a warning says so."""
+    Changed data is refused, naming what changed and `way_out` (by default --allow-changed-data), unless
+    `allow_changed`: then a warning says so."""
     recorded = read_json(run.config).get("data", {})
     data = load_dataset(run_data(run), input)
     changes = data_changes(recorded, data)
     if changes and not allow_changed:
-        raise FashionClfError(
-            f"{changed_data(run, data, changes)}; pass --allow-changed-data to {command} it anyway, or train a new run"
-        )
+        way_out = way_out or f"pass --allow-changed-data to {command} it anyway"
+        raise FashionClfError(f"{changed_data(run, data, changes)}; {way_out}, or train a new run")
     if changes:
         warnings.warn(f"{changed_data(run, data, changes)}; {command} goes on, recorded as data_changed",
                       FashionClfWarning, stacklevel=2)  # fmt: skip

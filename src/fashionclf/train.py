@@ -40,7 +40,7 @@ from fashionclf.models import ModelSpec, count_parameters, model_entry, predict_
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
-from fashionclf.provenance import changed_data, data_changes
+from fashionclf.provenance import run_dataset
 from fashionclf.rundir import RunDir, locked, open_run, read_json, write_json, write_text
 from fashionclf.runtime import bf16_supported, environment, resolve_device
 from fashionclf.sources import load_dataset
@@ -107,7 +107,9 @@ def resume(out: Path, data: datasets.Dataset | None = None, progress: bool = Tru
     with _writing(run, "fashionclf train --resume"):
         _check_resumable(run)
         config, spec = _recorded_config(run), recorded_spec(read_json(run.config))
-        _train(config, spec, run, data or _unchanged_data(run, config, spec), progress, resuming=True)
+        # Epochs on changed data would mix two data sets in one run: no way on but the data it started on.
+        data = data or run_dataset(run, spec.input, "resume", way_out="put back the data it started on")[0]
+        _train(config, spec, run, data, progress, resuming=True)
     return run
 
 
@@ -177,16 +179,6 @@ def _recorded_config(run: RunDir) -> TrainConfig:
     except FashionClfError as exc:
         way_out = "" if _epoch_files(run) else f"; no epoch finished: train anew with --out {run.root}, other options"
         raise FashionClfError(f"{run.config}: {exc}{way_out}") from None
-
-
-def _unchanged_data(run: RunDir, config: TrainConfig, spec: ModelSpec) -> datasets.Dataset:
-    """The run's data, refused where it is not what the run started on: the epochs would mix two data sets."""
-    data = load_dataset(config.data, spec.input)
-    if changes := data_changes(read_json(run.config).get("data", {}), data):
-        raise FashionClfError(
-            f"{changed_data(run, data, changes)}; put back the data it started on, or train a new run"
-        )
-    return data
 
 
 def _check_resumable(run: RunDir) -> None:
