@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from rich.text import Text
 from typer.main import get_command
 
 from fashionclf.checkpoint import CHECKPOINT_FORMAT
@@ -49,6 +50,14 @@ def test_help_lists_the_commands():
         assert command in result.stdout
 
 
+def test_no_help_text_is_lost_to_rich_markup():
+    """Rich reads "[default: ...]" as a markup tag and drops it from --help: such brackets are escaped."""
+    for name, command in get_command(app).commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            shown = Text.from_markup(getattr(param, "help", None) or "").plain
+            assert shown == (getattr(param, "help", None) or "").replace("\\[", "["), f"{name} {param.name}"
+
+
 # A preprocessing registered before the command line is built, as preprocess.py registers its own.
 WITH_A_PREPROCESSING = """
 from fashionclf.preprocess import register_preprocessing, to_dataset_domain
@@ -77,12 +86,26 @@ def test_the_preprocessings_are_listed_from_the_registry():
         assert f"{name}: {description}" in listed
 
 
-def test_a_missing_run_directory(tmp_path):
-    assert_one_line_error(fashionclf("evaluate", str(tmp_path / "nope")), "nope", "does not exist")
+# main() as `fashionclf` runs it, saying at its end whether torch was imported.
+SAYS_IF_TORCH_WAS_IMPORTED = """
+import sys
+from fashionclf.cli import main
+try:
+    main()
+finally:
+    print("torch imported:", "torch" in sys.modules)
+"""
 
 
-def test_a_folder_that_is_not_a_run(tmp_path):
-    assert_one_line_error(fashionclf("report", str(tmp_path)), str(tmp_path), "not a run directory")
+@pytest.mark.parametrize("command", ["evaluate", "report", "analyze", "quantize", "bench", "export"])
+def test_a_run_directory_is_checked_before_torch_is_imported(tmp_path, command):
+    """A mistyped run directory is refused at once, not after the seconds that importing the stage takes."""
+    extra = [str(tmp_path / "exported")] if command == "export" else []
+    for run, problem in [(tmp_path / "nope", "run directory does not exist"), (tmp_path, "not a run directory")]:
+        result = subprocess.run([sys.executable, "-c", SAYS_IF_TORCH_WAS_IMPORTED, command, str(run), *extra],
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert_one_line_error(result, str(run), problem)
+        assert result.stdout.strip() == "torch imported: False"
 
 
 def test_an_unknown_model(tmp_path):
@@ -317,13 +340,9 @@ def test_serve_refuses_a_port_in_use(tmp_path):
     assert_one_line_error(result, f"127.0.0.1:{port} is already in use")
 
 
-def test_quantize_and_bench_need_a_run(tmp_path):
-    assert_one_line_error(fashionclf("quantize", str(tmp_path / "nope")), "nope")
-    assert_one_line_error(fashionclf("bench", str(tmp_path / "nope")), "nope")
-
-
-def test_quantize_refuses_an_unknown_method(trained_run):
-    assert_one_line_error(fashionclf("quantize", str(trained_run.root), "--method", "fp16"), "--method: unknown fp16")
+def test_quantize_refuses_an_unknown_method(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # the method is refused before the run is read
+    assert_one_line_error(fashionclf("quantize", str(tmp_path), "--method", "fp16"), "--method: unknown fp16")
 
 
 @pytest.mark.parametrize(("switches", "cheaper_step"), [((), True), (("--no-bf16", "--no-channels-last"), False)])

@@ -22,6 +22,7 @@ from rich.table import Table
 from fashionclf.config import TrainConfig, default_in_words, settings_file
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, one_line, write_error
+from fashionclf.rundir import open_run
 from fashionclf.settings import declaration, declared, kinds, option_name
 
 if TYPE_CHECKING:
@@ -54,13 +55,26 @@ Preprocessing = Annotated[
     str | None,
     typer.Option(help=_with_default(declaration(TrainConfig, "preprocessing").help, default_in_words("preprocessing"))),
 ]
-RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.")]
+
+
+def _a_run(path: Path | None) -> Path | None:
+    """A run directory, checked before the command imports its stage: a mistyped path is refused at once, not after
+    seconds of importing torch."""
+    if path is not None:
+        open_run(path)
+    return path
+
+
+RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.", callback=_a_run)]
 AllowChangedData = Annotated[
     bool,
     typer.Option(
         "--allow-changed-data",
-        help="Go on with the run's own data though its checksums differ from those config.json recorded in "
-        "training: with a warning, and recorded in the result file as data_changed [default: refuse it].",
+        help=_with_default(
+            "Go on with the run's own data though its checksums differ from those config.json recorded in "
+            "training: with a warning, and recorded in the result file as data_changed.",
+            "refuse it",
+        ),
     ),
 ]
 
@@ -224,7 +238,9 @@ def report(run_dir: RunArg) -> None:
 
 @app.command()
 def analyze(
-    run_dir: Annotated[Path | None, typer.Argument(help="A trained run; omit it and give --model instead.")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A trained run; omit it and give --model instead.", callback=_a_run)
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Analyse an untrained registered model.")] = None,
     batch_size: Annotated[
         int | None,
@@ -251,10 +267,12 @@ def quantize(
     method: Annotated[
         list[str] | None,
         typer.Option(
-            help="dynamic, static or qat; repeat for several [default: dynamic and static, and qat when "
-            "static int8 loses more than 0.3 points or agrees with fp32 on fewer than 99.5% of the evaluated images "
-            "(the test split, else validation), "
-            "unless the model is pretrained]."
+            help=_with_default(
+                "dynamic, static or qat; repeat for several.",
+                "dynamic and static, and qat when static int8 loses more than 0.3 points or agrees with fp32 on "
+                "fewer than 99.5% of the evaluated images (the test split, else validation), unless the model is "
+                "pretrained",
+            )
         ),
     ] = None,
     allow_changed_data: AllowChangedData = False,

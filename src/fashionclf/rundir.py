@@ -30,13 +30,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from torch import nn
-
-from fashionclf.checkpoint import build_model
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256, writing
+
+if TYPE_CHECKING:
+    from torch import nn
 
 LOCK_NAME = ".lock"
 Figure = Literal[
@@ -206,6 +206,8 @@ def quantization_is_current(run: RunDir, quantization: dict) -> bool:
 
 def run_model(run: RunDir) -> nn.Module:
     """The run's model, untrained, as config.json describes it (its registry name, arguments and spec)."""
+    from fashionclf.checkpoint import build_model  # torch: not for the command line's checks of a run directory
+
     config = read_json(run.config)
     return build_model({**config["train"], "spec": config.get("spec")})
 
