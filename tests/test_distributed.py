@@ -1,4 +1,5 @@
-"""Data-parallel training: two CPU processes started by torchrun (gloo) against one, on a small CSV written here."""
+"""Data-parallel training: two CPU processes started by torchrun (gloo) against one, and one process stepping on parts
+of each batch (--micro-batch), on a small CSV written here."""
 
 import json
 import os
@@ -55,19 +56,23 @@ def test_two_processes_train_the_same_weights_as_one(tmp_path, small_csv):
     options += ["--no-bf16", "--no-channels-last"]
     fashionclf(TINY_CONV_CLI, *options, "--out", tmp_path / "one", processes=1)
     two = fashionclf(TINY_CONV_CLI, *options, "--out", tmp_path / "two", processes=2)
+    # The same steps in one process from parts of 7, 7 and 6 images (the last batch's 5 in one).
+    fashionclf(TINY_CONV_CLI, *options, "--micro-batch", 7, "--out", tmp_path / "parts", processes=1)
 
     one_weights = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["state_dict"]
-    two_weights = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["state_dict"]
-    assert two_weights.keys() == one_weights.keys()  # the unwrapped model's: no DistributedDataParallel prefix
-    for key in one_weights:
-        # Not bit for bit: the gradient is summed in another order. Adam divides by the root of its second moment,
-        # which can magnify that rounding in a weight or two, hence the tolerance.
-        torch.testing.assert_close(two_weights[key], one_weights[key], rtol=1e-4, atol=1e-5)
+    for run in ("two", "parts"):
+        weights = load_checkpoint(tmp_path / run / "checkpoints" / "last.pt")["state_dict"]
+        assert weights.keys() == one_weights.keys()  # the unwrapped model's: no DistributedDataParallel prefix
+        for key in one_weights:
+            # Not bit for bit: the gradient is summed in another order. Adam divides by the root of its second
+            # moment, which can magnify that rounding in a weight or two, hence the tolerance.
+            torch.testing.assert_close(weights[key], one_weights[key], rtol=1e-4, atol=1e-5)
 
-    one_history, two_history = (json.loads((tmp_path / run / "history.json").read_text()) for run in ("one", "two"))
-    for a, b in zip(one_history, two_history, strict=True):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
-        assert (b["train_accuracy"], b["val_accuracy"]) == (a["train_accuracy"], a["val_accuracy"])
+    one_history = json.loads((tmp_path / "one" / "history.json").read_text())
+    for run in ("two", "parts"):
+        for a, b in zip(one_history, json.loads((tmp_path / run / "history.json").read_text()), strict=True):
+            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+            assert (b["train_accuracy"], b["val_accuracy"]) == (a["train_accuracy"], a["val_accuracy"])
     environment = json.loads((tmp_path / "two" / "config.json").read_text())["environment"]
     assert (environment["world_size"], environment["backend"]) == (2, "gloo")
     # Rank 0 alone logs and reports.

@@ -268,6 +268,14 @@ class TrainConfig:
         100, "Images per step.", OPTIMIZATION, bound=(lambda v: v >= 1, "at least 1"),
         words=lambda size, _: f"batch {size}",
     )  # fmt: skip
+    micro_batch: int | None = setting(
+        None,
+        "Forward and backward this many images of a batch at a time, their gradients summed: the same step in less "
+        "memory (BatchNorm normalises each part alone).",
+        OPTIMIZATION,
+        bound=(lambda v: v >= 1, "at least 1"),
+        default_words="the whole batch",
+    )
     # Its least value depends on the model (0 for a pretrained one as it is): checked in __post_init__.
     epochs: int = setting(5, "Passes over the training split.", OPTIMIZATION, words=lambda n, _: f"{n} epochs")
     seed: int = setting(

@@ -494,13 +494,21 @@ def _gradients(
 def _forward_backward(
     config: TrainConfig, state: TrainState, images: torch.Tensor, labels: torch.Tensor, batch: int
 ) -> tuple[float, int]:
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        logits = state.network(images)
-    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-    loss = loss * distributed.loss_weight(len(labels), batch)  # DDP's average of gradients: the batch's mean
+    """The gradient of the batch's mean loss, built from parts of at most --micro-batch images: activations are
+    kept for one part at a time."""
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    return distributed.batch_totals(loss, (logits.argmax(1) == labels).sum())
+    # DDP's average of the processes' gradients, each part weighted by its share: the whole batch's mean loss.
+    weight = distributed.loss_weight(len(labels), batch)
+    loss, correct = torch.zeros((), device=images.device), torch.zeros((), dtype=torch.long, device=images.device)
+    part = config.micro_batch or len(labels)
+    for part_images, part_labels in zip(images.split(part), labels.split(part), strict=True):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            logits = state.network(part_images)
+        part_loss = F.cross_entropy(logits.float(), part_labels, label_smoothing=config.label_smoothing)
+        part_loss = part_loss * weight * (len(part_labels) / len(labels))  # x 1.0 exactly for a whole batch
+        part_loss.backward()
+        loss, correct = loss + part_loss.detach(), correct + (logits.argmax(1) == part_labels).sum()
+    return distributed.batch_totals(loss, correct)
 
 
 def _diverged(training: Training, value: float, where: str) -> None:
