@@ -161,7 +161,7 @@ def _settings(model: nn.Module, ort_reduce_range: bool) -> dict:
         "activations": "uint8 per tensor, affine, histogram-calibrated",
         "kept_in_fp32": kept_in_fp32(model),
         "why": f"{FIRST_LAYER_AND_7_BITS}; {DEPTHWISE_IN_FP32}" if depthwise else FIRST_LAYER_AND_7_BITS,
-        "ort_static": f"{ort}; {ORT_FIRST_LAYER}",
+        "ort_static": ort,
     }
 
 
@@ -227,11 +227,6 @@ FIRST_LAYER_AND_7_BITS = (
     "8-bit weights there), so every backend gives the same answers on every x86 CPU"
 )
 WEIGHT_RANGE = (-64, 63)
-ORT_FIRST_LAYER = (
-    "the first convolution left fp32 here too: OpenVINO misreads its quantized input in ONNX Runtime's QDQ file "
-    "(EfficientNet-Lite0's file agreed with fp32 on 41% of 64 photos on OpenVINO, 92% on ONNX Runtime; with the "
-    "first convolution in fp32, the two backends gave the same answers)"
-)
 # Why depthwise convolutions stay fp32. Each output channel of one is a single 3x3 or 5x5 filter, 9 or 25 weights
 # under their own scale, each output a sum of that few products, so no averaging hides a weight's rounding: in 7 bits
 # they were the largest error of EfficientNet-Lite0's int8 graph. Measured on the photo model (simulated int8 against
@@ -372,7 +367,7 @@ def compile_package(model: nn.Module, name: str, spec: ModelSpec, method: str, t
 
 def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path, reduce_range: bool) -> Path:
     """ONNX Runtime's recommended static int8: pre-processing, QDQ format, per-channel weights (in 7 bits with
-    `reduce_range`), the first convolution left fp32 (ORT_FIRST_LAYER)."""
+    `reduce_range`)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -391,7 +386,7 @@ def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path
         # Concat of the photo models' graphs (TypeError: 'NoneType' object is not iterable).
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=reduce_range, nodes_to_exclude=_first_convolution(prepared))  # fmt: skip
+                        reduce_range=reduce_range)  # fmt: skip
         proto = onnx.load(str(quantized))
         for entry in proto.metadata_props:
             if entry.key == METADATA_METHOD:
@@ -399,14 +394,6 @@ def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path
         onnx.save_model(proto, str(quantized))
         os.replace(quantized, target)
     return target
-
-
-def _first_convolution(onnx_model: Path) -> list[str]:
-    """The name of the graph's first Conv node (ONNX keeps nodes in topological order): the one that sees the
-    picture."""
-    import onnx
-
-    return [next(node.name for node in onnx.load(str(onnx_model)).graph.node if node.op_type == "Conv")]
 
 
 def _openvino_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path) -> Path:
