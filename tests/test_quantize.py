@@ -2,6 +2,7 @@
 
 import shutil
 import warnings
+from dataclasses import replace
 
 import onnx
 import pytest
@@ -10,7 +11,7 @@ from onnx import numpy_helper
 
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
 from fashionclf.checkpoint import load_model
-from fashionclf.datasets import to_float
+from fashionclf.datasets import Split, to_float
 from fashionclf.errors import FashionClfError
 from fashionclf.models import ModelSpec, predict_logits
 from fashionclf.pretrained import EfficientNetLite
@@ -154,6 +155,25 @@ def test_a_package_that_cannot_be_compiled_here_is_skipped_with_its_reason(tmp_p
     run = RunDir(tmp_path)
     assert quantize._aot_package(torch.nn.Identity(), {"model": "fashion_cnn"}, "static", run, skipped) == []
     assert skipped == {"static.pt2": "Compilation failed: g++ not found"}
+
+
+def test_a_backend_that_misreads_a_file_is_skipped_with_what_was_measured(quantized_run, real_data, monkeypatch):
+    from fashionclf import quantize
+
+    def misreading(path, backend=None):
+        runner = open_runner(path, backend)
+        if backend != "openvino":
+            return runner
+        return replace(runner, run=lambda images: runner.run(images).roll(1, dims=1))  # each answer the next class
+
+    monkeypatch.setattr(quantize, "open_runner", misreading)
+    test = Split(real_data.test.images[:500], real_data.test.labels[:500])
+    reference = predict_logits(open_runner(quantized_run.best_checkpoint), test.images, 500).argmax(1)
+    skipped = {}
+    result = quantize._accuracy_of([quantized_run.quantized / "static.onnx"], quantized_run, test, reference, skipped)
+    assert set(result["files"]) == {"onnxruntime"} and result["agreement"] > 0.9
+    assert skipped["static.onnx on openvino"].startswith("its answers on openvino are not the file's: the same as on "
+                                                         "onnxruntime for 0.0% of the evaluated images")  # fmt: skip
 
 
 def test_a_model_the_int8_quantizer_cannot_handle_keeps_fp32_and_the_other_methods(trained_run, tmp_path, monkeypatch):
