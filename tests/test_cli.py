@@ -144,6 +144,12 @@ def test_train_takes_every_declared_setting_as_an_option():
     assert "--flip" in switches
 
 
+def test_the_main_job_takes_the_size_of_a_photo_model():
+    """`fashionclf run --recipe photos --data DIR` on a slower machine: a smaller square is its first lever."""
+    options = {param.opts[0] for param in get_command(app).commands["run"].params}  # type: ignore[attr-defined]
+    assert {"--recipe", "--data", "--epochs", "--image-size"} <= options
+
+
 def test_the_command_line_reads_the_declared_settings_without_importing_torch():
     """Every command builds train's options at its start: a check that fails at once must not wait for torch."""
     code = "import sys, fashionclf.cli; print('torch' in sys.modules)"
