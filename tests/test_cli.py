@@ -365,6 +365,15 @@ def test_the_seed_recipe_runs_on_the_cheaper_step_unless_switched_off(tmp_path, 
     assert recorded["bf16"] is (cheaper_step and bf16_supported(torch.device("cpu")))
 
 
+def test_progress_is_said_once_though_a_library_configured_the_root_logger(tmp_path):
+    write_csv(tmp_path / "data.csv", synthetic_split(200, seed=0))
+    code = "import logging; logging.warning('a library'); from fashionclf.cli import main; main()"
+    options = ["train", "--data", str(tmp_path / "data.csv"), "--epochs", "1", "--out", str(tmp_path / "run")]
+    result = subprocess.run([sys.executable, "-c", code, *options], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("epoch 1/1") == 1 and "INFO:fashionclf" not in result.stdout + result.stderr
+
+
 def test_the_main_job_announces_its_stages_and_ends_with_a_summary(tmp_path):
     """The whole pipeline on a small CSV: a line per stage with its time, a summary at the end, and none of the
     libraries' noise (torchvision operators skipped by the ONNX exporter, deprecation warnings)."""

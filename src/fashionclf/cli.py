@@ -476,6 +476,9 @@ def main() -> None:
     progress = logging.getLogger("fashionclf")
     progress.addHandler(_AroundBars())
     progress.setLevel(logging.INFO)
+    # Only there: a library that logs through the root logger gives it a handler (ONNX Runtime's quantizer does),
+    # which would print every progress line a second time, as "INFO:fashionclf...".
+    progress.propagate = False
     sys.stdout = cast(TextIO, CheckedStdout(sys.stdout))
     try:
         app()
