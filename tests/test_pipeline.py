@@ -6,12 +6,16 @@ import re
 from itertools import pairwise
 
 import pytest
+from rich.console import Console
 
 from fashionclf import pipeline
 from fashionclf.analysis import analyze
+from fashionclf.cli import summary_table
 from fashionclf.config import TrainConfig
+from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.evaluate import evaluate_run
 from fashionclf.report import build_report
+from fashionclf.rundir import RunDir, write_json
 
 
 def test_the_stages_are_counted_from_the_stages_run_and_the_data_read_once(tmp_path, monkeypatch, caplog):
@@ -43,6 +47,36 @@ def short_run(trained_run, real_data):
 
 
 @pytest.mark.real_data
+def finished_run(root, classes: list[str], split: str) -> RunDir:
+    """A run directory holding what the main job's summary reads, and nothing else."""
+    run = RunDir(root)
+    root.mkdir()
+    write_json(run.config, {"spec": {"classes": classes, "preprocessing": "photo", "channels": 3, "size": 64}})
+    write_json(run.metrics, {"accuracy": 0.875, "data": {"split": split}})
+    write_json(run.quantization, {"best_int8": None})
+    write_json(run.bench, {"large_batch": 64, "best_peer": {"int8": {}}, "int8_verdict": {"line": "fp32 it is"}})
+    layer = {"name": "stem", "type": "Conv2d", "time": {"batch_64": {"forward_time_share": 0.4}}}
+    write_json(run.analysis, {"batch_sizes": [1, 64], "layers": [layer]})
+    return run
+
+
+def test_the_summary_of_a_photo_run_says_its_split_and_batch_and_leaves_the_seed_report_out(tmp_path):
+    photos = pipeline.summary(finished_run(tmp_path / "photos", ["hat", "shoes"], "validation"))
+    words = " ".join(render(summary_table(photos)).split())
+    assert "validation accuracy 87.50%" in words and "seed report" not in words
+    assert "stem (Conv2d), 40% of the forward time at batch 64" in words
+    fashion = pipeline.summary(finished_run(tmp_path / "fashion", list(FASHION_MNIST_CLASSES), "test"))
+    words = " ".join(render(summary_table(fashion)).split())
+    assert "test accuracy 87.50% (seed report: 90.29%, -2.79 points)" in words
+
+
+def render(table) -> str:
+    """The table's cells as text."""
+    console = Console(width=200, record=True)
+    console.print(table)
+    return re.sub(r"[│┌┐└┘─┬┴├┤┼]", " ", console.export_text())
+
+
 def test_loss_falls_and_test_accuracy_passes_80_percent(short_run):
     run, metrics = short_run
     history = json.loads(run.history_json.read_text())

@@ -317,17 +317,17 @@ def summary_table(summary: dict) -> Table:
     table = Table(title="fashionclf run: summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    difference = 100 * (summary["accuracy"] - summary["seed_report_accuracy"])
-    table.add_row("test accuracy", f"{summary['accuracy']:.2%} (seed report: {summary['seed_report_accuracy']:.2%}, "
-                  f"{difference:+.2f} points)")  # fmt: skip
+    accuracy, seed_report, large = summary["accuracy"], summary["seed_report_accuracy"], summary["large_batch"]
+    compared = f" (seed report: {seed_report:.2%}, {100 * (accuracy - seed_report):+.2f} points)" if seed_report else ""
+    table.add_row(f"{summary['split']} accuracy", f"{accuracy:.2%}{compared}")
     for label, row in (("int8 model", summary["int8"]), ("runtimes' best int8", summary["peer_int8"])):
         if row:
             table.add_row(label, f"{row['method']}: {row['accuracy']:.2%}, {row['megabytes']:.2f} MB, "
-                          f"{row['images_per_s']:,.0f} images/s at batch 256 ({row['backend']})")  # fmt: skip
+                          f"{row['images_per_s']:,.0f} images/s at batch {large} ({row['backend']})")  # fmt: skip
     table.add_row("int8 on this CPU", summary["int8_verdict"])
     slowest = summary["slowest_layer"]
     table.add_row("slowest layer", f"{slowest['name']} ({slowest['type']}), {slowest['time_share']:.0%} of the forward "
-                  "time at batch 256")  # fmt: skip
+                  f"time at batch {slowest['batch']}")  # fmt: skip
     table.add_row("report", summary["report"])
     return table
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from fashionclf.analysis import analyze
 from fashionclf.bench import bench_run
 from fashionclf.config import TrainConfig
+from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.evaluate import evaluate_run
+from fashionclf.models import ModelSpec
 from fashionclf.quantize import quantize_run
 from fashionclf.report import build_report
 from fashionclf.rundir import RunDir, locked, read_json
@@ -51,16 +53,19 @@ def _stage(counted: str, what: str, work: Callable[[], object]) -> None:
 
 
 def summary(run: RunDir) -> dict:
-    """What a newcomer wants from a finished run: its accuracy beside the seed report's, the int8 model beside the
-    fastest of the runtimes' own int8 (ONNX Runtime's, OpenVINO's) at batch 256, what int8 buys on this CPU, the
-    slowest layer, and where the report is."""
+    """What a newcomer wants from a finished run: its accuracy (beside the seed report's, for Fashion-MNIST's
+    classes), the int8 model beside the fastest of the runtimes' own int8 (ONNX Runtime's, OpenVINO's) at the large
+    batch, what int8 buys on this CPU, the slowest layer, and where the report is."""
     metrics, quantization = read_json(run.metrics), read_json(run.quantization)
     bench, analysis = read_json(run.bench), read_json(run.analysis)
     large = f"batch_{analysis['batch_sizes'][-1]}"
     slowest = max(analysis["layers"], key=lambda row: row["time"][large]["forward_time_share"])
+    fashion_mnist = ModelSpec.from_dict(read_json(run.config).get("spec")).classes == FASHION_MNIST_CLASSES
     return {
         "accuracy": metrics["accuracy"],
-        "seed_report_accuracy": SEED_REPORT_ACCURACY,
+        "split": metrics["data"]["split"],
+        "seed_report_accuracy": SEED_REPORT_ACCURACY if fashion_mnist else None,
+        "large_batch": bench["large_batch"],
         "int8": _int8_row(quantization, bench, quantization["best_int8"]),
         "int8_verdict": bench["int8_verdict"]["line"],
         "peer_int8": _int8_row(quantization, bench, bench["best_peer"]["int8"].get("batch", {}).get("method")),
@@ -68,6 +73,7 @@ def summary(run: RunDir) -> dict:
             "name": slowest["name"],
             "type": slowest["type"],
             "time_share": slowest["time"][large]["forward_time_share"],
+            "batch": analysis["batch_sizes"][-1],
         },  # fmt: skip
         "report": str(run.report_html),
     }
