@@ -11,10 +11,10 @@ from pathlib import Path
 
 from fashionclf.analysis import analyze
 from fashionclf.bench import bench_run
+from fashionclf.checkpoint import recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.evaluate import evaluate_run
-from fashionclf.models import ModelSpec
 from fashionclf.quantize import quantize_run
 from fashionclf.report import build_report
 from fashionclf.rundir import RunDir, locked, read_json
@@ -60,7 +60,7 @@ def summary(run: RunDir) -> dict:
     bench, analysis = read_json(run.bench), read_json(run.analysis)
     large = f"batch_{analysis['batch_sizes'][-1]}"
     slowest = max(analysis["layers"], key=lambda row: row["time"][large]["forward_time_share"])
-    fashion_mnist = ModelSpec.from_dict(read_json(run.config).get("spec")).classes == FASHION_MNIST_CLASSES
+    fashion_mnist = recorded_spec(read_json(run.config)).classes == FASHION_MNIST_CLASSES
     return {
         "accuracy": metrics["accuracy"],
         "split": metrics["data"]["split"],
