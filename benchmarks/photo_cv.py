@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/photo_cv.py [--recipe photos] [--model efficientnet_lite2] [--folds 5]
     .venv/bin/python benchmarks/photo_cv.py --recipe photos-best --variant lr=3e-4 --variant lr=1e-3 --budget 300
+    .venv/bin/python benchmarks/photo_cv.py --recipe zero-shot --vote-run runs/seed
 
 The 341 validation photos of clothing-dataset-small overstated the last recipe by 2 points on the withheld test
 split, so recipes are chosen here: the train and validation splits together (3,409 photos), 5 stratified folds, each
@@ -9,11 +10,12 @@ fold's model trained on the other four and judged on the fold's photos (views av
 
 A frozen recipe (`photos`) trains the fold's head as the recipe trains it (its optimizer, peak rate, weight decay,
 one-cycle schedule, label smoothing, batch and epochs, one row per view) on the backbone's cached features, and
-prints the time the features took. Any other recipe (`photos-best`) trains each fold with `fashionclf train`'s own
-loop, the fold's photos as its validation split, and takes the last epoch's accuracy (nothing is chosen on them);
-`--variant KEY=VALUE,...` compares settings over the same folds, fold by fold, and `--budget` stops starting folds
-after that many seconds, so a lent GPU's minutes give paired folds of every variant. Prints each fold with its
-training time, then the mean and its spread.
+prints the time the features took; `zero-shot --vote-run RUN` first labels each fold's training photos by their own
+joint vote, as the recipe does (no label is read but to score the held-out fold). Any other recipe (`photos-best`)
+trains each fold with `fashionclf train`'s own loop, the fold's photos as its validation split, and takes the last
+epoch's accuracy (nothing is chosen on them); `--variant KEY=VALUE,...` compares settings over the same folds, fold
+by fold, and `--budget` stops starting folds after that many seconds, so a lent GPU's minutes give paired folds of
+every variant. Prints each fold with its training time, then the mean and its spread.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 
+from fashionclf import vote
 from fashionclf.config import TrainConfig
 from fashionclf.datasets import Dataset, Split, concatenate
 from fashionclf.models import ModelSpec, create_model, model_entry
+from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import PhotoTransfer
 from fashionclf.rundir import read_history
 from fashionclf.sources import load_dataset
@@ -94,11 +98,28 @@ def cross_validate_frozen(config: TrainConfig, data: Dataset, folds: int) -> Non
     pooled = concatenate(*(features(model, split, "photos") for split in (data.train, data.validation)))
     print(f"{config.model}: features of {len(pooled):,} photos in {time.perf_counter() - started:.0f} s "
           "(0 s if cached)")  # fmt: skip
+    votes = _votes(model, pooled, data, config) if config.vote_run else None
     accuracies = []
-    for number, (train, held) in enumerate(_folds(pooled, folds, config.seed), 1):
-        accuracies.append(head_accuracy(model, train, held, config))
+    for number, (train_rows, held_rows) in enumerate(_fold_rows(pooled.labels, folds, config.seed), 1):
+        train = _subset(pooled, train_rows)
+        if votes is not None:  # the recipe's self-training: the fold's photos labelled by their own vote
+            kept, labels = vote.self_training_labels(votes.of(train_rows))
+            train = Split(train.images[kept], labels)
+        accuracies.append(head_accuracy(model, train, _subset(pooled, held_rows), config))
         print(f"fold {number}: {accuracies[-1]:.2%}", flush=True)
     _summary(config.recipe, config.model, accuracies, folds, len(pooled))
+
+
+def _votes(model: PhotoTransfer, pooled: Split, data: Dataset, config: TrainConfig) -> vote.Votes:
+    """zero-shot --vote-run: both votes on every photo (both splits, in order), for each fold to label its own."""
+    assert config.vote_run is not None and config.data is not None
+    imagenet = vote.imagenet_scores(model.variant, pooled, data.classes, config.imagenet_map)
+    garment = load_dataset(config.data, FASHION_MNIST_INPUT.using("garment"))
+    assert garment.validation is not None
+    fashion, theirs = vote.fashion_mnist_vote(Path(config.vote_run), concatenate(garment.train, garment.validation))
+    return vote.Votes(
+        imagenet, fashion, vote.to_our_classes(data.classes, theirs, config.imagenet_map, config.vote_run)
+    )
 
 
 def cross_validate_fine_tuned(configs: dict[str, TrainConfig], data: Dataset, folds: int, budget: float | None) -> None:
@@ -123,8 +144,17 @@ def cross_validate_fine_tuned(configs: dict[str, TrainConfig], data: Dataset, fo
 
 
 def _folds(split: Split, folds: int, seed: int):
-    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(split.labels, split.labels):
-        yield Split(split.images[train], split.labels[train]), Split(split.images[held], split.labels[held])
+    for train, held in _fold_rows(split.labels, folds, seed):
+        yield _subset(split, train), _subset(split, held)
+
+
+def _fold_rows(labels: torch.Tensor, folds: int, seed: int):
+    yield from StratifiedKFold(folds, shuffle=True, random_state=seed).split(labels, labels)
+
+
+def _subset(split: Split, rows) -> Split:
+    rows = torch.as_tensor(rows)
+    return Split(split.images[rows], split.labels[rows])
 
 
 def _summary(name: str, model: str, accuracies: list[float], folds: int, photos: int) -> None:
@@ -143,8 +173,11 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--variant", action="append", type=variant, help="KEY=VALUE,...: settings over the recipe's")
     parser.add_argument("--budget", type=float, help="seconds after which no further fold is started")
+    parser.add_argument("--vote-run", help="zero-shot, self-trained: the Fashion-MNIST run that votes")
     args = parser.parse_args()
     base = {"model": args.model} if args.model else {}
+    if args.vote_run:
+        base |= {"vote_run": args.vote_run, "data": str(args.photos)}
     variants = args.variant or [{}]
     configs = {
         args.recipe + "".join(f" {k}={v}" for k, v in each.items()): TrainConfig.from_recipe(

@@ -13,7 +13,8 @@ extraction included, for runs trained now; the epochs alone for runs found under
   (b) the 28x28 grayscale FashionCNN fine-tuned on the photos with `--init runs/seed` (a new head for the 10
       classes), beside (b') the same network trained on the photos from scratch;
   (c) `--recipe zero-shot`: EfficientNet-Lite0's ImageNet classes through the garment map, no label used (also on
-      both splits);
+      both splits); (c') with `--vote-run runs/seed` (where it exists), self-trained on the train split's photos by
+      the vote of ImageNet's classes joined by the seed model's, no label used: on the validation split alone;
   (d) `--recipe photos` (EfficientNet-Lite0, frozen, a head on four views' features), and its int8 model
       (`fashionclf quantize`, `fashionclf bench`) beside fp32;
   (e) with --scratch, `--recipe photos-scratch` (ResNet-9 from scratch at 64 px: 7 min on AMX, hours on AVX2);
@@ -84,6 +85,10 @@ def main() -> None:
     run, seconds = trained(args.out / "zero-shot", TrainConfig.from_recipe("zero-shot", data=photos))
     rows.append(row("(c) zero-shot, validation", evaluate_run(run), seconds))
     rows.append(row("(c) zero-shot, all", evaluate_run(run, split="all"), seconds))
+    if args.seed_run.is_dir():
+        config = TrainConfig.from_recipe("zero-shot", data=photos, vote_run=str(args.seed_run))
+        run, seconds = trained(args.out / "zero-shot-voted", config)
+        rows.append(row("(c') zero-shot --vote-run runs/seed", evaluate_run(run), seconds))
     photo_run, seconds = trained(args.out / "photos", TrainConfig.from_recipe("photos", data=photos))
     rows.append(row("(d) photos recipe, fp32", evaluate_run(photo_run), seconds))
     if args.scratch:

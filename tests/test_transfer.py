@@ -23,12 +23,12 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def _zero_shot(classes: tuple[str, ...], map_path: str | None = None) -> dict[str, list[str]]:
-    return set_votes(PhotoTransfer("lite0", len(classes), 64, "imagenet", 16, 0.5), classes, map_path)
+    return set_votes(PhotoTransfer("lite0", len(classes), 64, "imagenet", 16, 0.5).head, classes, map_path)
 
 
 def test_the_shipped_map_scores_class_names_by_their_garment_words():
     model = PhotoTransfer("lite0", 3, 64, "imagenet", 16, 0.5)
-    chosen = set_votes(model, ("T-Shirt", "jeans", "Shoes"), None)
+    chosen = set_votes(model.head, ("T-Shirt", "jeans", "Shoes"), None)
     assert chosen["T-Shirt"] == ["jersey"] and "running shoe" in chosen["Shoes"]
     assert chosen["jeans"] == _zero_shot(("pants",))["pants"]  # an alias of pants
     votes, names = model.head.vote.votes, imagenet_class_names()

@@ -162,6 +162,15 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# zero-shot with --vote-run: self-trained (vote.py). The head is the MLP that `photos` trains, trained as `photos`
+# trains it, on the joint vote's labels of the training photos; the last epoch is kept, so nothing is chosen on the
+# validation split's labels, which evaluate alone reads.
+SELF_TRAINED = {"model_args": {"head": "mlp"}} | {
+    name: RECIPES["photos"][name]
+    for name in ("validation_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "batch_size",
+                 "epochs")
+}  # fmt: skip
+
 PHOTO_SIZES = range(16, 513, 16)  # --image-size of a photo model; Fashion-MNIST's models take 28 alone
 
 # Bounds that several settings share. NaN fails every comparison, so every bound; inf fails these.
@@ -219,9 +228,19 @@ class TrainConfig:
         default_words="the model's",
     )
     imagenet_map: str | None = setting(
-        None, "Zero-shot: a JSON map of garment words to ImageNet classes.", MODEL, path=True,
-        default_words="the shipped one",
+        None, "Zero-shot: a JSON map of garment words to ImageNet classes (and Fashion-MNIST's, for --vote-run).",
+        MODEL, path=True, default_words="the shipped one",
     )  # fmt: skip
+    vote_run: str | None = setting(
+        None,
+        "Zero-shot, self-trained: a Fashion-MNIST run (make run's, or --recipe robust) whose vote joins ImageNet's "
+        "where the map gives a class Fashion-MNIST classes; the head is trained on the joint vote's labels of the "
+        "training photos, none of theirs read.",
+        MODEL,
+        path=True,
+        words="the head trained on the labels of a vote of ImageNet's classes joined by the Fashion-MNIST run {}, "
+        "no photo's label read",
+    )
     data: str | None = setting(
         None,
         "The four IDX .gz files' folder, a Kaggle CSV file, a folder of the train and test CSVs, a folder of class "
@@ -352,6 +371,9 @@ class TrainConfig:
             raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
         if self.frozen:
             self._check_frozen(entry.pretrained)
+        if self.vote_run and (not self.frozen or self.model_args.get("head") == "imagenet"):
+            raise FashionClfError("--vote-run trains a frozen network's head on the votes: use it with --recipe "
+                                  "zero-shot")  # fmt: skip
 
     def _check_corruptions(self, domain: str) -> None:
         from fashionclf.photolike import NAMES
@@ -381,8 +403,9 @@ class TrainConfig:
 
     @classmethod
     def from_recipe(cls, recipe: str = "seed", **settings) -> TrainConfig:
-        """The recipe's settings, then `settings` over them."""
-        return cls(**{**RECIPES.get(recipe, {}), **settings, "recipe": recipe})
+        """The recipe's settings (zero-shot's self-trained ones with --vote-run), then `settings` over them."""
+        refined = SELF_TRAINED if recipe == "zero-shot" and settings.get("vote_run") else {}
+        return cls(**{**RECIPES.get(recipe, {}), **refined, **settings, "recipe": recipe})
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -231,6 +231,14 @@ class ImageNetVote(nn.Module):
             self.fc.bias.copy_(classifier["bias"])
 
 
+def imagenet_vote(variant: str, num_classes: int) -> ImageNetVote:
+    """A zero-shot head on `variant`'s packaged ImageNet classifier, its votes still to be set."""
+    state = VARIANTS[variant].weights.load()
+    head = ImageNetVote(num_classes)
+    head.load_classifier({key.removeprefix("_fc."): value for key, value in state.items() if key.startswith("_fc.")})
+    return head
+
+
 class PhotoTransfer(nn.Module):
     """A pretrained EfficientNet-Lite backbone for photos of any class set: Views of the photo, the backbone on
     each, AvgMaxPool, and a head (MLPHead trained on the frozen backbone's features, or ImageNetVote) whose logits

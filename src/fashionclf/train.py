@@ -23,7 +23,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from fashionclf import datasets, distributed, transfer
+from fashionclf import datasets, distributed, transfer, vote
 from fashionclf.augment import augment, photo_augment
 from fashionclf.checkpoint import (
     build_model,
@@ -277,7 +277,7 @@ def _start_pretrained(model: PhotoTransfer, training: Training) -> None:
     """The packaged ImageNet weights; for the zero-shot head, its votes from the class map."""
     model.load_imagenet_weights()
     if isinstance(model.head, ImageNetVote):
-        votes = transfer.set_votes(model, training.spec.classes, training.config.imagenet_map)
+        votes = transfer.set_votes(model.head, training.spec.classes, training.config.imagenet_map)
         for name, imagenet in votes.items():
             training.log(f"zero-shot: {name} is scored by the ImageNet classes {', '.join(imagenet)}")
 
@@ -349,6 +349,10 @@ def _frozen_features(
         for split, name in zip(splits, ("training photos", "validation photos"), strict=True)
     )
     assert train_split is not None  # a training split always exists
+    if config.vote_run:
+        train_split, kept = vote.voted_split(model.variant, train_split, _vote_photos(config, len(train_split)),
+                                             config.vote_run, training.spec.classes, config.imagenet_map)  # fmt: skip
+        training.log(kept)
     if isinstance(model.head, MLPHead) and state.next_epoch == 1:
         transfer.fit_standardisation(model, train_split)
     views = train_split.images.shape[1]
@@ -357,6 +361,18 @@ def _frozen_features(
     training.log(f"features of {len(train_split):,} + {len(val_split or []):,} photos x {views} views ready in "
                  f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     return rows, val_split
+
+
+def _vote_photos(config: TrainConfig, count: int) -> datasets.Split:
+    """The training photos as the Fashion-MNIST vote sees them: read again from --data by the garment preprocessing,
+    and split as the run's photos were (the same files, so the same order and hold-out)."""
+    if config.data is None:
+        raise FashionClfError("--vote-run needs --data, the folder of photos")
+    photos = _splits(config, load_dataset(config.data, FASHION_MNIST_INPUT.using("garment")))[0]
+    if len(photos) != count:
+        raise FashionClfError(f"--data {config.data}: read {len(photos):,} training photos for the vote, but "
+                              f"{count:,} for the run: did the folder change?")  # fmt: skip
+    return photos
 
 
 def _fit(training: Training, state: TrainState, splits: tuple[datasets.Split, datasets.Split | None]) -> None:

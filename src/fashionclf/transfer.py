@@ -137,25 +137,31 @@ def imagenet_class_names() -> list[str]:
     return [line.split("\t", 1)[1] for line in text.splitlines() if line.strip()]
 
 
-def set_votes(model: PhotoTransfer, classes: tuple[str, ...], map_path: str | None) -> dict[str, list[str]]:
+def set_votes(head: ImageNetVote, classes: tuple[str, ...], map_path: str | None) -> dict[str, list[str]]:
     """The zero-shot head's votes from the class map (the shipped one when `map_path` is None); returns, per class,
     the ImageNet classes it is scored by. A class the map has no entry for is one error naming it."""
-    if not isinstance(model.head, ImageNetVote):
-        raise FashionClfError("zero-shot needs the imagenet head (--model-arg head=imagenet)")
-    mapping = _read_map(map_path)
+    entries = map_entries(classes, map_path)
     names = imagenet_class_names()
-    chosen: dict[str, list[str]] = {}
     votes = torch.zeros(len(names), len(classes))
     for column, name in enumerate(classes):
+        for imagenet in entries[name]["imagenet"]:
+            votes[_imagenet_index(imagenet, names, map_path), column] = 1
+    head.vote.votes.copy_(votes)
+    return {name: entries[name]["imagenet"] for name in classes}
+
+
+def map_entries(classes: tuple[str, ...], map_path: str | None) -> dict[str, dict]:
+    """Each class's entry in the class map (the shipped one when `map_path` is None), found by its garment word or
+    an alias; a class with none is one error naming it."""
+    mapping = _read_map(map_path)
+    entries = {}
+    for name in classes:
         entry = _entry_for(name, mapping)
         if entry is None:
             raise FashionClfError(f"{map_path or IMAGENET_MAP}: no entry for the class {name!r}; add one (a garment "
                                   "word with its aliases and ImageNet classes)")  # fmt: skip
-        for imagenet in entry["imagenet"]:
-            votes[_imagenet_index(imagenet, names, map_path), column] = 1
-        chosen[name] = entry["imagenet"]
-    model.head.vote.votes.copy_(votes)
-    return chosen
+        entries[name] = entry
+    return entries
 
 
 def _read_map(map_path: str | None) -> dict[str, dict]:
@@ -168,9 +174,12 @@ def _read_map(map_path: str | None) -> dict[str, dict]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FashionClfError(f"{map_path}: not a readable class map ({exc})") from None
     if not isinstance(mapping, dict) or not all(
-        isinstance(entry, dict) and isinstance(entry.get("imagenet"), list) for entry in mapping.values()
-    ):
-        raise FashionClfError(f'{map_path}: a class map is {{word: {{"aliases": [...], "imagenet": [...]}}}}')
+        isinstance(entry, dict) and isinstance(entry.get("imagenet"), list)
+        and isinstance(entry.get("fashion_mnist", []), list)
+        for entry in mapping.values()
+    ):  # fmt: skip
+        raise FashionClfError(f'{map_path}: a class map is {{word: {{"aliases": [...], "imagenet": [...], '
+                              f'"fashion_mnist": [...] (optional)}}}}')  # fmt: skip
     return mapping
 
 
