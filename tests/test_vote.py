@@ -87,3 +87,5 @@ def test_a_self_trained_run_reads_no_photo_label_and_is_an_ordinary_run(trained_
     assert evaluate_run(run.root)["images"] == 20
     with pytest.raises(FashionClfError, match="its model takes 64x64 RGB photos, not Fashion-MNIST's"):
         train(replace(config, vote_run=str(run.root)), tmp_path / "photo-vote", progress=False)
+    with pytest.raises(FashionClfError, match="no-run"):
+        train(replace(config, vote_run=str(tmp_path / "no-run")), tmp_path / "no-vote", progress=False)

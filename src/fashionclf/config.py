@@ -186,7 +186,8 @@ RECIPE_HELP = (
     "photo-like corruptions and the garment preprocessing, for real photos; for a folder of RGB photos (--data): "
     "photos (EfficientNet-Lite0 pretrained on ImageNet, frozen, an MLP head on cached features: minutes on a laptop), "
     "photos-best (the same network, every layer fine-tuned on augmented photos: for a GPU), zero-shot (no labels: its "
-    "ImageNet classes through a map of garment words), photos-scratch (photo_resnet9 from scratch). Details: "
+    "ImageNet classes through a map of garment words; with --vote-run, a Fashion-MNIST run's vote too, learnt by a "
+    "self-trained head), photos-scratch (photo_resnet9 from scratch). Details: "
     "docs/recipes.md."
 )
 

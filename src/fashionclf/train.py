@@ -95,6 +95,8 @@ def train(config: TrainConfig, out: Path, data: datasets.Dataset | None = None, 
     with _writing(run, "fashionclf train"):
         _take(run)
         config = _with_model(config)
+        if config.vote_run:  # refused now, not after minutes of features
+            vote.vote_model(Path(config.vote_run))
         data = data or load_dataset(config.data, config.input)
         config, spec = _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
         _train(config, spec, run, data, progress, resuming=False)
@@ -349,18 +351,27 @@ def _frozen_features(
         for split, name in zip(splits, ("training photos", "validation photos"), strict=True)
     )
     assert train_split is not None  # a training split always exists
+    training.log(f"features of {len(train_split):,} + {len(val_split or []):,} photos x {train_split.images.shape[1]} "
+                 f"views ready in {time.perf_counter() - started:.1f} s")  # fmt: skip
     if config.vote_run:
-        train_split, kept = vote.voted_split(model.variant, train_split, _vote_photos(config, len(train_split)),
-                                             config.vote_run, training.spec.classes, config.imagenet_map)  # fmt: skip
-        training.log(kept)
+        train_split = _voted(training, model, train_split)
     if isinstance(model.head, MLPHead) and state.next_epoch == 1:
         transfer.fit_standardisation(model, train_split)
     views = train_split.images.shape[1]
     rows = datasets.Split(train_split.images.flatten(0, 1), train_split.labels.repeat_interleave(views))
     state.scheduler = _scheduler(config, state.optimizer, _steps_per_epoch(config, (rows, val_split)))
-    training.log(f"features of {len(train_split):,} + {len(val_split or []):,} photos x {views} views ready in "
-                 f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     return rows, val_split
+
+
+def _voted(training: Training, model: PhotoTransfer, features: datasets.Split) -> datasets.Split:
+    """The training photos' features that the joint vote is surest of, labelled by it (vote.py)."""
+    started, config = time.perf_counter(), training.config
+    assert config.vote_run is not None
+    photos = _vote_photos(config, len(features))
+    voted, kept = vote.voted_split(model.variant, features, photos, config.vote_run, training.spec.classes,
+                                   config.imagenet_map)  # fmt: skip
+    training.log(f"{kept} ({time.perf_counter() - started:.1f} s)")
+    return voted
 
 
 def _vote_photos(config: TrainConfig, count: int) -> datasets.Split:

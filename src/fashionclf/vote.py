@@ -118,13 +118,19 @@ def imagenet_scores(variant: str, features: Split, classes: tuple[str, ...], map
 
 def fashion_mnist_vote(vote_run: Path, photos: Split) -> tuple[np.ndarray, tuple[str, ...]]:
     """A Fashion-MNIST run's probabilities for the photos, and its classes."""
+    model, classes = vote_model(vote_run)
+    probabilities = torch.softmax(predict_logits(model, photos.images, 500), 1)
+    return probabilities.numpy().astype(np.float64), classes
+
+
+def vote_model(vote_run: Path) -> tuple[nn.Module, tuple[str, ...]]:
+    """The run's model and its classes, once it is known to take Fashion-MNIST's input."""
     model, checkpoint = load_model(open_run(vote_run).best_checkpoint)
     spec = recorded_spec(checkpoint)
     if spec.input.domain != "fashion-mnist":
         raise FashionClfError(f"--vote-run {vote_run}: its model takes {spec.input.describe()} photos, not "
                               "Fashion-MNIST's 28x28 grayscale")  # fmt: skip
-    probabilities = torch.softmax(predict_logits(model, photos.images, 500), 1)
-    return probabilities.numpy().astype(np.float64), spec.classes
+    return model, spec.classes
 
 
 def to_our_classes(
