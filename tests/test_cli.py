@@ -379,8 +379,9 @@ def test_the_main_job_announces_its_stages_and_ends_with_a_summary(tmp_path):
     libraries' noise (torchvision operators skipped by the ONNX exporter, deprecation warnings)."""
     write_csv(tmp_path / "data.csv", synthetic_split(1000, seed=0))
     result = fashionclf("run", "--data", str(tmp_path / "data.csv"), "--epochs", "1", "--out", str(tmp_path / "run"),
-                        "--device", "cpu", timeout=600)  # fmt: skip
+                        "--device", "cpu", "--budget", "10", timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "run" / "bench.json").read_text())["timing"]["budget_s"] == 10
     for stage, name in enumerate(("data", "train", "evaluate", "analyze", "quantize", "bench", "report"), start=1):
         assert f"[{stage}/7] {name}: done in " in result.stdout
     summary = result.stdout[result.stdout.index("fashionclf run: summary") :]

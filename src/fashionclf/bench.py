@@ -33,11 +33,12 @@ BUDGET_S = 120.0
 
 
 def bench_run(
-    run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_calls: int = 6, budget_s: float = BUDGET_S
+    run_dir: Path, rounds: int = 5, single_calls: int = 60, batch_calls: int = 6, budget_s: float | None = None
 ) -> dict:
     """Latency at batch 1 and throughput at the model's large batch (256 for 28x28 inputs) of every model file;
-    writes bench.json and a figure. The rounds and calls asked for are taken where they fit in `budget_s`, else
-    fewer (see `_plan`)."""
+    writes bench.json and a figure. The rounds and calls asked for are taken where they fit in `budget_s` (None:
+    BUDGET_S), else fewer (see `_plan`)."""
+    budget_s = BUDGET_S if budget_s is None else budget_s
     run = open_run(run_dir)
     quantization = _current_quantization(run)
     model = quantization["model"]

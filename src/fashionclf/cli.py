@@ -65,6 +65,16 @@ def _a_run(path: Path | None) -> Path | None:
     return path
 
 
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        min=1,
+        help=_with_default(
+            "Seconds of bench's calls, warm-up included: fewer rounds and calls where those asked would not fit.",
+            "bench's own (docs/inference.md)",
+        ),
+    ),
+]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.", callback=_a_run)]
 AllowChangedData = Annotated[
     bool,
@@ -289,12 +299,13 @@ def quantize(
 def bench(
     run_dir: RunArg,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds; each times every model file.")] = 5,
+    budget: BudgetOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Latency, throughput, size and accuracy of every model file and backend, side by side in one run."""
     from fashionclf.bench import bench_run, bench_table, goals_table
 
-    _show(bench_run(run_dir, rounds=rounds), as_json, bench_table, goals_table)
+    _show(bench_run(run_dir, rounds=rounds, budget_s=budget), as_json, bench_table, goals_table)
 
 
 @app.command()
@@ -302,6 +313,7 @@ def bench(
 def run(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/seed"),
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the summary at the end.")] = False,
+    budget: BudgetOption = None,
     **settings: Any,
 ) -> None:
     """The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, each stage announced
@@ -310,7 +322,7 @@ def run(
 
     if quiet:
         logging.getLogger("fashionclf").setLevel(logging.WARNING)
-    console.print(summary_table(run_all(_config(settings), out, progress=not quiet)))
+    console.print(summary_table(run_all(_config(settings), out, progress=not quiet, bench_budget_s=budget)))
 
 
 def summary_table(summary: dict) -> Table:

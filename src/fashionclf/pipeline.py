@@ -25,9 +25,9 @@ logger = logging.getLogger(__name__)
 SEED_REPORT_ACCURACY = 0.9029  # the seed report's test accuracy after its 5 epochs
 
 
-def run_all(config: TrainConfig, out: Path, progress: bool = True) -> dict:
-    """Train a new run into `out`, evaluate, analyse, quantize and benchmark it, write its report; return the
-    summary (`summary`)."""
+def run_all(config: TrainConfig, out: Path, progress: bool = True, bench_budget_s: float | None = None) -> dict:
+    """Train a new run into `out`, evaluate, analyse, quantize and benchmark it (within `bench_budget_s`, None:
+    bench's own), write its report; return the summary (`summary`)."""
     out = Path(out)
     data = cache(partial(load_dataset, config.data, config.input))  # read once, by the first stage
     stages: list[tuple[str, Callable[[], object]]] = [
@@ -36,7 +36,7 @@ def run_all(config: TrainConfig, out: Path, progress: bool = True) -> dict:
         ("evaluate", lambda: evaluate_run(out, device=config.device, data=data())),
         ("analyze: receptive field, FLOPs, per-layer time", lambda: analyze(out)),
         ("quantize: int8 models and ONNX, each measured", lambda: quantize_run(out)),
-        ("bench: every model file on its backends", lambda: bench_run(out)),
+        ("bench: every model file on its backends", lambda: bench_run(out, budget_s=bench_budget_s)),
         ("report", lambda: build_report(out)),
     ]
     with locked(out, "fashionclf run"):
