@@ -76,7 +76,8 @@ def test_a_frozen_run_evaluates_on_cached_features_as_the_whole_model_predicts(f
 
 
 def test_a_zero_shot_run_is_made_without_training_and_is_an_ordinary_run(tmp_path):
-    config = TrainConfig.from_recipe("zero-shot", device="cpu", data=str(SAMPLE))  # at full size: its views matter
+    # At 192 px (views of 144), 10 of these 20 photos are right, as at the recipe's 384, in under half the time.
+    config = TrainConfig.from_recipe("zero-shot", device="cpu", data=str(SAMPLE), image_size=192)
     run = train(config, tmp_path / "zero", progress=False)
     assert not json.loads(run.history_json.read_text())[-1].get("train_loss")
     metrics = evaluate_run(run.root)
