@@ -12,6 +12,7 @@ from fashionclf.config import RECIPES, TrainConfig
 from fashionclf.datasets import Split
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
+from fashionclf.files import file_sha256
 from fashionclf.sources import load_dataset
 from fashionclf.train import train
 from fashionclf.vote import Votes, joint_scores, most_confident, to_our_classes
@@ -83,9 +84,11 @@ def test_a_self_trained_run_reads_no_photo_label_and_is_an_ordinary_run(trained_
     weights, other = (load_model(each.best_checkpoint)[0].state_dict() for each in (run, again))
     assert all(torch.equal(weights[name], other[name]) for name in weights)
     assert "no photo's label read" in run.log.read_text()
+    recorded = json.loads(run.config.read_text())["vote_run"]
+    assert recorded["sha256"] == file_sha256(trained_run.best_checkpoint)
     assert len(json.loads(run.history_json.read_text())) == 3
     assert evaluate_run(run.root)["images"] == 20
     with pytest.raises(FashionClfError, match="its model takes 64x64 RGB photos, not Fashion-MNIST's"):
         train(replace(config, vote_run=str(run.root)), tmp_path / "photo-vote", progress=False)
-    with pytest.raises(FashionClfError, match="no-run"):
+    with pytest.raises(FashionClfError, match="--vote-run .*no-run"):
         train(replace(config, vote_run=str(tmp_path / "no-run")), tmp_path / "no-vote", progress=False)

@@ -36,6 +36,7 @@ from fashionclf.checkpoint import (
 )
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
+from fashionclf.files import file_sha256
 from fashionclf.models import ModelSpec, count_parameters, model_entry, predict_logits
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
@@ -225,9 +226,14 @@ def _resolved(config: TrainConfig, data: datasets.Dataset) -> TrainConfig:
 
 
 def _run_record(config: TrainConfig, spec: ModelSpec, device: torch.device, data: datasets.Dataset) -> dict:
-    """config.json: every setting, the model's spec, the environment, and where the data came from."""
-    return {"train": asdict(config), "spec": spec.as_dict(), "environment": environment(device),
-            "data": _described(config, data)}  # fmt: skip
+    """config.json: every setting, the model's spec, the environment, where the data came from, and the weights
+    that voted for the labels (--vote-run)."""
+    record = {"train": asdict(config), "spec": spec.as_dict(), "environment": environment(device),
+              "data": _described(config, data)}  # fmt: skip
+    if config.vote_run:
+        checkpoint = open_run(Path(config.vote_run)).best_checkpoint
+        record["vote_run"] = {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    return record
 
 
 def _described(config: TrainConfig, data: datasets.Dataset) -> dict:

@@ -125,7 +125,10 @@ def fashion_mnist_vote(vote_run: Path, photos: Split) -> tuple[np.ndarray, tuple
 
 def vote_model(vote_run: Path) -> tuple[nn.Module, tuple[str, ...]]:
     """The run's model and its classes, once it is known to take Fashion-MNIST's input."""
-    model, checkpoint = load_model(open_run(vote_run).best_checkpoint)
+    try:
+        model, checkpoint = load_model(open_run(vote_run).best_checkpoint)
+    except FashionClfError as exc:
+        raise FashionClfError(f"--vote-run {exc}") from None
     spec = recorded_spec(checkpoint)
     if spec.input.domain != "fashion-mnist":
         raise FashionClfError(f"--vote-run {vote_run}: its model takes {spec.input.describe()} photos, not "
