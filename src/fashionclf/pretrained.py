@@ -158,9 +158,14 @@ class EfficientNetLite(nn.Module):
         """The packaged ImageNet weights, verified, into every layer; returns the ImageNet classifier's (`_fc.`)."""
         own = self.state_dict()
         state = {_own_name(key, own): value for key, value in VARIANTS[variant].weights.load().items()}
-        classifier = {key.removeprefix("_fc."): state.pop(key) for key in list(state) if key.startswith("_fc.")}
+        classifier = _classifier(state)
         self.load_state_dict(state)
         return classifier
+
+
+def _classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ImageNet classifier's tensors (`_fc.`), taken out of a packaged state dict."""
+    return {key.removeprefix("_fc."): state.pop(key) for key in list(state) if key.startswith("_fc.")}
 
 
 def _own_name(key: str, own: dict) -> str:
@@ -233,9 +238,8 @@ class ImageNetVote(nn.Module):
 
 def imagenet_vote(variant: str, num_classes: int) -> ImageNetVote:
     """A zero-shot head on `variant`'s packaged ImageNet classifier, its votes still to be set."""
-    state = VARIANTS[variant].weights.load()
     head = ImageNetVote(num_classes)
-    head.load_classifier({key.removeprefix("_fc."): value for key, value in state.items() if key.startswith("_fc.")})
+    head.load_classifier(_classifier(VARIANTS[variant].weights.load()))
     return head
 
 
