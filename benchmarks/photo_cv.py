@@ -113,13 +113,10 @@ def cross_validate_frozen(config: TrainConfig, data: Dataset, folds: int) -> Non
 def _votes(model: PhotoTransfer, pooled: Split, data: Dataset, config: TrainConfig) -> vote.Votes:
     """zero-shot --vote-run: both votes on every photo (both splits, in order), for each fold to label its own."""
     assert config.vote_run is not None and config.data is not None
-    imagenet = vote.imagenet_scores(model.variant, pooled, data.classes, config.imagenet_map)
     garment = load_dataset(config.data, FASHION_MNIST_INPUT.using("garment"))
     assert garment.validation is not None
-    fashion, theirs = vote.fashion_mnist_vote(Path(config.vote_run), concatenate(garment.train, garment.validation))
-    return vote.Votes(
-        imagenet, fashion, vote.to_our_classes(data.classes, theirs, config.imagenet_map, config.vote_run)
-    )
+    photos = concatenate(garment.train, garment.validation)
+    return vote.votes_on(model.variant, pooled, photos, config.vote_run, data.classes, config.imagenet_map)
 
 
 def cross_validate_fine_tuned(configs: dict[str, TrainConfig], data: Dataset, folds: int, budget: float | None) -> None:

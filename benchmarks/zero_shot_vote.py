@@ -1,10 +1,10 @@
 """Zero-shot, no photo's label used: the ImageNet vote alone, joined by a Fashion-MNIST model's vote, and a head
 self-trained on the joint vote's most confident photos; on both splits of clothing-dataset-small.
 
-    .venv/bin/python benchmarks/zero_shot_vote.py --fashion-mnist-run runs/robust [--photos DIR] [--out runs]
+    .venv/bin/python benchmarks/zero_shot_vote.py --fashion-mnist-run runs/robust [--photos DIR]
 
-What `--recipe zero-shot` could become (see docs/RESULTS.md, "Pretrained photo models"); the labels are read only
-to score each row. The rows:
+How `--recipe zero-shot --vote-run` was chosen (fashionclf/vote.py; docs/RESULTS.md, "Pretrained photo models"); the
+labels are read only to score each row. The rows:
   - the ImageNet vote: `--recipe zero-shot` as shipped (EfficientNet-Lite0's ImageNet classes through the garment map,
     four views);
   - joined by the Fashion-MNIST run's vote (garment preprocessing) where the garment map gives the class
@@ -25,18 +25,16 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
-from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from fashionclf import datasets, vote
-from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.config import TrainConfig
+from fashionclf.models import ModelSpec, create_model
 from fashionclf.preprocess import FASHION_MNIST_INPUT
+from fashionclf.pretrained import PhotoTransfer
 from fashionclf.sources import load_dataset
-from fashionclf.train import train
-from fashionclf.transfer import features, split_logits
+from fashionclf.transfer import features
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos" / "clothing-dataset-small"
 WEIGHTS = (0.0, 0.2, 0.4, 0.6)
@@ -47,23 +45,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fashion-mnist-run", type=Path, required=True)
     parser.add_argument("--photos", type=Path, default=PHOTOS)
-    parser.add_argument("--out", type=Path, default=Path("runs"))
     args = parser.parse_args()
-    zero_shot = args.out / "zero-shot"
-    if not (zero_shot / "history.json").is_file():
-        train(TrainConfig.from_recipe("zero-shot", data=str(args.photos)), zero_shot)
-    imagenet, pooled, labels, classes = imagenet_vote(zero_shot / "checkpoints" / "best.pt", args.photos)
-    fashion, fashion_classes = fashion_mnist_vote(args.fashion_mnist_run, args.photos)
-    to_ours = vote.to_our_classes(tuple(classes), fashion_classes, None, str(args.fashion_mnist_run))
-    votes = vote.Votes(imagenet, fashion, to_ours)
+    pooled, labels, classes, variant = imagenet_features(args.photos)
+    garment = load_dataset(args.photos, FASHION_MNIST_INPUT.using("garment"))
+    photos = datasets.concatenate(garment.train, garment.validation)
+    votes = vote.votes_on(variant, pooled, photos, str(args.fashion_mnist_run), classes, None)
     print(f"{len(labels):,} photos (train and validation splits), {len(classes)} classes; no label used but to score")
     print(f"{'way':<58}{'accuracy':>10}" + "".join(f"{c[:9]:>10}" for c in classes))
-    show("ImageNet vote (--recipe zero-shot)", imagenet.argmax(1), labels, classes)
+    show("ImageNet vote (--recipe zero-shot)", votes.imagenet.argmax(1), labels, classes)
     for centred in (False, True):
         for weight in WEIGHTS[1:]:
             name = f"+ Fashion-MNIST vote, W {weight:g}{', centred' if centred else ''}"
             show(name, vote.joint_scores(votes, weight, centred).argmax(1), labels, classes)
-    standardised = StandardScaler().fit_transform(pooled)
+    standardised = StandardScaler().fit_transform(pooled.images.float().mean(1).numpy())
     for weight in WEIGHTS:
         scores = vote.joint_scores(votes, weight)
         for share in SHARES:
@@ -71,22 +65,18 @@ def main() -> None:
             show(name, self_trained(standardised, scores, share), labels, classes)
 
 
-def imagenet_vote(checkpoint: Path, photos: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The zero-shot run's class scores (log-probabilities), its backbone's pooled features (views averaged), the
-    labels and class names, over the train and validation splits."""
-    model, record = load_model(checkpoint)
-    data = load_dataset(photos, recorded_spec(record).input)
+def imagenet_features(photos: Path) -> tuple[datasets.Split, np.ndarray, tuple[str, ...], str]:
+    """`--recipe zero-shot`'s network on the train and validation splits: its backbone's pooled features (photos,
+    views, features; cached, as the recipes cache them), the labels, the class names and the network's variant."""
+    config = TrainConfig.from_recipe("zero-shot", data=str(photos))
+    data = load_dataset(photos, config.input)
+    assert data.validation is not None, f"{photos} has no validation split"
+    model = create_model(config.model, ModelSpec(data.classes, data.input), **config.model_args)
+    assert isinstance(model, PhotoTransfer)
+    model.load_imagenet_weights()
     splits = (data.train, data.validation)
-    scores = torch.cat([split_logits(model.eval(), split, 64, torch.device("cpu")) for split in splits])
-    pooled = torch.cat([features(model, split, "photos").images.float().mean(1) for split in splits])
-    labels = torch.cat([split.labels for split in splits])
-    return log_softmax(scores.numpy(), axis=1), pooled.numpy(), labels.numpy(), list(data.classes)
-
-
-def fashion_mnist_vote(run: Path, photos: Path) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A Fashion-MNIST run's probabilities on the same photos, garment-preprocessed, and its class names."""
-    data = load_dataset(photos, FASHION_MNIST_INPUT.using("garment"))
-    return vote.fashion_mnist_vote(run, datasets.concatenate(data.train, data.validation))
+    pooled = datasets.concatenate(*(features(model, split, "photos") for split in splits))
+    return pooled, pooled.labels.numpy(), data.classes, model.variant
 
 
 def self_trained(features: np.ndarray, scores: np.ndarray, share: float) -> np.ndarray:

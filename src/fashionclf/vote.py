@@ -94,12 +94,7 @@ def voted_split(
     """The training split's features (photos, views, features) that the joint vote is surest of, labelled by it,
     and a line on what was kept. `photos` are the same photos in the same order, as the garment preprocessing
     gives them."""
-    fashion_mnist, their_classes = fashion_mnist_vote(Path(vote_run), photos)
-    votes = Votes(
-        imagenet_scores(variant, features, classes, map_path),
-        fashion_mnist,
-        to_our_classes(classes, their_classes, map_path, vote_run),
-    )
+    votes = votes_on(variant, features, photos, vote_run, classes, map_path)
     kept, labels = self_training_labels(votes)
     counts = ", ".join(f"{name} {int((labels == i).sum())}" for i, name in enumerate(classes))
     shared = ", ".join(name for name, is_shared in zip(classes, votes.shared, strict=True) if is_shared)
@@ -107,6 +102,19 @@ def voted_split(
             f"vote of ImageNet's classes joined by {vote_run}'s for {shared or 'no class'} ({counts}); no photo's "
             "label read")  # fmt: skip
     return Split(features.images[kept], labels), line
+
+
+def votes_on(
+    variant: str, features: Split, photos: Split, vote_run: str, classes: tuple[str, ...], map_path: str | None
+) -> Votes:
+    """Both votes on the same photos: ImageNet's on their features (photos, views, features), the Fashion-MNIST
+    run's on them as the garment preprocessing gives them (`photos`, in the same order)."""
+    fashion_mnist, their_classes = fashion_mnist_vote(Path(vote_run), photos)
+    return Votes(
+        imagenet_scores(variant, features, classes, map_path),
+        fashion_mnist,
+        to_our_classes(classes, their_classes, map_path, vote_run),
+    )
 
 
 def imagenet_scores(variant: str, features: Split, classes: tuple[str, ...], map_path: str | None) -> np.ndarray:
