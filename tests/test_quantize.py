@@ -9,6 +9,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from fashionclf import quantize
 from fashionclf.backends import AGREEMENT_GOAL, open_runner
 from fashionclf.checkpoint import load_model
 from fashionclf.datasets import Split, to_float
@@ -17,6 +18,7 @@ from fashionclf.models import ModelSpec, predict_logits
 from fashionclf.pretrained import EfficientNetLite
 from fashionclf.quantize import (
     WEIGHT_RANGE,
+    _onnxruntime_static,
     export_onnx,
     kept_in_fp32,
     model_bytes,
@@ -75,6 +77,19 @@ def test_both_backends_run_the_same_int8_weights(quantized_run, real_data):
     assert compiled.shape == (700, 10)
     assert (compiled.argmax(1) == exported.argmax(1)).float().mean() >= 0.998
     assert torch.allclose(compiled, exported, atol=0.2)
+
+
+def test_onnx_runtimes_int8_file_is_the_same_whatever_its_calibration_batches(quantized_run, real_data, tmp_path,
+                                                                              monkeypatch):  # fmt: skip
+    """Its calibration is batched small to bound memory: min and max over batches are the whole set's."""
+    calibration = to_float(real_data.train.images[:64])
+    one_batch = _onnxruntime_static(quantized_run.quantized / "fp32.onnx", calibration, tmp_path / "a.onnx", True)
+    monkeypatch.setattr(quantize, "ORT_CALIBRATION_BUDGET", 3 * 28 * 28)  # batches of 3 images
+    batched = _onnxruntime_static(quantized_run.quantized / "fp32.onnx", calibration, tmp_path / "b.onnx", True)
+    weights = [{t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+               for path in (one_batch, batched)]  # fmt: skip
+    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 10
+    assert all((weights[0][name] == weights[1][name]).all() for name in weights[0])
 
 
 def test_dynamic_quantization_converts_only_the_linear_layers(quantized_run):

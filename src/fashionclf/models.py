@@ -110,10 +110,10 @@ def create_model(name: str, spec: ModelSpec | None = None, **model_args) -> nn.M
         raise FashionClfError(f"model {name!r} cannot be built with arguments {model_args} ({reason})") from None
 
 
-def images_per_batch(image_shape: tuple[int, ...], wanted: int) -> int:
+def images_per_batch(image_shape: tuple[int, ...], wanted: int, budget: int = INPUT_BUDGET) -> int:
     """`wanted` images a batch, fewer where an image is large, so that a batch's memory stays bounded whatever the
-    input (at most INPUT_BUDGET values)."""
-    return max(1, min(wanted, INPUT_BUDGET // max(1, math.prod(image_shape))))
+    input (at most `budget` input values)."""
+    return max(1, min(wanted, budget // max(1, math.prod(image_shape))))
 
 
 def large_batch(spec: ModelSpec) -> int:

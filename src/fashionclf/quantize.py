@@ -67,6 +67,10 @@ METHODS = ("dynamic", "static", "qat")
 QAT_THRESHOLD = 0.003  # accuracy lost by static int8 beyond which quantization-aware fine-tuning runs
 CALIBRATION_IMAGES = 2000  # at most; and at most CALIBRATION_BUDGET input values (a 384-px photo: 151, four views each)
 CALIBRATION_BUDGET = 2**26
+# Input values in one batch of ONNX Runtime's calibration, whose session keeps every activation of the batch alive (a
+# 384-px photo: about 0.8 GB; 18 photos, the usual budget, peaked at 14.8 GB). Min and max over batches are the same
+# whatever the batches, so the int8 file is too.
+ORT_CALIBRATION_BUDGET = 2**20
 QAT_STEPS, QAT_LR, QAT_BATCH = 300, 1e-4, 100
 EVALUATION_BATCH = 1000
 # Two backends on one int8 file differ where their kernels do (8-bit weights on AVX2: ONNX Runtime's saturating
@@ -378,7 +382,8 @@ def _onnxruntime_static(fp32_onnx: Path, calibration: torch.Tensor, target: Path
 
     class Calibration(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(calibration.split(images_per_batch(tuple(calibration.shape[1:]), 500)))
+            shape = tuple(calibration.shape[1:])
+            self.batches = iter(calibration.split(images_per_batch(shape, 500, ORT_CALIBRATION_BUDGET)))
 
         def get_next(self) -> dict | None:
             batch = next(self.batches, None)
