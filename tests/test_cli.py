@@ -13,10 +13,12 @@ import pytest
 import torch
 from rich.text import Text
 from typer.main import get_command
+from typer.testing import CliRunner
 
 from fashionclf.checkpoint import CHECKPOINT_FORMAT
 from fashionclf.cli import app
 from fashionclf.config import TrainConfig
+from fashionclf.errors import FashionClfError
 from fashionclf.rundir import RunDir, write_json
 from fashionclf.runtime import bf16_supported
 from fashionclf.settings import declared, option_name
@@ -390,6 +392,17 @@ def test_the_main_job_announces_its_stages_and_ends_with_a_summary(tmp_path):
     words = " ".join(re.sub(r"[│┌┐└┘─┬┴├┤┼]", " ", summary).split())  # the table's cells, as text
     assert re.search(r"int8 on this CPU this CPU has (no )?VNNI \(.*\): .* predict and serve use", words)
     assert "torchvision" not in result.stdout + result.stderr and "Warning" not in result.stdout + result.stderr
+
+
+def test_the_main_job_takes_a_vote_run_for_a_self_trained_zero_shot_run(monkeypatch):
+    from fashionclf import pipeline
+
+    def stop(config, *args, **kwargs):
+        raise FashionClfError(f"stopped with the head {config.model_args['head']}, voter {config.vote_run}")
+
+    monkeypatch.setattr(pipeline, "run_all", stop)
+    result = CliRunner().invoke(app, ["run", "--recipe", "zero-shot", "--vote-run", "runs/seed", "--data", "photos"])
+    assert str(result.exception) == "stopped with the head mlp, voter runs/seed"
 
 
 def test_sigterm_exits_through_the_cleanups(tmp_path):

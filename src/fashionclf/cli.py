@@ -309,7 +309,7 @@ def bench(
 
 
 @app.command()
-@_with_settings("recipe", "epochs", "image_size", "channels_last", "bf16", "seed", "device", "data")
+@_with_settings("recipe", "epochs", "image_size", "channels_last", "bf16", "seed", "device", "data", "vote_run")
 def run(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/seed"),
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the summary at the end.")] = False,
