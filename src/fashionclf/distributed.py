@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar, cast
 
 import torch
@@ -120,6 +120,14 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     if launched() and device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
+
+
+def synced_unless(deferred: bool, network: nn.Module) -> AbstractContextManager:
+    """Around a part of a batch: DDP all-reduces the gradients after each backward unless `deferred`, so that the
+    parts of a --micro-batch step, all but the last, keep theirs local and the step communicates once."""
+    if deferred and isinstance(network, DistributedDataParallel):
+        return network.no_sync()
+    return nullcontext()
 
 
 def parallel(model: nn.Module, device: torch.device) -> nn.Module:

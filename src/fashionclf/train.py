@@ -534,12 +534,15 @@ def _forward_backward(
     weight = distributed.loss_weight(len(labels), batch)
     loss, correct = torch.zeros((), device=images.device), torch.zeros((), dtype=torch.long, device=images.device)
     part = config.micro_batch or len(labels)
-    for part_images, part_labels in zip(images.split(part), labels.split(part), strict=True):
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            logits = state.network(part_images)
-        part_loss = F.cross_entropy(logits.float(), part_labels, label_smoothing=config.label_smoothing)
-        part_loss = part_loss * weight * (len(part_labels) / len(labels))  # x 1.0 exactly for a whole batch
-        part_loss.backward()
+    parts = list(zip(images.split(part), labels.split(part), strict=True))
+    for index, (part_images, part_labels) in enumerate(parts):
+        # A compiled network's DDP is left to all-reduce every part: no_sync is not traced through torch.compile.
+        with distributed.synced_unless(index < len(parts) - 1, state.network):
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                logits = state.network(part_images)
+            part_loss = F.cross_entropy(logits.float(), part_labels, label_smoothing=config.label_smoothing)
+            part_loss = part_loss * weight * (len(part_labels) / len(labels))  # x 1.0 exactly for a whole batch
+            part_loss.backward()
         loss, correct = loss + part_loss.detach(), correct + (logits.argmax(1) == part_labels).sum()
     return distributed.batch_totals(loss, correct)
 
