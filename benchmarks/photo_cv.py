@@ -72,7 +72,7 @@ def head_accuracy(model: PhotoTransfer, train: Split, held: Split, config: Train
 def fine_tuned_accuracy(config: TrainConfig, data: Dataset, train: Split, held: Split, out: Path) -> float:
     """Train the recipe on `train` with `held` as its validation split: the last epoch's accuracy on it."""
     fold = replace(data, train=train, validation=held, test=None)
-    run = train_run(replace(config, validation_size=len(held)), out, data=fold, progress=False)
+    run = train_run(replace(config, final=False, validation_size=len(held)), out, data=fold, progress=False)
     return read_history(run)[-1]["val_accuracy"]
 
 

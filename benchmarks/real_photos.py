@@ -89,13 +89,15 @@ def main() -> None:
         config = TrainConfig.from_recipe("zero-shot", data=photos, vote_run=str(args.seed_run))
         run, seconds = trained(args.out / "zero-shot-voted", config)
         rows.append(row("(c') zero-shot --vote-run runs/seed", evaluate_run(run), seconds))
-    photo_run, seconds = trained(args.out / "photos", TrainConfig.from_recipe("photos", data=photos))
+    photo_run, seconds = trained(args.out / "photos", TrainConfig.from_recipe("photos", data=photos, final=False))
     rows.append(row("(d) photos recipe, fp32", evaluate_run(photo_run), seconds))
     if args.scratch:
         run, seconds = trained(args.out / "photos-scratch", TrainConfig.from_recipe("photos-scratch", data=photos))
         rows.append(row("(e) photos-scratch recipe", evaluate_run(run), seconds))
     if args.best:
-        run, seconds = trained(args.out / "photos-best", TrainConfig.from_recipe("photos-best", data=photos))
+        run, seconds = trained(
+            args.out / "photos-best", TrainConfig.from_recipe("photos-best", data=photos, final=False)
+        )
         rows.append(row("(f) photos-best recipe", evaluate_run(run), seconds))
     started = time.perf_counter()
     quantization = quantize_run(photo_run)

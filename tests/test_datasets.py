@@ -1,9 +1,10 @@
 """The types every source produces: seeded, stratified hold-outs, batches and the scaling of a split's images."""
 
+import numpy as np
 import pytest
 import torch
 
-from fashionclf.datasets import Split, batches, hold_out, to_float
+from fashionclf.datasets import Split, batches, concatenate, hold_out, to_float
 from fashionclf.errors import FashionClfError
 
 
@@ -47,3 +48,14 @@ def test_to_float_scales_to_the_unit_interval():
     scaled = to_float(images)
     assert scaled.dtype == torch.float32 and scaled.shape == (1, 1, 2, 2)
     assert scaled.flatten().tolist() == pytest.approx([0.0, 1.0, 0.2, 0.4])
+
+
+def test_concatenated_splits_keep_their_images_labels_order_and_kind(tmp_path):
+    first = Split(torch.arange(2 * 3 * 4, dtype=torch.uint8).reshape(2, 3, 2, 2), torch.tensor([0, 1]))
+    features = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=(300, 2))
+    features[:] = np.arange(600).reshape(300, 2)
+    joined = concatenate(Split(torch.from_numpy(features), torch.zeros(300, dtype=torch.int64)),
+                         Split(torch.ones(1, 2, dtype=torch.float16), torch.tensor([3])))  # fmt: skip
+    assert joined.images.dtype == torch.float16 and joined.images[:300].tolist() == features.tolist()
+    assert joined.images[300].tolist() == [1, 1] and joined.labels.tolist() == [0] * 300 + [3]
+    assert torch.equal(concatenate(first, first).images, torch.cat([first.images, first.images]))

@@ -4,6 +4,7 @@ import json
 import logging
 import re
 from itertools import pairwise
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -39,6 +40,18 @@ def test_the_stages_are_counted_from_the_stages_run_and_the_data_read_once(tmp_p
     assert [kwargs.get("data") for name, _, kwargs in done if name in ("train", "evaluate_run")] == [data, data]
     started = [m for m in caplog.messages if m.endswith(" ...")]
     assert [m.split("]")[0] for m in started] == [f"[{i}/{len(stages)}" for i in range(1, len(stages) + 1)]
+
+
+def test_the_main_job_keeps_a_final_recipes_validation_split_out_where_there_is_no_test_split(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(pipeline, "train", lambda config, *args, **kwargs: trained.append(config.final))
+    for stage in ("evaluate_run", "analyze", "quantize_run", "bench_run", "build_report", "summary"):
+        monkeypatch.setattr(pipeline, stage, lambda *args, **kwargs: None)
+    for test in (None, "a test split"):
+        data = SimpleNamespace(test=test, validation="a validation split")
+        monkeypatch.setattr(pipeline, "load_dataset", lambda *args, data=data: data)
+        pipeline.run_all(TrainConfig.from_recipe("photos", device="cpu"), tmp_path / f"run-{test is None}")
+    assert trained == [False, True]
 
 
 @pytest.fixture(scope="module")

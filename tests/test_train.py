@@ -200,6 +200,7 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
         ({"flip": "yes"}, "--flip must be true or false, got 'yes'"),
         ({"batch_size": 1.5}, "--batch-size must be a whole number, got 1.5"),
         ({"validation_size": "100"}, "--validation-size must be a whole number, got '100'"),
+        ({"final": True, "validation_size": 100}, "--final trains on every labelled split: --validation-size 100"),
         ({"optimizer": "lion"}, "--optimizer: unknown optimizer 'lion'; known: adam, adamw, sgd"),
         ({"corrupt": {"blur": "much"}}, r"--corrupt takes NAME=P, P in \[0, 1\]"),
         # Every augmentation changes pixels per epoch, so none goes with cached features, whichever is named.

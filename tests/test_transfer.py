@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,12 +68,27 @@ def test_a_frozen_run_trains_the_head_alone_on_cached_features(frozen_run, tmp_p
 
 @torch.no_grad()
 def test_a_frozen_run_evaluates_on_cached_features_as_the_whole_model_predicts(frozen_run):
-    metrics = evaluate_run(frozen_run.root)
+    metrics = evaluate_run(frozen_run.root, split="validation")  # named: it trained on it (below)
     assert metrics["images"] == 20 and metrics["data"]["split"] == "validation"
     model, checkpoint = load_model(frozen_run.best_checkpoint)
     validation = load_dataset(SAMPLE, recorded_spec(checkpoint).input).validation
     predicted = model.eval()(validation.images.float() / 255).argmax(1)
     assert (predicted == validation.labels).float().mean().item() == pytest.approx(metrics["accuracy"])
+
+
+def test_the_photos_recipe_trains_on_both_splits_and_evaluate_then_wants_photos_it_never_saw(frozen_run, tmp_path):
+    recorded = json.loads(frozen_run.config.read_text())
+    assert recorded["data"]["trained_on"] == ["train", "validation"] and recorded["train"]["final"]
+    assert "features of 60 + 0 photos" in frozen_run.log.read_text()  # 40 training photos and 20 validation ones
+    with pytest.raises(FashionClfError, match=r"trained on the validation split of .* too \(--final\)"):
+        evaluate_run(frozen_run.root)
+    assert evaluate_run(frozen_run.root, split="validation")["data"]["trained_on"]
+    # The same folder with a test split: evaluate takes it, as photos the run never saw (copies of the validation
+    # photos here: what is checked is which split is chosen, by the digests recorded per split).
+    shutil.copytree(SAMPLE, tmp_path / "with-test")
+    shutil.copytree(SAMPLE / "validation", tmp_path / "with-test" / "test")
+    metrics = evaluate_run(frozen_run.root, data_path=tmp_path / "with-test")
+    assert metrics["data"]["split"] == "test" and not metrics["data"]["trained_on"]
 
 
 def test_a_zero_shot_run_is_made_without_training_and_is_an_ordinary_run(tmp_path):

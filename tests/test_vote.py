@@ -14,7 +14,7 @@ from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
 from fashionclf.files import file_sha256
 from fashionclf.sources import load_dataset
-from fashionclf.train import train
+from fashionclf.train import resume, train
 from fashionclf.vote import Votes, joint_scores, most_confident, to_our_classes
 
 SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
@@ -92,3 +92,10 @@ def test_a_self_trained_run_reads_no_photo_label_and_is_an_ordinary_run(trained_
         train(replace(config, vote_run=str(run.root)), tmp_path / "photo-vote", progress=False)
     with pytest.raises(FashionClfError, match="--vote-run .*no-run"):
         train(replace(config, vote_run=str(tmp_path / "no-run")), tmp_path / "no-vote", progress=False)
+    # Resumed, it votes again: with other weights than it started with, it stops before anything.
+    record = json.loads(run.config.read_text())
+    record["vote_run"]["sha256"] = "0" * 64
+    run.config.write_text(json.dumps(record))
+    with pytest.raises(FashionClfError, match=r"--vote-run .*best.pt has SHA-256 .*, but .*voted was started with "
+                                              r"000000000000\.\.\.; put those weights back"):  # fmt: skip
+        resume(run.root, progress=False)

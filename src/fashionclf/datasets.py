@@ -8,6 +8,7 @@ A source (Fashion-MNIST's IDX files in data.py, CSV files and photo folders in s
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,8 @@ def _stratifiable(split: Split, size: int) -> bool:
     return min(size, len(split) - size) >= classes and smallest >= 2
 
 
+JOINED_AT_ONCE = 256  # images copied per slice by `concatenate`
+
 TEST_SEED = 0  # the test hold-out of a source without a test split is the same for every run: runs compare on it
 TEST_SHARE = 5  # a fifth of such a source is held out for testing
 MIN_PER_CLASS = 7  # images of each class that leave a test hold-out and then train's validation hold-out possible
@@ -130,7 +133,21 @@ def split_off_test(split: Split, source: Path, unit: str = "images") -> tuple[Sp
 
 
 def concatenate(*splits: Split) -> Split:
-    return Split(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
+    """The splits one after another. The images go into a temporary memory-mapped file in the cache folder (gone
+    when the last reference is), a slice at a time: joining a photo folder's memory-mapped splits holds none of
+    their images in memory."""
+    shape = (sum(len(s) for s in splits), *splits[0].images.shape[1:])
+    folder = cache_root() / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder) as file:  # unlinked at once; the mapping keeps its own descriptor
+        images = np.memmap(file, dtype=splits[0].images.numpy().dtype, mode="w+", shape=shape)
+    start = 0
+    for split in splits:
+        for offset in range(0, len(split), JOINED_AT_ONCE):
+            part = split.images[offset : offset + JOINED_AT_ONCE].numpy()
+            images[start + offset : start + offset + len(part)] = part
+        start += len(split)
+    return Split(torch.from_numpy(images), torch.cat([s.labels for s in splits]))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

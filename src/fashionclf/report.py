@@ -46,7 +46,7 @@ def title(run: RunDir) -> str:
         f"{split.capitalize()} accuracy **{metrics['accuracy']:.2%}** (loss {metrics['loss']:.4f}) on all "
         f"{metrics['images']:,} images of the {split} split, model `{config['train']['model']}` trained on "
         f"{env['device']} ({env['device_name']}), PyTorch {env['versions']['torch']}. Every number below was "
-        f"measured in this run.{_changed_data(metrics)}"
+        f"measured in this run.{_changed_data(metrics)}{_trained_split(metrics)}"
     )
 
 
@@ -65,6 +65,15 @@ def _changed_data(metrics: dict) -> str:
     return (
         f"\n\n**The data changed since training** ({names}): these metrics were measured with "
         "`--allow-changed-data`, on a split that may hold images the model was trained on."
+    )
+
+
+def _trained_split(metrics: dict) -> str:
+    if not metrics.get("data", {}).get("trained_on"):
+        return ""
+    return (
+        f"\n\n**The model trained on the {_evaluated_split(metrics)} split**: these metrics measure what it learnt, "
+        "not how it does on pictures it never saw."
     )
 
 
@@ -94,11 +103,12 @@ def data_handling(run: RunDir) -> str:
     config = read_json(run.config)
     train, data, spec = config["train"], config["data"], recorded_spec(config)
     validation = data.get("splits", {}).get("validation")
-    split = (
-        f"The {validation['images']:,} validation images ({validation['from']}) choose the best epoch."
-        if train["validation_size"] and validation
-        else "No validation split: the last epoch's weights are evaluated."
-    )
+    if "validation" in data.get("trained_on", []):
+        split = "The training and validation splits are trained on together (`--final`); the last epoch is kept."
+    elif train["validation_size"] and validation:
+        split = f"The {validation['images']:,} validation images ({validation['from']}) choose the best epoch."
+    else:
+        split = "No validation split: the last epoch's weights are evaluated."
     source = {
         "csv": "The CSV files are read with pandas in chunks, checked row by row, and turned into uint8 tensors",
         "photos": f"Each photo is decoded once, brought into the model's {spec.input.describe()} input "

@@ -41,7 +41,7 @@ from fashionclf.models import ModelSpec, count_parameters, model_entry, predict_
 from fashionclf.photolike import FOOTWEAR, corrupt
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
-from fashionclf.provenance import run_dataset
+from fashionclf.provenance import SHOWN, run_dataset
 from fashionclf.rundir import RunDir, locked, open_run, read_json, write_json, write_text
 from fashionclf.runtime import bf16_supported, environment, resolve_device
 from fashionclf.sources import load_dataset
@@ -110,6 +110,8 @@ def resume(out: Path, data: datasets.Dataset | None = None, progress: bool = Tru
     with _writing(run, "fashionclf train --resume"):
         _check_resumable(run)
         config, spec = _recorded_config(run), recorded_spec(read_json(run.config))
+        if config.vote_run:
+            _check_same_voter(run, config.vote_run)
         # Epochs on changed data would mix two data sets in one run: no way on but the data it started on.
         data = data or run_dataset(run, spec.input, "resume", way_out="put back the data it started on")[0]
         _train(config, spec, run, data, progress, resuming=True)
@@ -213,7 +215,9 @@ def _resolved(config: TrainConfig, data: datasets.Dataset) -> TrainConfig:
     if config.frozen:
         values["channels_last"] = values["bf16"] = False  # the step is a small MLP on features
     values["image_size"] = data.input.size
-    if config.validation_size is None and data.validation is not None:
+    if config.final:
+        values["validation_size"] = 0  # every labelled split is trained on
+    elif config.validation_size is None and data.validation is not None:
         values["validation_size"] = len(data.validation)
     elif config.validation_size is None:
         values["validation_size"] = 5000 if len(data.train) >= 25_000 else len(data.train) // 5
@@ -231,14 +235,30 @@ def _run_record(config: TrainConfig, spec: ModelSpec, device: torch.device, data
     record = {"train": asdict(config), "spec": spec.as_dict(), "environment": environment(device),
               "data": _described(config, data)}  # fmt: skip
     if config.vote_run:
-        checkpoint = open_run(Path(config.vote_run)).best_checkpoint
-        record["vote_run"] = {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)}
+        record["vote_run"] = _voter(config.vote_run)
     return record
 
 
+def _voter(vote_run: str) -> dict[str, str]:
+    """The voting run's weights: its best checkpoint and their SHA-256."""
+    checkpoint = open_run(Path(vote_run)).best_checkpoint
+    return {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)}
+
+
+def _check_same_voter(run: RunDir, vote_run: str) -> None:
+    """A resumed self-trained run votes again: other weights would give it other labels halfway through."""
+    recorded, found = read_json(run.config)["vote_run"]["sha256"], _voter(vote_run)
+    if found["sha256"] != recorded:
+        raise FashionClfError(
+            f"--vote-run {vote_run}: {found['checkpoint']} has SHA-256 {found['sha256'][:SHOWN]}..., but "
+            f"{run.root} was started with {recorded[:SHOWN]}...; put those weights back, or train a new run"
+        )
+
+
 def _described(config: TrainConfig, data: datasets.Dataset) -> dict:
-    """The data's provenance, with where the validation split came from."""
+    """The data's provenance, with where the validation split came from and the splits trained on."""
     described = datasets.describe(data)
+    described["trained_on"] = ["train", "validation"] if config.final and data.validation is not None else ["train"]
     if data.validation is None and config.validation_size:
         described["splits"]["validation"] = {
             "images": config.validation_size,
@@ -426,9 +446,11 @@ def _resume_hint_on_interrupt(run: RunDir):
 
 def _splits(config: TrainConfig, data: datasets.Dataset) -> tuple[datasets.Split, datasets.Split | None]:
     """(what to train on, what to validate on): the data's own validation split, or a hold-out of its training split
-    (from the given data only, before any mixing)."""
+    (from the given data only, before any mixing); with --final, the training and validation splits together."""
     val_split: datasets.Split | None
-    if data.validation is not None and config.validation_size:
+    if config.final and data.validation is not None:
+        train_split, val_split = datasets.concatenate(data.train, data.validation), None
+    elif data.validation is not None and config.validation_size:
         train_split, val_split = data.train, data.validation
     else:
         train_split, val_split = _split(data.train, config)
