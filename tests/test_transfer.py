@@ -9,6 +9,7 @@ from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
+from fashionclf.export import export_run
 from fashionclf.pretrained import PhotoTransfer
 from fashionclf.sources import load_dataset
 from fashionclf.train import train
@@ -83,6 +84,8 @@ def test_the_photos_recipe_trains_on_both_splits_and_evaluate_then_wants_photos_
     with pytest.raises(FashionClfError, match=r"trained on the validation split of .* too \(--final\)"):
         evaluate_run(frozen_run.root)
     assert evaluate_run(frozen_run.root, split="validation")["data"]["trained_on"]
+    card = (export_run(frozen_run.root, tmp_path / "export") / "README.md").read_text()
+    assert "images it trained on" in card and "model-index" not in card and "epoch 3's, the last," in card
     # The same folder with a test split: evaluate takes it, as photos the run never saw (copies of the validation
     # photos here: what is checked is which split is chosen, by the digests recorded per split).
     shutil.copytree(SAMPLE, tmp_path / "with-test")

@@ -34,7 +34,7 @@ def model_card(run: RunDir, config: dict, licence: str, name: str) -> str:
         input_section(config),
         data_section(run_config),
         recipe_section(run_config, config),
-        evaluation_section(metrics),
+        evaluation_section(metrics, epoch_chosen=bool(run_config["train"]["validation_size"])),
         photos_section(photos),
         int8_section(config.get("int8")),
         limitations(config, metrics, photos),
@@ -89,7 +89,7 @@ def front_matter(run, run_config: dict, metrics, photos: list[dict], licence: st
         "metrics:",
         "- accuracy",
     ]
-    own = [_result(metrics, data_name(data))] if metrics else []
+    own = [_result(metrics, data_name(data))] if metrics and not metrics["data"].get("trained_on") else []
     results = own + [_result(m, Path(m["data"]["path"]).name) for m in photos]
     if results:
         lines += ["model-index:", f"- name: {json.dumps(run.root.name)}", "  results:", *results]
@@ -117,12 +117,12 @@ def _result(metrics: dict, dataset: str) -> str:
 def summary(run: RunDir, run_config: dict, config: dict, metrics: dict | None) -> str:
     entry = model_entry(config["model"])
     classes = config["classes"]
-    measured = (
-        f" {metrics['data']['split'].capitalize()} accuracy **{metrics['accuracy']:.2%}** on "
-        f"{metrics['images']:,} images it never trained on."
-        if metrics
-        else " Not evaluated (see below)."
-    )
+    if not metrics:
+        measured = " Not evaluated (see below)."
+    else:
+        seen = "it trained on (see below)" if metrics["data"].get("trained_on") else "it never trained on"
+        measured = (f" {metrics['data']['split'].capitalize()} accuracy **{metrics['accuracy']:.2%}** on "
+                    f"{metrics['images']:,} images {seen}.")  # fmt: skip
     return (
         f"# {config['model']}: {len(classes)} clothing classes ({run.root.name})\n\n"
         f"`{entry.name}`: {_described(entry)} It tells {', '.join(classes)} apart in "
@@ -187,28 +187,31 @@ def recipe_section(run_config: dict, config: dict) -> str:
     train = run_config["train"]
     args = ", ".join(f"{key}={value}" for key, value in config["model_args"].items()) or "its defaults"
     validation = "validation" if "validation" in run_config["data"]["splits"] else "training"
+    chosen = f"the one with the best {validation} accuracy" if train["validation_size"] else "the last"
     return (
         "## Training recipe\n\n"
         f"Model `{config['model']}` with {args}. {training_recipe(train)} The exported weights are epoch "
-        f"{config['source']['checkpoint_epoch']}'s, the one with the best {validation} accuracy, from run "
+        f"{config['source']['checkpoint_epoch']}'s, {chosen}, from run "
         f"`{config['source']['run']}` (its best.pt's SHA-256 `{config['source']['checkpoint_sha256'][:16]}...`)."
     )
 
 
-def evaluation_section(metrics: dict | None) -> str:
+def evaluation_section(metrics: dict | None, epoch_chosen: bool) -> str:
     if metrics is None:
         return (
             "## Evaluation\n\n"
             "Not evaluated: the run had no evaluation of these weights when it was exported, so this card claims no "
             "accuracy. Run `fashionclf evaluate RUN` and export again for the numbers."
         )
-    split = metrics["data"]["split"]
-    caveat = (
-        " The data has no test split: these are validation figures, and the validation split also chose the epoch, so "
-        "they are somewhat optimistic."
-        if split == "validation"
-        else ""
-    )
+    split, caveat = metrics["data"]["split"], ""
+    if metrics["data"].get("trained_on"):
+        caveat = (" The model trained on these images (`--final`, or a training split named): the figures measure "
+                  "what it learnt, not how it does on images it never saw.")  # fmt: skip
+    elif split == "validation":
+        chose = (
+            ", and the validation split also chose the epoch, so they are somewhat optimistic" if epoch_chosen else ""
+        )
+        caveat = f" The data has no test split: these are validation figures{chose}."
     rows = "\n".join(
         f"| {r['class']} | {r['accuracy']:.2%} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
         f"{r['support']:,} |"
