@@ -380,8 +380,10 @@ class TrainConfig:
         entry.input.using(self.preprocessing)
         self._check_corruptions(entry.input.domain)
         if self.final and self.validation_size:
-            raise FashionClfError(f"--final trains on every labelled split: --validation-size "
-                                  f"{self.validation_size} cannot apply")  # fmt: skip
+            raise FashionClfError(
+                f"--final trains on every labelled split: --validation-size {self.validation_size} cannot apply "
+                "(add --no-final to hold images out)"
+            )
         if self.mix_fashion_mnist and not self.init:
             raise FashionClfError("--mix-fashion-mnist goes with --init (fine-tuning)")
         if self.frozen:
