@@ -16,7 +16,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from fashionclf.checkpoint import CHECKPOINT_FORMAT
-from fashionclf.cli import app
+from fashionclf.cli import _config, app
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.rundir import RunDir, write_json
@@ -175,6 +175,16 @@ def test_a_bad_config_file_is_one_line_naming_it(tmp_path, contents, fragment):
     result = fashionclf("train", "--config", str(file), "--out", str(tmp_path / "r"))
     assert_one_line_error(result, f"--config {file}: {fragment}")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_runs_config_from_before_a_setting_existed_trains_without_it(tmp_path):
+    """A photos run from before --final trained on its train split: its config.json must not get the recipe's
+    --final now; an object of settings alone still takes the recipe's."""
+    old, settings = tmp_path / "config.json", tmp_path / "settings.json"
+    old.write_text(json.dumps({"train": {"recipe": "photos", "model": "efficientnet_lite0", "frozen": True}}))
+    settings.write_text(json.dumps({"recipe": "photos"}))
+    finals = [_config({}, path).final for path in (old, settings)]
+    assert finals == [False, True]
 
 
 def test_a_missing_config_file_is_one_line(tmp_path):

@@ -13,11 +13,12 @@ import torch.distributed as dist
 
 from fashionclf import distributed
 from fashionclf.checkpoint import load_checkpoint, load_model
+from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.sources import read_csv
-from fashionclf.train import evaluate_split
+from fashionclf.train import evaluate_split, train
 
-from synthetic import synthetic_split, write_csv
+from synthetic import synthetic_data, synthetic_split, write_csv
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="this PyTorch build has no gloo backend"
@@ -112,3 +113,12 @@ def test_batches_that_leave_a_process_without_images_are_refused(monkeypatch, im
 def test_one_process_takes_any_batches(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     distributed.check_batches(241, 25)
+
+
+def test_micro_batches_under_torchrun_are_refused_with_compile(monkeypatch, tmp_path):
+    """Parts that differ in number between processes would all-reduce a different number of times: no_sync keeps it
+    once a step, but not through torch.compile."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = TrainConfig(epochs=1, batch_size=20, micro_batch=3, compile=True, validation_size=0, device="cpu")
+    with pytest.raises(FashionClfError, match="--micro-batch under torchrun runs eagerly: drop --compile"):
+        train(config, tmp_path / "run", data=synthetic_data(200), progress=False)

@@ -107,6 +107,7 @@ def test_evaluate_through_a_class_map_file(synthetic_run, tmp_path):
         synthetic_run.root, data_path=tmp_path / "photos", split="all", class_map=tmp_path / "map.json"
     )
     assert metrics["left_out"] == {"socks": 20} and metrics["images"] == 100
+    assert not metrics["data"]["trained_on"]  # other photos than the run's in-memory data, which recorded no files
     assert (synthetic_run.root / "evaluations" / "photos-all" / "figures" / "confusion_matrix.png").is_file()
     garment = evaluate_run(
         synthetic_run.root, data_path=tmp_path / "photos", split="all", class_map=tmp_path / "map.json",

@@ -92,7 +92,10 @@ def test_a_self_trained_run_reads_no_photo_label_and_is_an_ordinary_run(trained_
         train(replace(config, vote_run=str(run.root)), tmp_path / "photo-vote", progress=False)
     with pytest.raises(FashionClfError, match="--vote-run .*no-run"):
         train(replace(config, vote_run=str(tmp_path / "no-run")), tmp_path / "no-vote", progress=False)
-    # Resumed, it votes again: with other weights than it started with, it stops before anything.
+    # Resumed, it votes again: with the weights it started with it goes on (here: nothing left to do), with
+    # others it stops before anything.
+    resume(run.root, progress=False)
+    assert "nothing to resume: all 3 epochs are done" in run.log.read_text()
     record = json.loads(run.config.read_text())
     record["vote_run"]["sha256"] = "0" * 64
     run.config.write_text(json.dumps(record))

@@ -89,11 +89,16 @@ def front_matter(run, run_config: dict, metrics, photos: list[dict], licence: st
         "metrics:",
         "- accuracy",
     ]
-    own = [_result(metrics, data_name(data))] if metrics and not metrics["data"].get("trained_on") else []
-    results = own + [_result(m, Path(m["data"]["path"]).name) for m in photos]
+    own = [_result(metrics, data_name(data))] if metrics and not _trained_on(metrics) else []
+    results = own + [_result(m, Path(m["data"]["path"]).name) for m in photos if not _trained_on(m)]
     if results:
         lines += ["model-index:", f"- name: {json.dumps(run.root.name)}", "  results:", *results]
     return "\n".join([*lines, "---"])
+
+
+def _trained_on(metrics: dict) -> bool:
+    """Whether the model trained on the split these metrics measured (`--final`, or a training split named)."""
+    return bool(metrics.get("data", {}).get("trained_on"))
 
 
 def _result(metrics: dict, dataset: str) -> str:
@@ -120,7 +125,7 @@ def summary(run: RunDir, run_config: dict, config: dict, metrics: dict | None) -
     if not metrics:
         measured = " Not evaluated (see below)."
     else:
-        seen = "it trained on (see below)" if metrics["data"].get("trained_on") else "it never trained on"
+        seen = "it trained on (see below)" if _trained_on(metrics) else "it never trained on"
         measured = (f" {metrics['data']['split'].capitalize()} accuracy **{metrics['accuracy']:.2%}** on "
                     f"{metrics['images']:,} images {seen}.")  # fmt: skip
     return (
@@ -204,7 +209,7 @@ def evaluation_section(metrics: dict | None, epoch_chosen: bool) -> str:
             "accuracy. Run `fashionclf evaluate RUN` and export again for the numbers."
         )
     split, caveat = metrics["data"]["split"], ""
-    if metrics["data"].get("trained_on"):
+    if _trained_on(metrics):
         caveat = (" The model trained on these images (`--final`, or a training split named): the figures measure "
                   "what it learnt, not how it does on images it never saw.")  # fmt: skip
     elif split == "validation":
@@ -250,7 +255,8 @@ def photos_section(photos: list[dict]) -> str | None:
     if not photos:
         return None
     rows = "\n".join(
-        f"| `{Path(m['data']['path']).name}` | {m['data']['split']} | {m['data']['preprocessing']} | "
+        f"| `{Path(m['data']['path']).name}` | {m['data']['split']}{' (trained on)' if _trained_on(m) else ''} | "
+        f"{m['data']['preprocessing']} | "
         f"{'yes' if 'class_map' in m else 'no'} | {m['images']:,} | {m['accuracy']:.2%} |"
         for m in photos
     )
@@ -265,10 +271,11 @@ def photos_section(photos: list[dict]) -> str | None:
 def int8_section(int8: dict | None) -> str | None:
     if int8 is None:
         return None
+    trained = " (which it trained on)" if int8.get("trained_on") else ""
     return (
         "## int8\n\n"
         f"`model-int8.onnx` is the run's `{int8['method']}` int8 model (fashionclf quantize): accuracy "
-        f"{int8['accuracy']:.2%} on the {int8['evaluated_on']} split, the same top class as fp32 on "
+        f"{int8['accuracy']:.2%} on the {int8['evaluated_on']} split{trained}, the same top class as fp32 on "
         f"{int8['agreement']:.2%} of its images, on ONNX Runtime and OpenVINO alike. `fashionclf predict` times it "
         "against fp32 on the machine in use and runs the faster."
     )

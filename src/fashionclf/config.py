@@ -458,7 +458,8 @@ def settings_file(path: Path) -> dict[str, Any]:
     except ValueError as exc:  # not JSON, or not UTF-8
         raise FashionClfError(f"{where}: not valid JSON ({exc})") from None
     if isinstance(values, dict) and isinstance(values.get("train"), dict):
-        values = values["train"]
+        # A run records every setting: one it lacks came after it, so it trained without it (not the recipe's).
+        values = {each.name: default_of(each) for each, _ in declared(TrainConfig)} | values["train"]
     if not isinstance(values, dict):
         raise FashionClfError(f"{where}: expected a JSON object of settings, or a run's config.json")
     known = [each.name for each, _ in declared(TrainConfig)]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fashionclf.errors import FashionClfError
+from fashionclf.files import write_error
 from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
 
 # The classes of a Dataset or a model that names none: Fashion-MNIST's, in the order of its labels.
@@ -138,9 +139,12 @@ def concatenate(*splits: Split) -> Split:
     their images in memory."""
     shape = (sum(len(s) for s in splits), *splits[0].images.shape[1:])
     folder = cache_root() / "tmp"
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder) as file:  # unlinked at once; the mapping keeps its own descriptor
-        images = np.memmap(file, dtype=splits[0].images.numpy().dtype, mode="w+", shape=shape)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as file:  # unlinked at once; the mapping keeps its own descriptor
+            images = np.memmap(file, dtype=splits[0].images.numpy().dtype, mode="w+", shape=shape)
+    except OSError as exc:
+        raise write_error(folder, exc) from None
     start = 0
     for split in splits:
         for offset in range(0, len(split), JOINED_AT_ONCE):

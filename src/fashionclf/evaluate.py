@@ -17,7 +17,7 @@ from fashionclf import datasets, plots
 from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
 from fashionclf.explain import confusion_figure, explainer_for
-from fashionclf.provenance import change_record, data_changes, run_dataset
+from fashionclf.provenance import change_record, run_dataset, trained_on
 from fashionclf.rundir import RunDir, locked, open_run, read_history, read_json, write_json
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
@@ -99,11 +99,12 @@ def evaluate_run(
     elif data is None:
         data, changes = run_dataset(run, spec.input, "evaluate", allow_changed_data)
     split_name, images = _chosen_split(data, split)
-    trained_on = _trained_on(run, data, split_name)
-    if trained_on and split == "auto":
+    trained = trained_on(run, data, split_name, own_data=data_path is None)
+    if trained and split == "auto":
         raise FashionClfError(
             f"{run.root}: trained on the {split_name} split of {data.directory} too (--final), so it measures "
-            f"nothing held out; evaluate it on photos it never saw (--data DIR), or name --split {split_name}"
+            f"nothing held out; evaluate it on photos it never saw (--data DIR, or DIR with a test/ split), or name "
+            f"--split {split_name}"
         )
     torch_device = resolve_device(device)
     logits = split_logits(model.to(torch_device), images, batch_size, torch_device)
@@ -117,7 +118,7 @@ def evaluate_run(
     metrics["checkpoint"] = {"path": str(run.best_checkpoint.relative_to(run.root)), "epoch": checkpoint["epoch"]}
     metrics["data"] = {"path": str(data.directory), "origin": data.origin, "split": split_name,
                        "from": data.split_origins.get(split_name, "every split"),
-                       "preprocessing": spec.input.preprocessing, "trained_on": trained_on}  # fmt: skip
+                       "preprocessing": spec.input.preprocessing, "trained_on": trained}  # fmt: skip
     if changes is not None:
         metrics |= change_record(changes)
     target = run
@@ -139,20 +140,6 @@ def evaluate_run(
                 explainer, images.images.numpy(), labels, probabilities, target.figure("confused_heat_maps")
             )
     return metrics
-
-
-def _trained_on(run: RunDir, data: datasets.Dataset, split_name: str) -> bool:
-    """Whether the run trained on images of the split: one of the splits it trained on ("all" holds them all), as
-    recorded. A photo folder records each split's digest, so a folder with a test split added is still the same
-    training photos; other data must be unchanged as a whole."""
-    recorded = read_json(run.config).get("data", {})
-    trained_on = recorded.get("trained_on", ["train"])  # runs of earlier versions trained on their train split
-    changes, named = data_changes(recorded, data), {entry["filename"] for entry in recorded.get("files", [])}
-    for name in trained_on if split_name == "all" else set(trained_on) & {split_name}:
-        digest = f"{name} photos"
-        if not (digest in changes if digest in named else changes):
-            return True
-    return False
 
 
 def _chosen_split(data: datasets.Dataset, split: str) -> tuple[str, datasets.Split]:

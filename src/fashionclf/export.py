@@ -138,7 +138,8 @@ def current_int8(run: RunDir) -> dict | None:
     if onnx is None:
         return None
     return {"method": method, "path": onnx, "accuracy": entry["accuracy"],
-            "agreement": entry["agreement"], "evaluated_on": quantization["evaluated_on"]}  # fmt: skip
+            "agreement": entry["agreement"], "evaluated_on": quantization["evaluated_on"],
+            "trained_on": quantization.get("trained_on", False)}  # fmt: skip
 
 
 def export_config(checkpoint: dict, spec: ModelSpec, folder: Path, run: RunDir, int8: dict | None) -> dict:

@@ -37,6 +37,24 @@ def run_dataset(
     return data, changes
 
 
+def trained_on(run: RunDir, data: Dataset, split_name: str, own_data: bool) -> bool:
+    """Whether the run trained on images of the data's split: one of the splits it trained on ("all" holds them
+    all), unchanged. A photo folder records each split's digest, so the same folder with a test split added still
+    holds the training photos; other data must be unchanged as a whole. Of a run that recorded no files (trained on
+    data handed over in memory), only its own data counts."""
+    recorded = read_json(run.config).get("data", {})
+    trained = recorded.get("trained_on", ["train"])  # runs of earlier versions trained on their train split
+    named = {entry["filename"] for entry in recorded.get("files", [])}
+    if not named and not own_data:
+        return False
+    changes = data_changes(recorded, data)
+    for name in trained if split_name == "all" else set(trained) & {split_name}:
+        digest = f"{name} photos"
+        if not (digest in changes if digest in named else changes):
+            return True
+    return False
+
+
 def change_record(changes: dict[str, dict]) -> dict:
     """What a result file (metrics.json, quantization.json, analysis.json) records of the comparison."""
     return {"data_changed": bool(changes), **({"data_changes": changes} if changes else {})}

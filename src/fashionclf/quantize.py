@@ -59,7 +59,7 @@ from fashionclf.checkpoint import import_torchao, load_model, model_header, reco
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
 from fashionclf.models import ModelSpec, example_input, images_per_batch, large_batch, model_entry, predict_logits
-from fashionclf.provenance import change_record, run_dataset
+from fashionclf.provenance import change_record, run_dataset, trained_on
 from fashionclf.rundir import RunDir, locked, open_run, write_json
 from fashionclf.runtime import Cpu, cpu
 
@@ -144,6 +144,7 @@ def _quantize(run: RunDir, methods: tuple[str, ...], seed: int, allow_changed_da
         "checkpoint_sha256": checkpoint_sha256,
         "calibration_images": len(calibration),
         "evaluated_on": evaluated_on,
+        "trained_on": trained_on(run, data, evaluated_on, own_data=True),  # --final: the agreement still compares
         "test_images": len(test),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu": cpu().as_dict(),

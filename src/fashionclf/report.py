@@ -107,6 +107,8 @@ def data_handling(run: RunDir) -> str:
         split = "The training and validation splits are trained on together (`--final`); the last epoch is kept."
     elif train["validation_size"] and validation:
         split = f"The {validation['images']:,} validation images ({validation['from']}) choose the best epoch."
+    elif validation:
+        split = "The validation split is kept out of training and chooses nothing: the last epoch's weights are kept."
     else:
         split = "No validation split: the last epoch's weights are evaluated."
     source = {
@@ -176,8 +178,8 @@ def training(run: RunDir) -> str | None:
     total = sum(row["seconds"] for row in history)
     return (
         "## Training\n\n"
-        f"{len(history)} epochs in {total:.0f} s. The checkpoint evaluated below is the epoch with the best "
-        f"{'validation' if has_val else 'training'} accuracy.\n\n"
+        f"{len(history)} epochs in {total:.0f} s. The checkpoint evaluated below is "
+        f"{'the epoch with the best validation accuracy' if has_val else 'the last epoch'}.\n\n"
         f"{header}\n{rule}\n" + "\n".join(lines) + "\n\n" + _figure(run, "training_curves", "Loss and accuracy curves")
     )
 
@@ -195,13 +197,14 @@ def test_results(run: RunDir) -> str:
         for name in ("macro", "weighted")
     )
     per_class = sorted(metrics["per_class"], key=lambda r: r["accuracy"])
-    split = _evaluated_split(metrics)
-    caveat = (
-        " The data has no test split, so these results are on the validation split, which also chose the best "
-        "epoch: they are not an unbiased estimate."
-        if split == "validation"
-        else ""
-    )
+    split, caveat = _evaluated_split(metrics), ""
+    if split == "validation" and not metrics.get("data", {}).get("trained_on"):
+        caveat = " The data has no test split, so these results are on the validation split"
+        caveat += (
+            ", which also chose the best epoch: they are not an unbiased estimate."
+            if read_json(run.config)["train"]["validation_size"]
+            else ", kept out of training and of every choice."
+        )
     return (
         f"## {split.capitalize()} results\n\n"
         f"Checkpoint `{metrics['checkpoint']['path']}` (epoch {metrics['checkpoint']['epoch']}): {split} accuracy "

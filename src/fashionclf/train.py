@@ -128,6 +128,10 @@ def _train(
     distributed.check_batches(len(splits[0]), config.batch_size)
     if config.frozen and distributed.world_size() > 1:
         raise FashionClfError("--frozen trains a small head on one process: run it without torchrun")
+    if config.compile and config.micro_batch and distributed.world_size() > 1:
+        # Processes whose slices of the last batch split into different numbers of parts would all-reduce a
+        # different number of times: no_sync keeps it to once a step, but torch.compile does not trace no_sync.
+        raise FashionClfError("--micro-batch under torchrun runs eagerly: drop --compile")
     with distributed.process_group(resolve_device(config.device)) as device:
         training = Training(config, spec, run, device, progress)
         if not resuming and distributed.is_main():
@@ -217,6 +221,7 @@ def _resolved(config: TrainConfig, data: datasets.Dataset) -> TrainConfig:
     values["image_size"] = data.input.size
     if config.final:
         values["validation_size"] = 0  # every labelled split is trained on
+        values["final"] = data.validation is not None  # without a validation split, nothing is joined
     elif config.validation_size is None and data.validation is not None:
         values["validation_size"] = len(data.validation)
     elif config.validation_size is None:
@@ -247,8 +252,10 @@ def _voter(vote_run: str) -> dict[str, str]:
 
 def _check_same_voter(run: RunDir, vote_run: str) -> None:
     """A resumed self-trained run votes again: other weights would give it other labels halfway through."""
-    recorded, found = read_json(run.config)["vote_run"]["sha256"], _voter(vote_run)
-    if found["sha256"] != recorded:
+    recorded = read_json(run.config).get("vote_run", {}).get("sha256")  # none before the checksum was recorded
+    vote.vote_model(Path(vote_run))  # a voting run gone or replaced by another kind: one line naming --vote-run
+    found = _voter(vote_run)
+    if recorded is not None and found["sha256"] != recorded:
         raise FashionClfError(
             f"--vote-run {vote_run}: {found['checkpoint']} has SHA-256 {found['sha256'][:SHOWN]}..., but "
             f"{run.root} was started with {recorded[:SHOWN]}...; put those weights back, or train a new run"
@@ -558,7 +565,6 @@ def _forward_backward(
     part = config.micro_batch or len(labels)
     parts = list(zip(images.split(part), labels.split(part), strict=True))
     for index, (part_images, part_labels) in enumerate(parts):
-        # A compiled network's DDP is left to all-reduce every part: no_sync is not traced through torch.compile.
         with distributed.synced_unless(index < len(parts) - 1, state.network):
             with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = state.network(part_images)
