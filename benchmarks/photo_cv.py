@@ -49,6 +49,14 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos" / "clothing-d
 
 def head_accuracy(model: PhotoTransfer, train: Split, held: Split, config: TrainConfig) -> float:
     """Train a fresh copy of the model's head on `train`'s views, as the recipe does; its accuracy on `held`."""
+    trained = trained_head(model, train, config)
+    with torch.no_grad():
+        predicted = trained.classify(held.images.float()).argmax(1)
+    return (predicted == held.labels).float().mean().item()
+
+
+def trained_head(model: PhotoTransfer, train: Split, config: TrainConfig) -> PhotoTransfer:
+    """A fresh copy of the model with its head trained on `train`'s views as the recipe trains it, in eval mode."""
     model = copy.deepcopy(model)
     torch.manual_seed(config.seed)
     fit_standardisation(model, train)
@@ -64,9 +72,7 @@ def head_accuracy(model: PhotoTransfer, train: Split, held: Split, config: Train
             loss.backward()
             optimizer.step()
             schedule.step()
-    with torch.no_grad():
-        predicted = model.eval().classify(held.images.float()).argmax(1)
-    return (predicted == held.labels).float().mean().item()
+    return model.eval()
 
 
 def fine_tuned_accuracy(config: TrainConfig, data: Dataset, train: Split, held: Split, out: Path) -> float:
@@ -103,11 +109,20 @@ def cross_validate_frozen(config: TrainConfig, data: Dataset, folds: int) -> Non
     for number, (train_rows, held_rows) in enumerate(_fold_rows(pooled.labels, folds, config.seed), 1):
         train = _subset(pooled, train_rows)
         if votes is not None:  # the recipe's self-training: the fold's photos labelled by their own vote
-            kept, labels = vote.self_training_labels(votes.of(train_rows))
-            train = Split(train.images[kept], labels)
+            train = _self_trained(model, train, votes.of(train_rows), config)
         accuracies.append(head_accuracy(model, train, _subset(pooled, held_rows), config))
         print(f"fold {number}: {accuracies[-1]:.2%}", flush=True)
     _summary(config.recipe, config.model, accuracies, folds, len(pooled))
+
+
+def _self_trained(model: PhotoTransfer, train: Split, votes: vote.Votes, config: TrainConfig) -> Split:
+    """The fold's training photos that the recipe's two rounds of self-training keep, with their labels."""
+    kept, labels = vote.self_training_labels(votes)
+    first = trained_head(model, Split(train.images[kept], labels), config)
+    with torch.no_grad():
+        learnt = torch.log_softmax(first.classify(train.images.float()), 1).double().numpy()
+    kept, labels = vote.refined_labels(learnt, votes)
+    return Split(train.images[kept], labels)
 
 
 def _votes(model: PhotoTransfer, pooled: Split, data: Dataset, config: TrainConfig) -> vote.Votes:

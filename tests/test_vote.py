@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.special import log_softmax
 
+from fashionclf import vote
 from fashionclf.checkpoint import load_model
 from fashionclf.config import RECIPES, TrainConfig
 from fashionclf.datasets import Split
@@ -15,7 +16,7 @@ from fashionclf.evaluate import evaluate_run
 from fashionclf.files import file_sha256
 from fashionclf.sources import load_dataset
 from fashionclf.train import resume, train
-from fashionclf.vote import Votes, joint_scores, most_confident, to_our_classes
+from fashionclf.vote import Votes, joint_scores, most_confident, refined_labels, to_our_classes
 
 SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 CLASSES = ("shirt", "t-shirt", "shoes")  # the map gives the first two Fashion-MNIST classes, shoes none
@@ -56,6 +57,20 @@ def test_without_fashion_mnist_classes_the_vote_is_imagenet_centred():
 def test_the_most_confident_share_of_each_voted_class_is_kept():
     scores = np.log([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.3, 0.7], [0.7, 0.3]])
     assert most_confident(scores, 0.5).tolist() == [0, 2, 3]  # class 0: 2 of its 4, class 1: its one photo
+
+
+def test_round_two_lets_a_confident_head_overturn_an_unsure_vote_and_keeps_the_surest_share(monkeypatch):
+    # No Fashion-MNIST class: the joint vote is ImageNet's, centred. It calls photo 1 a class 0 (58%); the head of
+    # round one is sure of class 1 there, and agrees with the vote elsewhere.
+    votes = Votes(np.log([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.3, 0.7], [0.85, 0.15]]), np.zeros((5, 1)),
+                  np.zeros((1, 2)))  # fmt: skip
+    assert joint_scores(votes).argmax(1).tolist() == [0, 0, 1, 1, 0]
+    learnt = np.log([[0.95, 0.05], [0.01, 0.99], [0.1, 0.9], [0.4, 0.6], [0.9, 0.1]])
+    # Classes 0 (photos 0, 4) and 1 (photos 1, 2, 3) by the sum: 70% of each, at least one, the surest.
+    kept, labels = refined_labels(learnt, votes)
+    assert kept.tolist() == [0, 2, 3] and labels.tolist() == [0, 1, 1]
+    monkeypatch.setattr(vote, "REFINED_SHARE", 1.0)
+    assert refined_labels(learnt, votes)[1].tolist() == [0, 1, 1, 1, 0]
 
 
 def test_zero_shot_with_a_vote_run_is_self_trained_as_photos_trains_its_head():

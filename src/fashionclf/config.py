@@ -167,8 +167,8 @@ RECIPES: dict[str, dict] = {
 
 
 # zero-shot with --vote-run: self-trained (vote.py). The head is the MLP that `photos` trains, trained as `photos`
-# trains it, on the joint vote's labels of the training photos; the last epoch is kept, so nothing is chosen on the
-# validation split's labels, which evaluate alone reads.
+# trains it, in two rounds on labels of the training photos that the joint vote, then the vote and round one's head
+# give; the last epoch is kept, so nothing is chosen on the validation split's labels, which evaluate alone reads.
 SELF_TRAINED = {"model_args": {"head": "mlp"}} | {
     name: RECIPES["photos"][name]
     for name in ("validation_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "batch_size",

@@ -388,23 +388,39 @@ def _frozen_features(
                  f"views ready in {time.perf_counter() - started:.1f} s")  # fmt: skip
     if config.vote_run:
         train_split = _voted(training, model, train_split)
+    return _head_rows(training, state, train_split), val_split
+
+
+def _head_rows(training: Training, state: TrainState, features: datasets.Split) -> datasets.Split:
+    """The training photos' features one row per view (each a sample of the head); the head's standardisation
+    measured on them (on a new start) and the schedule stretched over their steps."""
+    model = cast(PhotoTransfer, state.model)
     if isinstance(model.head, MLPHead) and state.next_epoch == 1:
-        transfer.fit_standardisation(model, train_split)
-    views = train_split.images.shape[1]
-    rows = datasets.Split(train_split.images.flatten(0, 1), train_split.labels.repeat_interleave(views))
-    state.scheduler = _scheduler(config, state.optimizer, _steps_per_epoch(config, (rows, val_split)))
-    return rows, val_split
+        transfer.fit_standardisation(model, features)
+    views = features.images.shape[1]
+    rows = datasets.Split(features.images.flatten(0, 1), features.labels.repeat_interleave(views))
+    state.scheduler = _scheduler(training.config, state.optimizer, _steps_per_epoch(training.config, (rows, None)))
+    return rows
 
 
 def _voted(training: Training, model: PhotoTransfer, features: datasets.Split) -> datasets.Split:
-    """The training photos' features that the joint vote is surest of, labelled by it (vote.py)."""
+    """The training photos' features labelled by self-training on the joint vote, in two rounds (vote.py): round
+    one's head is trained as the run's own is, by a state of its own."""
     started, config = time.perf_counter(), training.config
     assert config.vote_run is not None
     photos = _vote_photos(config, len(features))
-    voted, kept = vote.voted_split(model.variant, features, photos, config.vote_run, training.spec.classes,
-                                   config.imagenet_map)  # fmt: skip
-    training.log(f"{kept} ({time.perf_counter() - started:.1f} s)")
-    return voted
+    votes = vote.votes_on(model.variant, features, photos, config.vote_run, training.spec.classes,
+                          config.imagenet_map)  # fmt: skip
+    kept, labels = vote.self_training_labels(votes)
+    first = _new_state(training, 1)
+    rows = _head_rows(training, first, datasets.Split(features.images[kept], labels))
+    for epoch in range(1, config.epochs + 1):
+        train_epoch(training, first, rows, epoch)
+    learnt = F.log_softmax(predict_logits(first.validated, features.images, config.batch_size, training.device), 1)
+    kept, labels = vote.refined_labels(learnt.double().numpy(), votes)
+    training.log(f"{vote.kept_line(votes, labels, training.spec.classes, config.vote_run)} "
+                 f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
+    return datasets.Split(features.images[kept], labels)
 
 
 def _vote_photos(config: TrainConfig, count: int) -> datasets.Split:
