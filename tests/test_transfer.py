@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fashionclf import card
 from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
-from fashionclf.export import export_run
 from fashionclf.pretrained import PhotoTransfer
 from fashionclf.sources import load_dataset
 from fashionclf.train import train
@@ -83,9 +83,11 @@ def test_the_photos_recipe_trains_on_both_splits_and_evaluate_then_wants_photos_
     assert "features of 60 + 0 photos" in frozen_run.log.read_text()  # 40 training photos and 20 validation ones
     with pytest.raises(FashionClfError, match=r"trained on the validation split of .* too \(--final\)"):
         evaluate_run(frozen_run.root)
-    assert evaluate_run(frozen_run.root, split="validation")["data"]["trained_on"]
-    card = (export_run(frozen_run.root, tmp_path / "export") / "README.md").read_text()
-    assert "images it trained on" in card and "model-index" not in card and "epoch 3's, the last," in card
+    metrics = evaluate_run(frozen_run.root, split="validation")
+    assert metrics["data"]["trained_on"]
+    run_config = json.loads(frozen_run.config.read_text())  # the model card claims no held-out accuracy for it
+    assert "model-index" not in card.front_matter(frozen_run, run_config, metrics, [], "unknown", "efficientnet_lite0")
+    assert "The model trained on these images" in card.evaluation_section(metrics, epoch_chosen=False)
     # The same folder with a test split: evaluate takes it, as photos the run never saw (copies of the validation
     # photos here: what is checked is which split is chosen, by the digests recorded per split).
     shutil.copytree(SAMPLE, tmp_path / "with-test")
