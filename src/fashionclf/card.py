@@ -13,7 +13,7 @@ from pathlib import Path
 from fashionclf import explain
 from fashionclf.catalog import SETS
 from fashionclf.models import ModelEntry, model_entry
-from fashionclf.report import training_recipe
+from fashionclf.report import trained_on, training_recipe
 from fashionclf.rundir import RunDir, read_json
 
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
@@ -89,16 +89,11 @@ def front_matter(run, run_config: dict, metrics, photos: list[dict], licence: st
         "metrics:",
         "- accuracy",
     ]
-    own = [_result(metrics, data_name(data))] if metrics and not _trained_on(metrics) else []
-    results = own + [_result(m, Path(m["data"]["path"]).name) for m in photos if not _trained_on(m)]
+    own = [_result(metrics, data_name(data))] if metrics and not trained_on(metrics) else []
+    results = own + [_result(m, Path(m["data"]["path"]).name) for m in photos if not trained_on(m)]
     if results:
         lines += ["model-index:", f"- name: {json.dumps(run.root.name)}", "  results:", *results]
     return "\n".join([*lines, "---"])
-
-
-def _trained_on(metrics: dict) -> bool:
-    """Whether the model trained on the split these metrics measured (`--final`, or a training split named)."""
-    return bool(metrics.get("data", {}).get("trained_on"))
 
 
 def _result(metrics: dict, dataset: str) -> str:
@@ -125,7 +120,7 @@ def summary(run: RunDir, run_config: dict, config: dict, metrics: dict | None) -
     if not metrics:
         measured = " Not evaluated (see below)."
     else:
-        seen = "it trained on (see below)" if _trained_on(metrics) else "it never trained on"
+        seen = "it trained on (see below)" if trained_on(metrics) else "it never trained on"
         measured = (f" {metrics['data']['split'].capitalize()} accuracy **{metrics['accuracy']:.2%}** on "
                     f"{metrics['images']:,} images {seen}.")  # fmt: skip
     return (
@@ -209,7 +204,7 @@ def evaluation_section(metrics: dict | None, epoch_chosen: bool) -> str:
             "accuracy. Run `fashionclf evaluate RUN` and export again for the numbers."
         )
     split, caveat = metrics["data"]["split"], ""
-    if _trained_on(metrics):
+    if trained_on(metrics):
         caveat = (" The model trained on these images (`--final`, or a training split named): the figures measure "
                   "what it learnt, not how it does on images it never saw.")  # fmt: skip
     elif split == "validation":
@@ -255,7 +250,7 @@ def photos_section(photos: list[dict]) -> str | None:
     if not photos:
         return None
     rows = "\n".join(
-        f"| `{Path(m['data']['path']).name}` | {m['data']['split']}{' (trained on)' if _trained_on(m) else ''} | "
+        f"| `{Path(m['data']['path']).name}` | {m['data']['split']}{' (trained on)' if trained_on(m) else ''} | "
         f"{m['data']['preprocessing']} | "
         f"{'yes' if 'class_map' in m else 'no'} | {m['images']:,} | {m['accuracy']:.2%} |"
         for m in photos

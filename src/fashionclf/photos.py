@@ -60,12 +60,17 @@ def read_photo_dataset(folder: Path, input: InputFormat, cache_dir: Path | None 
         test=splits.get("test"),
         directory=folder,
         origin="photos",
-        checksums={f"{name} photos": digest for name, digest in digests.items()},
+        checksums={split_digest_name(name): digest for name, digest in digests.items()},
         split_origins=origins,
         classes=classes,
         validation=splits.get("validation"),
         input=input,
     )
+
+
+def split_digest_name(split: str) -> str:
+    """The name a photo folder's split has among the data's checksums (one digest per split)."""
+    return f"{split} photos"
 
 
 def photo_layout(folder: Path) -> tuple[dict[str, dict[str, list[Path]]], list[tuple[str, str]]]:

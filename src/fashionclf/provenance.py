@@ -12,6 +12,7 @@ import warnings
 
 from fashionclf.datasets import Dataset, describe
 from fashionclf.errors import FashionClfError, FashionClfWarning
+from fashionclf.photos import split_digest_name
 from fashionclf.preprocess import InputFormat
 from fashionclf.rundir import RunDir, read_json, run_data
 from fashionclf.sources import load_dataset
@@ -49,7 +50,7 @@ def trained_on(run: RunDir, data: Dataset, split_name: str, own_data: bool) -> b
         return False
     changes = data_changes(recorded, data)
     for name in trained if split_name == "all" else set(trained) & {split_name}:
-        digest = f"{name} photos"
+        digest = split_digest_name(name)
         if not (digest in changes if digest in named else changes):
             return True
     return False

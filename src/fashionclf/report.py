@@ -68,8 +68,13 @@ def _changed_data(metrics: dict) -> str:
     )
 
 
+def trained_on(metrics: dict) -> bool:
+    """Whether the model trained on the split these metrics measured (`--final`, or a training split named)."""
+    return bool(metrics.get("data", {}).get("trained_on"))
+
+
 def _trained_split(metrics: dict) -> str:
-    if not metrics.get("data", {}).get("trained_on"):
+    if not trained_on(metrics):
         return ""
     return (
         f"\n\n**The model trained on the {_evaluated_split(metrics)} split**: these metrics measure what it learnt, "
@@ -198,7 +203,7 @@ def test_results(run: RunDir) -> str:
     )
     per_class = sorted(metrics["per_class"], key=lambda r: r["accuracy"])
     split, caveat = _evaluated_split(metrics), ""
-    if split == "validation" and not metrics.get("data", {}).get("trained_on"):
+    if split == "validation" and not trained_on(metrics):
         caveat = " The data has no test split, so these results are on the validation split"
         caveat += (
             ", which also chose the best epoch: they are not an unbiased estimate."
