@@ -103,8 +103,8 @@ def evaluate_run(
     if trained and split == "auto":
         raise FashionClfError(
             f"{run.root}: trained on the {split_name} split of {data.directory} too (--final), so it measures "
-            f"nothing held out; evaluate it on photos it never saw (--data DIR, or DIR with a test/ split), or name "
-            f"--split {split_name}"
+            f"nothing held out; evaluate it on photos it never saw (--data DIR, or add a test/ split to its "
+            f"folder), or name --split {split_name}"
         )
     torch_device = resolve_device(device)
     logits = split_logits(model.to(torch_device), images, batch_size, torch_device)

@@ -18,6 +18,7 @@ from fashionclf.rundir import RunDir, read_json, run_data
 from fashionclf.sources import load_dataset
 
 SHOWN = 12  # hex digits of a digest in a message: enough to tell two apart
+NEW_PHOTO_SPLITS = {split_digest_name(split) for split in ("validation", "test")}
 
 
 def run_dataset(
@@ -64,7 +65,9 @@ def change_record(changes: dict[str, dict]) -> dict:
 def data_changes(recorded: dict, data: Dataset) -> dict[str, dict]:
     """The files (or photo splits) whose digest in `data` differs from the one the run recorded (config.json's
     "data"): name -> {"recorded", "found"}, None where one side has no such file. A run that recorded no files
-    (trained on data handed over in memory) has nothing to compare."""
+    (trained on data handed over in memory) has nothing to compare. A photo split added since (a test/ folder put
+    beside train/ to measure a run that trained on every photo it had) leaves the photos the run read as they were,
+    so it is no change."""
     before = _digests(recorded)
     if not before:
         return {}
@@ -72,7 +75,7 @@ def data_changes(recorded: dict, data: Dataset) -> dict[str, dict]:
     return {
         name: {"recorded": before.get(name), "found": now.get(name)}
         for name in sorted(before.keys() | now.keys())
-        if before.get(name) != now.get(name)
+        if before.get(name) != now.get(name) and not (name not in before and name in NEW_PHOTO_SPLITS)
     }
 
 

@@ -1,0 +1,24 @@
+import shutil
+from pathlib import Path
+
+from fashionclf.datasets import describe
+from fashionclf.preprocess import InputFormat
+from fashionclf.provenance import data_changes
+from fashionclf.sources import load_dataset
+
+SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
+PHOTO = InputFormat("photo", 3, 32)
+
+
+def test_a_photo_split_added_beside_the_trained_ones_is_no_change_but_a_changed_photo_is(tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE, folder)
+    recorded = describe(load_dataset(folder, PHOTO))  # what config.json records of a run trained on it
+    shutil.copytree(SAMPLE / "validation", folder / "test")  # added to measure the run on photos it never saw
+    with_test = load_dataset(folder, PHOTO)
+    assert with_test.test is not None and data_changes(recorded, with_test) == {}
+    hat = next((folder / "train" / "hat").iterdir())
+    shutil.copy(next((folder / "train" / "shoes").iterdir()), hat)
+    assert list(data_changes(recorded, load_dataset(folder, PHOTO))) == ["train photos"]
+    shutil.rmtree(folder / "validation")  # a split the run read, gone
+    assert set(data_changes(recorded, load_dataset(folder, PHOTO))) == {"train photos", "validation photos"}
