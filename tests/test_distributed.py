@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,13 @@ def fashionclf(program: list[str], *args, processes: int) -> subprocess.Complete
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    # One thread per process: two processes share this machine's cores, and the runs stay small.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*launcher, *program, *map(str, args)], env=env, capture_output=True, text=True, timeout=180
-    )
+    # One thread per process: two processes share this machine's cores, and the runs stay small. torchrun leaves
+    # its log folders in the temporary folder: one of the test's own, removed after it.
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", "TMPDIR": scratch}
+        result = subprocess.run(
+            [*launcher, *program, *map(str, args)], env=env, capture_output=True, text=True, timeout=180
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
