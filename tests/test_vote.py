@@ -76,7 +76,7 @@ def test_round_two_lets_a_confident_head_overturn_an_unsure_vote_and_keeps_the_s
 def test_zero_shot_with_a_vote_run_is_self_trained_as_photos_trains_its_head():
     config = TrainConfig.from_recipe("zero-shot", vote_run="runs/seed", data=str(SAMPLE))
     assert config.model_args == {"head": "mlp"} and config.validation_size == 0
-    assert config.epochs == RECIPES["photos"]["epochs"]
+    assert config.epochs == RECIPES["photos"].settings["epochs"]
     assert TrainConfig.from_recipe("zero-shot", vote_run="runs/seed", epochs=3).epochs == 3
     with pytest.raises(FashionClfError, match="--vote-run trains a frozen network's head"):
         TrainConfig.from_recipe("photos", vote_run="runs/seed", frozen=False)

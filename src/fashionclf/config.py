@@ -23,23 +23,38 @@ SCHEDULES = {"constant": "constant", "onecycle": "one-cycle", "cosine": "cosine 
 
 ROBUST_CORRUPTIONS = ("cut", "edge", "intensity", "background", "light", "occlude", "blur", "jpeg", "noise")
 
-# Named presets of settings; the chosen one is recorded in config.json with every value it set.
-RECIPES: dict[str, dict] = {
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named preset of settings (recorded in config.json with every value it set), and what `train --help` says
+    of it."""
+
+    summary: str
+    settings: dict
+
+
+RECIPES: dict[str, Recipe] = {
     # The report's recipe (Adam 1e-3, batch 100, cross-entropy, 5 epochs) on the cheaper step: channels-last, and
     # bf16 autocast where the device computes it natively (resolved to float32 elsewhere). --no-bf16
     # --no-channels-last runs it in float32 throughout, the report's arithmetic.
-    "seed": {"channels_last": True, "bf16": True},
+    "seed": Recipe(
+        "the report's recipe on the channels-last + bf16 step",
+        {"channels_last": True, "bf16": True},
+    ),
     # The report's accuracy in the least time: a cheaper step (channels-last, bf16), larger batches, and a one-cycle
     # schedule that reaches 90.3% in 2 epochs instead of 5.
-    "fast": {
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "adamw",
-        "lr": 3e-3,
-        "schedule": "onecycle",
-        "batch_size": 256,
-        "epochs": 2,
-    },
+    "fast": Recipe(
+        "90.3% in 2 epochs (the same step, AdamW one-cycle, batch 256)",
+        {
+            "channels_last": True,
+            "bf16": True,
+            "optimizer": "adamw",
+            "lr": 3e-3,
+            "schedule": "onecycle",
+            "batch_size": 256,
+            "epochs": 2,
+        },
+    ),
     # The most from the unchanged FashionCNN found so far (2 cores, chosen by validation accuracy): AdamW with
     # decoupled weight decay 0.01, a one-cycle schedule, 2-pixel random crops and flips, the weights' moving average as
     # the model, 48 epochs: validation 93.80/93.60/93.06%, test 92.66/92.50/92.49% for seeds 0-2, 10-13 min each.
@@ -49,53 +64,62 @@ RECIPES: dict[str, dict] = {
     # (overfits: validation 93.16%); label smoothing 0.1 (seed 1: validation 93.16% against 93.38%). The head is the
     # cap: with ReLUs between its linear layers (model fashion_cnn_relu) the 40-epoch recipe reaches 93.88% test, the
     # mean of seeds 0-2.
-    "best": {
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "adamw",
-        "lr": 2e-3,
-        "weight_decay": 0.01,
-        "schedule": "onecycle",
-        "crop_padding": 2,
-        "flip": True,
-        "ema": 0.999,
-        "batch_size": 128,
-        "epochs": 48,
-    },
+    "best": Recipe(
+        "48 epochs of AdamW one-cycle, weight decay, flips and a moving average of the weights",
+        {
+            "channels_last": True,
+            "bf16": True,
+            "optimizer": "adamw",
+            "lr": 2e-3,
+            "weight_decay": 0.01,
+            "schedule": "onecycle",
+            "crop_padding": 2,
+            "flip": True,
+            "ema": 0.999,
+            "batch_size": 128,
+            "epochs": 48,
+        },
+    ),
     # The stronger model, trained as residual networks with BatchNorm usually are (2 cores: test 94.75%, 94.52% and
     # 94.57% for seeds 0-2, 27-32 min each). Widths 16 and 24 train in 9 and 19 min but stop at 94.28% and 94.48%.
-    "resnet": {
-        "model": "resnet9",
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "weight_decay": 5e-4,
-        "schedule": "onecycle",
-        "label_smoothing": 0.1,
-        "crop_padding": 2,
-        "flip": True,
-        "batch_size": 256,
-        "epochs": 20,
-    },
+    "resnet": Recipe(
+        "the ResNet-9 model with its own recipe, for the best accuracy",
+        {
+            "model": "resnet9",
+            "channels_last": True,
+            "bf16": True,
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "weight_decay": 5e-4,
+            "schedule": "onecycle",
+            "label_smoothing": 0.1,
+            "crop_padding": 2,
+            "flip": True,
+            "batch_size": 256,
+            "epochs": 20,
+        },
+    ),
     # Fashion-MNIST for real photos without training on any (measured on clothing-dataset-small through the class
     # map in docs/RESULTS.md): the garment preprocessing at predict and serve time, and batches corrupted to look
     # like photos after it (see photolike.py), a share of each batch per corruption; `best`'s optimizer, schedule,
     # weight decay, batch size and flips, without its crop padding and moving average; 25 epochs (15 measured worse
     # on the photos' validation split and on Fashion-MNIST's). Test accuracy stays above the report's.
-    "robust": {
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "adamw",
-        "lr": 2e-3,
-        "weight_decay": 0.01,
-        "schedule": "onecycle",
-        "flip": True,
-        "corrupt": {"pair": 0.5, "affine": 0.3, **dict.fromkeys(ROBUST_CORRUPTIONS, 0.15)},
-        "preprocessing": "garment",
-        "batch_size": 128,
-        "epochs": 25,
-    },
+    "robust": Recipe(
+        "Fashion-MNIST with photo-like corruptions and the garment preprocessing, for real photos",
+        {
+            "channels_last": True,
+            "bf16": True,
+            "optimizer": "adamw",
+            "lr": 2e-3,
+            "weight_decay": 0.01,
+            "schedule": "onecycle",
+            "flip": True,
+            "corrupt": {"pair": 0.5, "affine": 0.3, **dict.fromkeys(ROBUST_CORRUPTIONS, 0.15)},
+            "preprocessing": "garment",
+            "batch_size": 128,
+            "epochs": 25,
+        },
+    ),
     # Photos (a folder of class folders of RGB photos, e.g. --data clothing-small), for a laptop: EfficientNet-Lite0
     # pretrained on ImageNet, frozen; each photo looked at whole and at its centre, and mirrored (four views at 288
     # px, from the photo fitted into 384 px); the views' mean- and max-pooled features computed once and cached; an
@@ -105,64 +129,78 @@ RECIPES: dict[str, dict] = {
     # are fixed and the last is kept, so the recipe needs no validation split: the model trains on the train and
     # validation splits together (--final), and its figure is the cross-validated one; --no-final leaves a folder's
     # validation split to evaluate.
-    "photos": {
-        "model": "efficientnet_lite0",
-        "frozen": True,
-        "final": True,
-        "validation_size": 0,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 0.05,
-        "schedule": "onecycle",
-        "label_smoothing": 0.1,
-        "batch_size": 128,
-        "epochs": 30,
-    },
+    "photos": Recipe(
+        "a folder of RGB photos (--data): EfficientNet-Lite0 pretrained on ImageNet, frozen, an MLP head on cached "
+        "features; minutes on a laptop",
+        {
+            "model": "efficientnet_lite0",
+            "frozen": True,
+            "final": True,
+            "validation_size": 0,
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 0.05,
+            "schedule": "onecycle",
+            "label_smoothing": 0.1,
+            "batch_size": 128,
+            "epochs": 30,
+        },
+    ),
     # Photos, the most accuracy within reason: the same network and views as `photos`, every layer fine-tuned on
     # augmented photos (random resized crops down to half the area, colour jitter) with AdamW one-cycle; bf16 and
     # channels-last where the device has them; the train and validation splits together, as `photos`. About 12
     # hours on 2 AVX2 cores, 86 s on a GPU (docs/RESULTS.md).
-    "photos-best": {
-        "model": "efficientnet_lite0",
-        "frozen": False,
-        "final": True,
-        "validation_size": 0,
-        "optimizer": "adamw",
-        "lr": 3e-4,
-        "weight_decay": 0.05,
-        "schedule": "onecycle",
-        "label_smoothing": 0.1,
-        "crop_scale": 0.5,
-        "jitter": 0.2,
-        "channels_last": True,
-        "bf16": True,
-        "batch_size": 32,
-        "epochs": 12,
-    },
+    "photos-best": Recipe(
+        "photos, with every layer of the same network fine-tuned on augmented photos: for a GPU",
+        {
+            "model": "efficientnet_lite0",
+            "frozen": False,
+            "final": True,
+            "validation_size": 0,
+            "optimizer": "adamw",
+            "lr": 3e-4,
+            "weight_decay": 0.05,
+            "schedule": "onecycle",
+            "label_smoothing": 0.1,
+            "crop_scale": 0.5,
+            "jitter": 0.2,
+            "channels_last": True,
+            "bf16": True,
+            "batch_size": 32,
+            "epochs": 12,
+        },
+    ),
     # No labelled photos: the pretrained network's ImageNet classes, summed per class through the shipped map from
     # garment words to ImageNet classes (imagenet/garments.json, or --imagenet-map); nothing is trained.
-    "zero-shot": {"model": "efficientnet_lite0", "model_args": {"head": "imagenet"}, "frozen": True, "epochs": 0},
+    "zero-shot": Recipe(
+        "photos without labels: the network's ImageNet classes through a map of garment words (with --vote-run, a "
+        "Fashion-MNIST run's vote too, learnt by a self-trained head)",
+        {"model": "efficientnet_lite0", "model_args": {"head": "imagenet"}, "frozen": True, "epochs": 0},
+    ),
     # Photos trained from scratch, for comparison: ResNet-9 for photos at 64x64 (96 px measured no better), SGD with
     # Nesterov momentum, one-cycle to 0.2, weight decay, label smoothing, random resized crops down to 35% of the
     # area, flips and colour jitter, batch 64, 30 epochs; predictions average the photo's and its mirror image's.
     # Measured in docs/RESULTS.md.
-    "photos-scratch": {
-        "model": "photo_resnet9",
-        "model_args": {"flip_average": True},
-        "image_size": 64,
-        "channels_last": True,
-        "bf16": True,
-        "optimizer": "sgd",
-        "lr": 0.2,
-        "weight_decay": 5e-4,
-        "schedule": "onecycle",
-        "label_smoothing": 0.1,
-        "crop_scale": 0.35,
-        "jitter": 0.3,
-        "flip": True,
-        "batch_size": 64,
-        "epochs": 30,
-    },
+    "photos-scratch": Recipe(
+        "photos, photo_resnet9 trained from scratch on them, for comparison",
+        {
+            "model": "photo_resnet9",
+            "model_args": {"flip_average": True},
+            "image_size": 64,
+            "channels_last": True,
+            "bf16": True,
+            "optimizer": "sgd",
+            "lr": 0.2,
+            "weight_decay": 5e-4,
+            "schedule": "onecycle",
+            "label_smoothing": 0.1,
+            "crop_scale": 0.35,
+            "jitter": 0.3,
+            "flip": True,
+            "batch_size": 64,
+            "epochs": 30,
+        },
+    ),
 }
 
 
@@ -170,7 +208,7 @@ RECIPES: dict[str, dict] = {
 # trains it, in two rounds on labels of the training photos that the joint vote, then the vote and round one's head
 # give; the last epoch is kept, so nothing is chosen on the validation split's labels, which evaluate alone reads.
 SELF_TRAINED = {"model_args": {"head": "mlp"}} | {
-    name: RECIPES["photos"][name]
+    name: RECIPES["photos"].settings[name]
     for name in ("validation_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "batch_size",
                  "epochs")
 }  # fmt: skip
@@ -183,17 +221,7 @@ SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
 
 # The groups of settings: the panels of `train --help`, and the clauses of the report's recipe sentence.
 MODEL, DATA, OPTIMIZATION, AUGMENTATION, SPEED = "Recipe and model", "Data", "Optimization", "Augmentation", "Speed"
-RECIPE_HELP = (
-    "seed: the report's recipe on the channels-last + bf16 step; fast: 90.3% in 2 epochs (the same step, AdamW "
-    "one-cycle, batch 256); best: 48 epochs of AdamW one-cycle, weight decay, flips and a moving average of the "
-    "weights; resnet: the ResNet-9 model with its own recipe, for the best accuracy; robust: Fashion-MNIST with "
-    "photo-like corruptions and the garment preprocessing, for real photos; for a folder of RGB photos (--data): "
-    "photos (EfficientNet-Lite0 pretrained on ImageNet, frozen, an MLP head on cached features: minutes on a laptop), "
-    "photos-best (the same network, every layer fine-tuned on augmented photos: for a GPU), zero-shot (no labels: its "
-    "ImageNet classes through a map of garment words; with --vote-run, a Fashion-MNIST run's vote too, learnt by a "
-    "self-trained head), photos-scratch (photo_resnet9 from scratch). Details: "
-    "docs/recipes.md."
-)
+RECIPE_HELP = "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()) + ". Details: docs/recipes.md."
 
 
 def name_and_share(item: str) -> tuple[str, float]:
@@ -422,7 +450,9 @@ class TrainConfig:
     def from_recipe(cls, recipe: str = "seed", **settings) -> TrainConfig:
         """The recipe's settings (zero-shot's self-trained ones with --vote-run), then `settings` over them."""
         refined = SELF_TRAINED if recipe == "zero-shot" and settings.get("vote_run") else {}
-        return cls(**{**RECIPES.get(recipe, {}), **refined, **settings, "recipe": recipe})
+        return cls(
+            **{**(RECIPES[recipe].settings if recipe in RECIPES else {}), **refined, **settings, "recipe": recipe}
+        )
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -436,8 +466,8 @@ def default_in_words(name: str) -> str:
     if declared_as.default_words:
         return declared_as.default_words
     default = default_of(each)
-    if any(name in values for values in RECIPES.values()):
-        return f"the recipe's; seed: {_shown(RECIPES['seed'].get(name, default))}"
+    if any(name in recipe.settings for recipe in RECIPES.values()):
+        return f"the recipe's; seed: {_shown(RECIPES['seed'].settings.get(name, default))}"
     return _shown(default)
 
 
