@@ -8,9 +8,9 @@ The 341 validation photos of clothing-dataset-small overstated the last recipe b
 split, so recipes are chosen here: the train and validation splits together (3,409 photos), 5 stratified folds, each
 fold's model trained on the other four and judged on the fold's photos (views averaged).
 
-A frozen recipe (`photos`) trains the fold's head as the recipe trains it (its optimizer, peak rate, weight decay,
-one-cycle schedule, label smoothing, batch and epochs, one row per view) on the backbone's cached features, and
-prints the time the features took; `zero-shot --vote-run RUN` first labels each fold's training photos by their own
+A frozen recipe (`photos`) trains the fold's head on the backbone's cached features by `fashionclf train`'s own loop
+(`train.trained_head`: the recipe's optimizer, schedule, batches and epochs, one sample per view), and prints the
+time the features took; `zero-shot --vote-run RUN` first labels each fold's training photos by their own
 joint vote, as the recipe does (no label is read but to score the held-out fold). Any other recipe (`photos-best`)
 trains each fold with `fashionclf train`'s own loop, the fold's photos as its validation split, and takes the last
 epoch's accuracy (nothing is chosen on them); `--variant KEY=VALUE,...` compares settings over the same folds, fold
@@ -21,7 +21,6 @@ every variant. Prints each fold with its training time, then the mean and its sp
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import tempfile
@@ -30,49 +29,43 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 
 from fashionclf import vote
 from fashionclf.config import TrainConfig
 from fashionclf.datasets import Dataset, Split, concatenate
-from fashionclf.models import ModelSpec, create_model, model_entry
+from fashionclf.models import ModelSpec, create_model, model_entry, predict_logits
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import PhotoTransfer
-from fashionclf.rundir import read_history
+from fashionclf.rundir import RunDir, read_history
+from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
+from fashionclf.train import Training, _resolved
 from fashionclf.train import train as train_run
-from fashionclf.transfer import features, fit_standardisation
+from fashionclf.train import trained_head as train_head
+from fashionclf.transfer import features
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos" / "clothing-dataset-small"
 
 
-def head_accuracy(model: PhotoTransfer, train: Split, held: Split, config: TrainConfig) -> float:
-    """Train a fresh copy of the model's head on `train`'s views, as the recipe does; its accuracy on `held`."""
-    trained = trained_head(model, train, config)
-    with torch.no_grad():
-        predicted = trained.classify(held.images.float()).argmax(1)
+def head_accuracy(config: TrainConfig, data: Dataset, train: Split, held: Split) -> float:
+    """A new head trained on `train`'s features as the recipe trains it; its accuracy on `held`."""
+    predicted = _logits(config, trained_head(config, data, train), held).argmax(1)
     return (predicted == held.labels).float().mean().item()
 
 
-def trained_head(model: PhotoTransfer, train: Split, config: TrainConfig) -> PhotoTransfer:
-    """A fresh copy of the model with its head trained on `train`'s views as the recipe trains it, in eval mode."""
-    model = copy.deepcopy(model)
-    torch.manual_seed(config.seed)
-    fit_standardisation(model, train)
-    rows, labels = train.images.flatten(0, 1).float(), train.labels.long().repeat_interleave(train.images.shape[1])
-    head = model.head.train()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = -(-len(rows) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps)
-    for _ in range(config.epochs):
-        for batch in torch.randperm(len(rows)).split(config.batch_size):
-            loss = F.cross_entropy(head(rows[batch]), labels[batch], label_smoothing=config.label_smoothing)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval()
+def trained_head(config: TrainConfig, data: Dataset, train: Split) -> torch.nn.Module:
+    """The model's head trained on `train`'s cached features by `fashionclf train`'s own loop (train.trained_head):
+    the recipe's optimizer, schedule, batches and epochs, one sample per view."""
+    config = _resolved(config, data)
+    spec = ModelSpec(data.classes, data.input)
+    with tempfile.TemporaryDirectory() as scratch:  # where a training would log (a compile that falls back, say)
+        training = Training(config, spec, RunDir(Path(scratch)), resolve_device(config.device), progress=False)
+        return train_head(training, train)
+
+
+def _logits(config: TrainConfig, head: torch.nn.Module, photos: Split) -> torch.Tensor:
+    return predict_logits(head, photos.images, config.batch_size, resolve_device(config.device))
 
 
 def fine_tuned_accuracy(config: TrainConfig, data: Dataset, train: Split, held: Split, out: Path) -> float:
@@ -109,18 +102,17 @@ def cross_validate_frozen(config: TrainConfig, data: Dataset, folds: int) -> Non
     for number, (train_rows, held_rows) in enumerate(_fold_rows(pooled.labels, folds, config.seed), 1):
         train = _subset(pooled, train_rows)
         if votes is not None:  # the recipe's self-training: the fold's photos labelled by their own vote
-            train = _self_trained(model, train, votes.of(train_rows), config)
-        accuracies.append(head_accuracy(model, train, _subset(pooled, held_rows), config))
+            train = _self_trained(config, data, train, votes.of(train_rows))
+        accuracies.append(head_accuracy(config, data, train, _subset(pooled, held_rows)))
         print(f"fold {number}: {accuracies[-1]:.2%}", flush=True)
     _summary(config.recipe, config.model, accuracies, folds, len(pooled))
 
 
-def _self_trained(model: PhotoTransfer, train: Split, votes: vote.Votes, config: TrainConfig) -> Split:
+def _self_trained(config: TrainConfig, data: Dataset, train: Split, votes: vote.Votes) -> Split:
     """The fold's training photos that the recipe's two rounds of self-training keep, with their labels."""
     kept, labels = vote.self_training_labels(votes)
-    first = trained_head(model, Split(train.images[kept], labels), config)
-    with torch.no_grad():
-        learnt = torch.log_softmax(first.classify(train.images.float()), 1).double().numpy()
+    first = trained_head(config, data, Split(train.images[kept], labels))
+    learnt = torch.log_softmax(_logits(config, first, train), 1).double().numpy()
     kept, labels = vote.refined_labels(learnt, votes)
     return Split(train.images[kept], labels)
 

@@ -403,6 +403,17 @@ def _head_rows(training: Training, state: TrainState, features: datasets.Split) 
     return rows
 
 
+def trained_head(training: Training, features: datasets.Split) -> nn.Module:
+    """A new model's head trained on the photos' cached `features` as the run trains its own, every epoch, with
+    nothing validated or saved: the head on features (`HeadOnFeatures`), in eval mode. Self-training's first round,
+    and each fold of benchmarks/photo_cv.py."""
+    state = _new_state(training, 1)
+    rows = _head_rows(training, state, features)
+    for epoch in range(1, training.config.epochs + 1):
+        train_epoch(training, state, rows, epoch)
+    return state.validated.eval()
+
+
 def _voted(training: Training, model: PhotoTransfer, features: datasets.Split) -> datasets.Split:
     """The training photos' features labelled by self-training on the joint vote, in two rounds (vote.py): round
     one's head is trained as the run's own is, by a state of its own."""
@@ -412,11 +423,8 @@ def _voted(training: Training, model: PhotoTransfer, features: datasets.Split) -
     votes = vote.votes_on(model.variant, features, photos, config.vote_run, training.spec.classes,
                           config.imagenet_map)  # fmt: skip
     kept, labels = vote.self_training_labels(votes)
-    first = _new_state(training, 1)
-    rows = _head_rows(training, first, datasets.Split(features.images[kept], labels))
-    for epoch in range(1, config.epochs + 1):
-        train_epoch(training, first, rows, epoch)
-    learnt = F.log_softmax(predict_logits(first.validated, features.images, config.batch_size, training.device), 1)
+    first = trained_head(training, datasets.Split(features.images[kept], labels))
+    learnt = F.log_softmax(predict_logits(first, features.images, config.batch_size, training.device), 1)
     kept, labels = vote.refined_labels(learnt.double().numpy(), votes)
     training.log(f"{vote.kept_line(votes, labels, training.spec.classes, config.vote_run)} "
                  f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
