@@ -19,8 +19,14 @@ def garment_on_white(size=(300, 400), box=(100, 60, 200, 340), shade=40) -> Imag
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    """The picture in a file format: Pillow's, or HEIF (an iPhone's HEIC), which pillow-heif writes."""
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
+    if fmt == "HEIF":
+        import pillow_heif  # here, not above: a machine without it (the GPU one) still runs the other tests
+
+        pillow_heif.from_pillow(image.convert("RGB")).save(buffer, **options)
+    else:
+        image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
@@ -37,11 +43,13 @@ def png_header_only(width: int, height: int) -> bytes:
 def bad_inputs() -> dict[str, tuple[bytes, str]]:
     png = encode(garment_on_white(), "PNG")
     jpeg = encode(garment_on_white(), "JPEG")
+    heic = encode(garment_on_white(), "HEIF")
     return {
         "empty.png": (b"", "empty file"),
         "text.png": (b"just some words\n", "not an image"),
         "truncated.png": (png[: len(png) // 2], "truncated or corrupt"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated or corrupt"),
+        "truncated.heic": (heic[: len(heic) // 2], "truncated or corrupt"),
         "tiny.png": (encode(Image.new("L", (1, 1)), "PNG"), "1x1, too small"),
         "big.png": (png_header_only(10_000, 6_000), "10000x6000 = 60,000,000 pixels, over the limit of 50,000,000"),
         "huge.png": (png_header_only(20_000, 20_000), "400,000,000 pixels, over the limit of 50,000,000"),

@@ -49,7 +49,7 @@ def test_a_dataset_like_input_passes_unchanged():
 
 @pytest.mark.parametrize(
     "variant",
-    ["png", "jpeg", "webp", "bmp", "gif", "rgb", "cmyk", "palette", "rgba", "gray16"],
+    ["png", "jpeg", "webp", "heic", "avif", "bmp", "gif", "rgb", "cmyk", "palette", "rgba", "gray16"],
 )
 def test_every_format_and_mode_gives_the_same_picture(variant):
     base = garment_on_white()
@@ -58,6 +58,8 @@ def test_every_format_and_mode_gives_the_same_picture(variant):
         "png": (base, "PNG"),
         "jpeg": (base, "JPEG"),
         "webp": (base, "WEBP"),
+        "heic": (base, "HEIF"),
+        "avif": (base, "AVIF"),
         "bmp": (base, "BMP"),
         "gif": (base, "GIF"),
         "rgb": (base.convert("RGB"), "PNG"),
@@ -112,6 +114,20 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 8
     decoded = to_dataset_domain(open_image(encode(sideways, "JPEG", exif=exif), "photo.jpg"))
     assert np.abs(decoded.astype(int) - to_dataset_domain(upright).astype(int)).mean() < 6
+
+
+def test_a_heic_photo_is_turned_upright_and_pillow_is_left_as_it_was(tmp_path):
+    """iPhones take HEIC photos, sideways with an orientation to apply, as here; Pillow reads no HEIF itself, and
+    fashionclf decodes it without registering pillow-heif's reader in Pillow."""
+    upright = garment_on_white()
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(encode(upright.rotate(90, expand=True), "HEIF", exif=exif.tobytes()))
+    assert read_header(path, path.name) == 300 * 400
+    decoded = to_dataset_domain(open_image(path, path.name))
+    assert np.abs(decoded.astype(int) - to_dataset_domain(upright).astype(int)).mean() < 6
+    assert "HEIF" not in Image.ID
 
 
 def test_the_content_decides_the_format_not_the_extension(tmp_path):

@@ -35,7 +35,7 @@ from fashionclf.errors import FashionClfError
 from fashionclf.files import file_sha256, one_line, writing
 from fashionclf.preprocess import InputFormat, folder_files, folder_id, not_a_file, open_image
 
-CACHE_VERSION = 4  # part of every cache key: bump it when decoding or preprocessing changes
+CACHE_VERSION = 5  # part of every cache key: bump it when decoding or preprocessing changes (5: HEIC read)
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 DECODE_CHUNK = 1024  # photos decoded at a time: bounds the memory of a cache being built
 

@@ -137,7 +137,7 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
     if isinstance(source, bytes | bytearray) and len(source) == 0 or isinstance(source, Path) and _empty(source):
         raise FashionClfError(f"{name}: empty file")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as image:
+        with _opened(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as image:
             if why := _unsupported(image):
                 raise FashionClfError(f"{name}: format not supported ({why})")
             yield image
@@ -153,8 +153,25 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
         raise FashionClfError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise FashionClfError(f"{name}: not an image (no format Pillow reads)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, RuntimeError) as exc:  # RuntimeError: libheif's decoding errors
         raise FashionClfError(f"{name}: truncated or corrupt image ({exc})") from None
+
+
+def _opened(file: Path | io.BytesIO) -> Image.Image:
+    """The picture opened, its pixels not decoded yet: by Pillow, or where it is HEIF (HEIC, the format iPhones take
+    photos in, which Pillow does not read) by pillow-heif's Pillow image class, used directly rather than registered
+    in Pillow, which fashionclf leaves as it found it. libheif turns the photo upright as it decodes (its EXIF
+    orientation is then reset to 1)."""
+    try:
+        return Image.open(file)
+    except UnidentifiedImageError:
+        from pillow_heif import as_plugin, is_supported
+
+        if isinstance(file, io.BytesIO):
+            file.seek(0)
+        if not is_supported(file):
+            raise
+        return as_plugin.HeifImageFile(file)
 
 
 def _unsupported(image: Image.Image) -> str | None:
