@@ -130,6 +130,14 @@ def test_a_heic_photo_is_turned_upright_and_pillow_is_left_as_it_was(tmp_path):
     assert "HEIF" not in Image.ID
 
 
+def test_a_heic_file_over_its_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    heic = encode(garment_on_white(), "HEIF")
+    monkeypatch.setattr(preprocess, "MAX_HEIF_BYTES", len(heic) - 1)  # pillow-heif would read it whole
+    message = f"^big.heic: HEIF file of {len(heic):,} bytes, over the limit of {len(heic) - 1:,}$"
+    with pytest.raises(FashionClfError, match=message):
+        open_image(heic, "big.heic")
+
+
 def test_the_content_decides_the_format_not_the_extension(tmp_path):
     path = tmp_path / "actually-a-jpeg.png"
     path.write_bytes(encode(garment_on_white(), "JPEG"))

@@ -42,6 +42,7 @@ from fashionclf.errors import FashionClfError
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo still opens; a decompression bomb does not
 MAX_ASPECT = 20  # a 20:1 panorama still opens; a 6,250,000x8 strip does not
 MIN_SIDE = 8
+MAX_HEIF_BYTES = 200_000_000  # pillow-heif reads the whole file before its header: a 50-megapixel HEIC is far less
 WORK_SIDE = 512  # the longest side kept after decoding: more than any model's input needs
 FASHION_MNIST_SIDE = 28
 OBJECT_THRESHOLD = 0.02  # of full intensity, on a black background: what counts as the object rather than background
@@ -137,7 +138,7 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
     if isinstance(source, bytes | bytearray) and len(source) == 0 or isinstance(source, Path) and _empty(source):
         raise FashionClfError(f"{name}: empty file")
     try:
-        with _opened(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as image:
+        with _opened(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source, name) as image:
             if why := _unsupported(image):
                 raise FashionClfError(f"{name}: format not supported ({why})")
             yield image
@@ -157,7 +158,7 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
         raise FashionClfError(f"{name}: truncated or corrupt image ({exc})") from None
 
 
-def _opened(file: Path | io.BytesIO) -> Image.Image:
+def _opened(file: Path | io.BytesIO, name: str) -> Image.Image:
     """The picture opened, its pixels not decoded yet: by Pillow, or where it is HEIF (HEIC, the format iPhones take
     photos in, which Pillow does not read) by pillow-heif's Pillow image class, used directly rather than registered
     in Pillow, which fashionclf leaves as it found it. libheif turns the photo upright as it decodes (its EXIF
@@ -171,6 +172,10 @@ def _opened(file: Path | io.BytesIO) -> Image.Image:
             file.seek(0)
         if not is_supported(file):
             raise
+        size = file.getbuffer().nbytes if isinstance(file, io.BytesIO) else file.stat().st_size
+        if size > MAX_HEIF_BYTES:
+            message = f"{name}: HEIF file of {size:,} bytes, over the limit of {MAX_HEIF_BYTES:,}"
+            raise FashionClfError(message) from None
         return as_plugin.HeifImageFile(file)
 
 
