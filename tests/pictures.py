@@ -7,6 +7,7 @@ import struct
 import zlib
 
 import numpy as np
+import pillow_heif
 from PIL import Image
 
 
@@ -22,8 +23,6 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     """The picture in a file format: Pillow's, or HEIF (an iPhone's HEIC), which pillow-heif writes."""
     buffer = io.BytesIO()
     if fmt == "HEIF":
-        import pillow_heif  # here, not above: a machine without it (the GPU one) still runs the other tests
-
         pillow_heif.from_pillow(image.convert("RGB")).save(buffer, **options)
     else:
         image.save(buffer, format=fmt, **options)
@@ -50,8 +49,15 @@ def bad_inputs() -> dict[str, tuple[bytes, str]]:
         "truncated.png": (png[: len(png) // 2], "truncated or corrupt"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated or corrupt"),
         "truncated.heic": (heic[: len(heic) // 2], "truncated or corrupt"),
+        "corrupt.heic": (_corrupt_heif_data(heic), "truncated or corrupt"),
         "tiny.png": (encode(Image.new("L", (1, 1)), "PNG"), "1x1, too small"),
         "big.png": (png_header_only(10_000, 6_000), "10000x6000 = 60,000,000 pixels, over the limit of 50,000,000"),
         "huge.png": (png_header_only(20_000, 20_000), "400,000,000 pixels, over the limit of 50,000,000"),
         "strip.png": (png_header_only(6_250_000, 8), "6250000x8, an aspect ratio over 20:1"),
     }
+
+
+def _corrupt_heif_data(heic: bytes) -> bytes:
+    """The HEIC with the start of its coded image overwritten: the header reads, the decoder fails (EOFError)."""
+    start = heic.index(b"mdat") + 4
+    return heic[:start] + b"\xff" * 8 + heic[start + 8 :]

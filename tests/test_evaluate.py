@@ -1,5 +1,7 @@
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from fashionclf.files import file_sha256
 from fashionclf.train import train
 
 from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv
+
+SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 
 
 def one_hot(predicted, confidence=0.9):
@@ -166,3 +170,16 @@ def test_a_changed_photo_is_named_by_its_split_but_another_preprocessing_is_no_c
     Image.fromarray(np.full((28, 28), 128, dtype=np.uint8)).save(photo)
     with pytest.raises(FashionClfError, match=r"\(validation photos has SHA-256 \w{12}\.\.\., recorded \w{12}\.\.\.\)"):
         evaluate_run(run.root)
+
+
+def test_a_run_trained_on_every_split_is_measured_on_a_test_split_added_to_its_own_folder(tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE, folder)  # train/ and validation/
+    config = TrainConfig.from_recipe("photos-scratch", epochs=1, batch_size=20, image_size=32, final=True,
+                                     validation_size=0, device="cpu", data=str(folder))  # fmt: skip
+    run = train(config, tmp_path / "run", progress=False)
+    with pytest.raises(FashionClfError, match="trained on the validation split .* add a test/ split to its folder"):
+        evaluate_run(run.root)
+    shutil.copytree(SAMPLE / "validation", folder / "test")  # copies: which split is chosen is what is checked
+    metrics = evaluate_run(run.root)  # the run's own folder, no --data
+    assert (metrics["data"]["split"], metrics["data"]["trained_on"], metrics["data_changed"]) == ("test", False, False)

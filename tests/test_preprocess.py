@@ -1,6 +1,7 @@
 """Pictures as users have them: formats, modes, orientation, bad files, limits, and what the model is shown."""
 
 import functools
+import io
 import operator
 import os
 import re
@@ -9,8 +10,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pillow_heif
 import pytest
-from PIL import EpsImagePlugin, Image
+from PIL import EpsImagePlugin, Image, features
 
 from fashionclf import preprocess
 from fashionclf.errors import FashionClfError
@@ -49,8 +51,12 @@ def test_a_dataset_like_input_passes_unchanged():
 
 @pytest.mark.parametrize(
     "variant",
-    ["png", "jpeg", "webp", "heic", "avif", "bmp", "gif", "rgb", "cmyk", "palette", "rgba", "gray16"],
-)
+    [
+        "png", "jpeg", "webp", "heic",
+        pytest.param("avif", marks=pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF")),
+        "bmp", "gif", "rgb", "cmyk", "palette", "rgba", "gray16",
+    ],
+)  # fmt: skip
 def test_every_format_and_mode_gives_the_same_picture(variant):
     base = garment_on_white()
     reference = to_dataset_domain(base)
@@ -128,6 +134,15 @@ def test_a_heic_photo_is_turned_upright_and_pillow_is_left_as_it_was(tmp_path):
     decoded = to_dataset_domain(open_image(path, path.name))
     assert np.abs(decoded.astype(int) - to_dataset_domain(upright).astype(int)).mean() < 6
     assert "HEIF" not in Image.ID
+
+
+def test_a_heif_file_of_several_images_gives_its_primary_one_the_photo():
+    several = pillow_heif.from_pillow(Image.new("RGB", (400, 400), "red"))  # image 0: not the photo
+    several.add_from_pillow(Image.new("RGB", (100, 120), "blue"))
+    buffer = io.BytesIO()
+    several.save(buffer, primary_index=1)
+    decoded = open_image(buffer.getvalue(), "burst.heic")
+    assert decoded.size == (100, 120) and decoded.getpixel((50, 60))[2] > 200
 
 
 def test_a_heic_file_over_its_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):

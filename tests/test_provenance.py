@@ -22,3 +22,14 @@ def test_a_photo_split_added_beside_the_trained_ones_is_no_change_but_a_changed_
     assert list(data_changes(recorded, load_dataset(folder, PHOTO))) == ["train photos"]
     shutil.rmtree(folder / "validation")  # a split the run read, gone
     assert set(data_changes(recorded, load_dataset(folder, PHOTO))) == {"train photos", "validation photos"}
+
+
+def test_a_validation_split_added_to_a_photo_folder_is_a_change(tmp_path):
+    """A run on train/ alone held some of it out to validate; with validation/ added, a resumed run would train on
+    all of train/: other data."""
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE / "train", folder / "train")
+    recorded = describe(load_dataset(folder, PHOTO))
+    shutil.copytree(SAMPLE / "validation", folder / "validation")
+    changes = data_changes(recorded, load_dataset(folder, PHOTO))
+    assert list(changes) == ["validation photos"] and changes["validation photos"]["recorded"] is None

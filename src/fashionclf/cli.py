@@ -357,7 +357,7 @@ def predict(
     precision: Precision = "auto",
     preprocessing: Preprocessing = None,
 ) -> None:
-    """Classify pictures: any size or format Pillow reads, brought to the model's input first."""
+    """Classify pictures: any size, any format Pillow reads and HEIC, brought to the model's input first."""
     from tqdm import tqdm
 
     from fashionclf.inference import Prediction, load_classifier, predict_files, save_model_input

@@ -131,7 +131,7 @@ RECIPES: dict[str, Recipe] = {
     # figure is the cross-validated one; --no-final leaves a folder's validation split to evaluate.
     "photos": Recipe(
         "a folder of RGB photos (--data): EfficientNet-Lite0 pretrained on ImageNet, frozen, an MLP head on cached "
-        "features; minutes on a laptop",
+        "features, minutes on a laptop",
         {
             "model": "efficientnet_lite0",
             "frozen": True,

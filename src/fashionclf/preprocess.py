@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import EpsImagePlugin, Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import as_plugin as heif
+from pillow_heif import is_supported as is_heif
 
 from fashionclf import garment
 from fashionclf.errors import FashionClfError
@@ -117,7 +119,8 @@ def open_image(source: Path | bytes, name: str) -> Image.Image:
     limits."""
     with _decoding(source, name) as image:
         check_size(image.size, name)
-        image.seek(0)
+        if image.format != "HEIF":  # a HEIF file's first image need not be its primary one, the photo
+            image.seek(0)
         orientation = image.getexif().get(_ORIENTATION, 1)
         image.draft(None, (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale where that still suffices
         image.load()
@@ -154,7 +157,7 @@ def _decoding(source: Path | bytes, name: str) -> Iterator[Image.Image]:
         raise FashionClfError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise FashionClfError(f"{name}: not an image (no format Pillow reads)") from None
-    except (OSError, SyntaxError, ValueError, RuntimeError) as exc:  # RuntimeError: libheif's decoding errors
+    except (OSError, EOFError, SyntaxError, ValueError, RuntimeError) as exc:  # EOF, Runtime: libheif's errors
         raise FashionClfError(f"{name}: truncated or corrupt image ({exc})") from None
 
 
@@ -166,17 +169,15 @@ def _opened(file: Path | io.BytesIO, name: str) -> Image.Image:
     try:
         return Image.open(file)
     except UnidentifiedImageError:
-        from pillow_heif import as_plugin, is_supported
-
         if isinstance(file, io.BytesIO):
             file.seek(0)
-        if not is_supported(file):
+        if not is_heif(file):
             raise
-        size = file.getbuffer().nbytes if isinstance(file, io.BytesIO) else file.stat().st_size
+        size = file.getbuffer().nbytes if isinstance(file, io.BytesIO) else os.stat(file).st_size
         if size > MAX_HEIF_BYTES:
             message = f"{name}: HEIF file of {size:,} bytes, over the limit of {MAX_HEIF_BYTES:,}"
             raise FashionClfError(message) from None
-        return as_plugin.HeifImageFile(file)
+        return heif.HeifImageFile(file)
 
 
 def _unsupported(image: Image.Image) -> str | None:

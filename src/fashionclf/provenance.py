@@ -18,7 +18,10 @@ from fashionclf.rundir import RunDir, read_json, run_data
 from fashionclf.sources import load_dataset
 
 SHOWN = 12  # hex digits of a digest in a message: enough to tell two apart
-NEW_PHOTO_SPLITS = {split_digest_name(split) for split in ("validation", "test")}
+# A test split added to a photo folder since the run (to measure a run that trained on every photo it had) changes
+# nothing the run read; a validation split added would change what a resumed run trains on (train/ whole, where it
+# held some out).
+ADDED_TEST_SPLIT = split_digest_name("test")
 
 
 def run_dataset(
@@ -65,9 +68,8 @@ def change_record(changes: dict[str, dict]) -> dict:
 def data_changes(recorded: dict, data: Dataset) -> dict[str, dict]:
     """The files (or photo splits) whose digest in `data` differs from the one the run recorded (config.json's
     "data"): name -> {"recorded", "found"}, None where one side has no such file. A run that recorded no files
-    (trained on data handed over in memory) has nothing to compare. A photo split added since (a test/ folder put
-    beside train/ to measure a run that trained on every photo it had) leaves the photos the run read as they were,
-    so it is no change."""
+    (trained on data handed over in memory) has nothing to compare. A photo test split added since is no change
+    (ADDED_TEST_SPLIT)."""
     before = _digests(recorded)
     if not before:
         return {}
@@ -75,7 +77,7 @@ def data_changes(recorded: dict, data: Dataset) -> dict[str, dict]:
     return {
         name: {"recorded": before.get(name), "found": now.get(name)}
         for name in sorted(before.keys() | now.keys())
-        if before.get(name) != now.get(name) and not (name not in before and name in NEW_PHOTO_SPLITS)
+        if before.get(name) != now.get(name) and not (name not in before and name == ADDED_TEST_SPLIT)
     }
 
 
