@@ -126,7 +126,7 @@ RECIPES: dict[str, Recipe] = {
     # trained on them with AdamW one-cycle, weight decay 0.05, label smoothing, 30 epochs. Chosen by 5-fold cross-
     # validation over clothing-dataset-small's train and validation splits (docs/RESULTS.md): 91.5% +- 0.2 (each fold
     # trained by this project's loop; 91.8% +- 0.5 in another order of batches), against 88.7% for a linear head on the
-    # centre at 224 px and 90.8% for the MLP on two views at 224 px. The epochs are fixed and the last is kept, so the
+    # centre at 224 px and 90.9% for the MLP on two views at 224 px. The epochs are fixed and the last is kept, so the
     # recipe needs no validation split: the model trains on the train and validation splits together (--final), and its
     # figure is the cross-validated one; --no-final leaves a folder's validation split to evaluate.
     "photos": Recipe(
