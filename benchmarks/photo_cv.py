@@ -25,6 +25,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from fashionclf.pretrained import PhotoTransfer
 from fashionclf.rundir import RunDir, read_history
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
-from fashionclf.train import Training, _resolved
+from fashionclf.train import Training, _resolved, self_trained
 from fashionclf.train import train as train_run
 from fashionclf.train import trained_head as train_head
 from fashionclf.transfer import features
@@ -57,11 +59,18 @@ def head_accuracy(config: TrainConfig, data: Dataset, train: Split, held: Split)
 def trained_head(config: TrainConfig, data: Dataset, train: Split) -> torch.nn.Module:
     """The model's head trained on `train`'s cached features by `fashionclf train`'s own loop (train.trained_head):
     the recipe's optimizer, schedule, batches and epochs, one sample per view."""
-    config = _resolved(config, data)
-    spec = ModelSpec(data.classes, data.input)
-    with tempfile.TemporaryDirectory() as scratch:  # where a training would log (a compile that falls back, say)
-        training = Training(config, spec, RunDir(Path(scratch)), resolve_device(config.device), progress=False)
+    with _training(config, data) as training:
         return train_head(training, train)
+
+
+@contextmanager
+def _training(config: TrainConfig, data: Dataset) -> Iterator[Training]:
+    """What `fashionclf train` holds fixed while it trains the recipe on `data`, its run directory a scratch one
+    (where a training would log: a compile that falls back, say)."""
+    config = _resolved(config, data)
+    with tempfile.TemporaryDirectory() as scratch:
+        yield Training(config, ModelSpec(data.classes, data.input), RunDir(Path(scratch)),
+                       resolve_device(config.device), progress=False)  # fmt: skip
 
 
 def _logits(config: TrainConfig, head: torch.nn.Module, photos: Split) -> torch.Tensor:
@@ -102,19 +111,11 @@ def cross_validate_frozen(config: TrainConfig, data: Dataset, folds: int) -> Non
     for number, (train_rows, held_rows) in enumerate(_fold_rows(pooled.labels, folds, config.seed), 1):
         train = _subset(pooled, train_rows)
         if votes is not None:  # the recipe's self-training: the fold's photos labelled by their own vote
-            train = _self_trained(config, data, train, votes.of(train_rows))
+            with _training(config, data) as training:
+                train = self_trained(training, train, votes.of(train_rows))
         accuracies.append(head_accuracy(config, data, train, _subset(pooled, held_rows)))
         print(f"fold {number}: {accuracies[-1]:.2%}", flush=True)
     _summary(config.recipe, config.model, accuracies, folds, len(pooled))
-
-
-def _self_trained(config: TrainConfig, data: Dataset, train: Split, votes: vote.Votes) -> Split:
-    """The fold's training photos that the recipe's two rounds of self-training keep, with their labels."""
-    kept, labels = vote.self_training_labels(votes)
-    first = trained_head(config, data, Split(train.images[kept], labels))
-    learnt = torch.log_softmax(_logits(config, first, train), 1).double().numpy()
-    kept, labels = vote.refined_labels(learnt, votes)
-    return Split(train.images[kept], labels)
 
 
 def _votes(model: PhotoTransfer, pooled: Split, data: Dataset, config: TrainConfig) -> vote.Votes:

@@ -422,12 +422,19 @@ def _voted(training: Training, model: PhotoTransfer, features: datasets.Split) -
     photos = _vote_photos(config, len(features))
     votes = vote.votes_on(model.variant, features, photos, config.vote_run, training.spec.classes,
                           config.imagenet_map)  # fmt: skip
+    voted = self_trained(training, features, votes)
+    training.log(f"{vote.kept_line(votes, voted.labels, training.spec.classes, config.vote_run)} "
+                 f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
+    return voted
+
+
+def self_trained(training: Training, features: datasets.Split, votes: vote.Votes) -> datasets.Split:
+    """The photos' features that self-training's two rounds keep, labelled by them (vote.py): round one's head,
+    trained on the joint vote's surest photos, scores them all for round two. No label of `features` is read."""
     kept, labels = vote.self_training_labels(votes)
     first = trained_head(training, datasets.Split(features.images[kept], labels))
-    learnt = F.log_softmax(predict_logits(first, features.images, config.batch_size, training.device), 1)
+    learnt = F.log_softmax(predict_logits(first, features.images, training.config.batch_size, training.device), 1)
     kept, labels = vote.refined_labels(learnt.double().numpy(), votes)
-    training.log(f"{vote.kept_line(votes, labels, training.spec.classes, config.vote_run)} "
-                 f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
     return datasets.Split(features.images[kept], labels)
 
 
