@@ -36,7 +36,8 @@ from sklearn.model_selection import StratifiedKFold
 from fashionclf import vote
 from fashionclf.config import TrainConfig
 from fashionclf.datasets import Dataset, Split, concatenate
-from fashionclf.models import ModelSpec, create_model, model_entry, predict_logits
+from fashionclf.models import ModelSpec, create_model, model_entry
+from fashionclf.networks import predict_logits
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import PhotoTransfer
 from fashionclf.rundir import RunDir, read_history

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from fashionclf import data as fmnist
 from fashionclf import datasets
 from fashionclf.config import TrainConfig
-from fashionclf.models import ModelSpec, create_model, predict_logits
+from fashionclf.models import ModelSpec, create_model
+from fashionclf.networks import predict_logits
 from fashionclf.rundir import RunDir
 from fashionclf.train import Training, TrainState, _new_state, _resolved, train_epoch
 

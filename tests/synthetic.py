@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from fashionclf.config import TrainConfig
-from fashionclf.datasets import FASHION_MNIST_CLASSES, Dataset, Split
+from fashionclf.datasets import Dataset, Split
 from fashionclf.models import ModelSpec, model_entry
+from fashionclf.preprocess import FASHION_MNIST_CLASSES
 from fashionclf.rundir import RunDir
 from fashionclf.train import train
 

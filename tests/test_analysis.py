@@ -11,7 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from fashionclf.analysis import analyze, analyze_model, layer_output, receptive_fields
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import file_sha256
-from fashionclf.models import create_model, example_input, list_models
+from fashionclf.models import create_model, list_models
+from fashionclf.networks import example_input
 
 from synthetic import csv_run, quick_spec, synthetic_split, write_csv
 

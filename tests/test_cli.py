@@ -110,12 +110,23 @@ def test_a_run_directory_is_checked_before_torch_is_imported(tmp_path, command):
         assert result.stdout.strip() == "torch imported: False"
 
 
-def test_an_unknown_model(tmp_path):
-    assert_one_line_error(fashionclf("train", "--model", "nope", "--out", str(tmp_path / "r")), "unknown model")
-
-
-def test_bad_training_settings(tmp_path):
-    assert_one_line_error(fashionclf("train", "--epochs", "0", "--out", str(tmp_path / "r")), "--epochs")
+@pytest.mark.parametrize(
+    ("command", "options", "fragment"),
+    [
+        ("train", ["--model", "nope"], "unknown model 'nope'"),
+        ("train", ["--epochs", "0"], "--epochs must be at least 1"),
+        ("train", ["--recipe", "photos", "--validation-size", "5"], "--final trains on every labelled split"),
+        ("train", ["--model", "fashion_cnn", "--frozen"], "--frozen needs a pretrained model"),
+        ("run", ["--recipe", "nope"], "unknown recipe 'nope'"),
+    ],
+)
+def test_a_bad_training_option_is_refused_before_torch_is_imported(tmp_path, command, options, fragment):
+    """Checking a config reads the model registry, which imports no torch: a mistyped option costs no seconds."""
+    result = subprocess.run([sys.executable, "-c", SAYS_IF_TORCH_WAS_IMPORTED, command, *options, "--out",
+                             str(tmp_path / "r")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert_one_line_error(result, fragment)
+    assert result.stdout.strip() == "torch imported: False"
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from PIL import Image
 
 from fashionclf import photos
 from fashionclf.config import TrainConfig
-from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.evaluate import compute_metrics, evaluate_run, mapped_metrics, read_class_map
 from fashionclf.files import file_sha256
+from fashionclf.preprocess import FASHION_MNIST_CLASSES
 from fashionclf.train import train
 
 from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv

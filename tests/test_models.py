@@ -1,18 +1,10 @@
 import pytest
 import torch
 
-from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.errors import FashionClfError
-from fashionclf.models import (
-    ModelSpec,
-    count_parameters,
-    create_model,
-    example_input,
-    layer_table,
-    list_models,
-    model_entry,
-)
-from fashionclf.preprocess import InputFormat
+from fashionclf.models import ModelSpec, create_model, list_models, model_entry
+from fashionclf.networks import count_parameters, example_input, layer_table
+from fashionclf.preprocess import FASHION_MNIST_CLASSES, InputFormat
 
 from synthetic import quick_spec
 

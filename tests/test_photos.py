@@ -17,12 +17,11 @@ from PIL import Image
 
 from fashionclf import photos, quantize
 from fashionclf.config import TrainConfig
-from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.errors import FashionClfError
 from fashionclf.evaluate import evaluate_run
 from fashionclf.inference import load_classifier, predict_files
 from fashionclf.photos import read_photo_dataset
-from fashionclf.preprocess import FASHION_MNIST_INPUT, REACHED_AGAIN, InputFormat
+from fashionclf.preprocess import FASHION_MNIST_CLASSES, FASHION_MNIST_INPUT, REACHED_AGAIN, InputFormat
 from fashionclf.report import build_report
 from fashionclf.serve import create_app
 from fashionclf.train import train

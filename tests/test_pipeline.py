@@ -13,8 +13,8 @@ from fashionclf import pipeline
 from fashionclf.analysis import analyze
 from fashionclf.cli import summary_table
 from fashionclf.config import TrainConfig
-from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.evaluate import evaluate_run
+from fashionclf.preprocess import FASHION_MNIST_CLASSES
 from fashionclf.report import build_report
 from fashionclf.rundir import RunDir, write_json
 

@@ -13,7 +13,8 @@ from fashionclf.backends import AGREEMENT_GOAL, open_runner
 from fashionclf.checkpoint import load_model
 from fashionclf.datasets import Split, to_float
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, predict_logits
+from fashionclf.models import ModelSpec
+from fashionclf.networks import predict_logits
 from fashionclf.pretrained import EfficientNetLite
 from fashionclf.quantize import (
     WEIGHT_RANGE,

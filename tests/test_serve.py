@@ -25,13 +25,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashionclf.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from fashionclf.datasets import FASHION_MNIST_CLASSES
 from fashionclf.explain import explainer_for
 from fashionclf.inference import Classifier
 from fashionclf.listener import listen
 from fashionclf.listener import url as url_of
 from fashionclf.models import create_model
-from fashionclf.preprocess import to_dataset_domain
+from fashionclf.preprocess import FASHION_MNIST_CLASSES, to_dataset_domain
 from fashionclf.serve import Batcher, Limits, create_app
 from fashionclf.serve import server as uvicorn_server
 

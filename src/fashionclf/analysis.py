@@ -29,7 +29,8 @@ from fashionclf import datasets, plots
 from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
 from fashionclf.layers import AvgMaxPool, Mirrored, SamePad, Scale, Standardise, ViewMean, ViewsToPhotos, Vote
-from fashionclf.models import ModelSpec, create_model, large_batch, model_entry
+from fashionclf.models import ModelSpec, create_model, model_entry
+from fashionclf.networks import large_batch
 from fashionclf.pretrained import ScaleInput, Views
 from fashionclf.provenance import change_record, run_dataset
 from fashionclf.rundir import RunDir, locked, open_run, write_json

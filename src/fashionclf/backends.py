@@ -26,7 +26,8 @@ import torch
 
 from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, example_input, large_batch, model_entry
+from fashionclf.models import ModelSpec, model_entry
+from fashionclf.networks import example_input, large_batch
 from fashionclf.runtime import LARGE_BATCH
 
 METADATA_MODEL = "fashionclf.model"  # key of the model's registry name in ONNX and .pt2 metadata

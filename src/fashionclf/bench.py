@@ -17,7 +17,7 @@ from fashionclf import plots
 from fashionclf.analysis import calls_within, forward_flops
 from fashionclf.backends import AGREEMENT_GOAL, Runner, latencies, open_runner
 from fashionclf.errors import FashionClfError
-from fashionclf.models import example_input, large_batch
+from fashionclf.networks import example_input, large_batch
 from fashionclf.rundir import RunDir, locked, open_run, quantization_is_current, read_json, run_model, write_json
 from fashionclf.runtime import Cpu, cpu
 

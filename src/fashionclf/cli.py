@@ -193,13 +193,14 @@ def train(
 ) -> None:
     """Train a model, or fine-tune one (--init) on other data; a checkpoint is written after every epoch.
     Started by torchrun, it trains data-parallel across the processes."""
+    if resume is None:
+        config = _config(settings, config_file)  # a bad option is refused before torch is imported
     from fashionclf import distributed
     from fashionclf import train as training
 
     if resume is not None:
         run = training.resume(resume)
     else:
-        config = _config(settings, config_file)
         run = training.train(config, out or Path("runs") / f"{config.model}-seed{config.seed}")
     if distributed.is_main():
         console.print(f"run directory: {run.root}")
@@ -318,11 +319,12 @@ def run(
 ) -> None:
     """The main job: data -> train -> evaluate -> analyze -> quantize -> bench -> report, each stage announced
     with its time, ending with a summary of what was measured."""
+    config = _config(settings)  # a bad option is refused before torch is imported
     from fashionclf.pipeline import run_all
 
     if quiet:
         logging.getLogger("fashionclf").setLevel(logging.WARNING)
-    console.print(summary_table(run_all(_config(settings), out, progress=not quiet, bench_budget_s=budget)))
+    console.print(summary_table(run_all(config, out, progress=not quiet, bench_budget_s=budget)))
 
 
 def summary_table(summary: dict) -> Table:

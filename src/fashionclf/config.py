@@ -2,8 +2,9 @@
 from it), and the named recipes: presets of settings, recorded in config.json with every value they set, so a
 published number can be reproduced with one command.
 
-The model registry and the corruptions' names are imported where a config is checked, not here: the command line
-reads these declarations at every start, and they would import torch."""
+The command line reads these declarations at every start, and checking a config imports no torch (the model registry
+does not), so a bad option is refused in well under a second; the corruptions' names do import it, and are read
+only where --corrupt is given."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionclf.errors import FashionClfError
+from fashionclf.models import model_entry
 from fashionclf.preprocess import InputFormat, list_preprocessings, preprocessing_entry
 from fashionclf.settings import check, declared, default_of, option_name, setting
 
@@ -395,8 +397,6 @@ class TrainConfig:
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda.", SPEED)
 
     def __post_init__(self) -> None:
-        from fashionclf.models import model_entry
-
         for each, _ in declared(TrainConfig):
             check(TrainConfig, each.name, getattr(self, each.name))
         entry = model_entry(self.model)
@@ -421,6 +421,8 @@ class TrainConfig:
                                   "zero-shot")  # fmt: skip
 
     def _check_corruptions(self, domain: str) -> None:
+        if not self.corrupt:
+            return
         from fashionclf.photolike import NAMES
 
         unknown = set(self.corrupt) - set(NAMES)
@@ -442,8 +444,6 @@ class TrainConfig:
     @property
     def input(self) -> InputFormat:
         """The input the run's pictures are brought to: the model's, at `image_size`, by `preprocessing`."""
-        from fashionclf.models import model_entry
-
         return model_entry(self.model).spec(size=self.image_size).input.using(self.preprocessing)
 
     @classmethod

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashionclf.datasets import FASHION_MNIST_CLASSES, Dataset, Split, cache_root
+from fashionclf.datasets import Dataset, Split, cache_root
 from fashionclf.download import BadDownload, fetch, from_mirrors
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write
-from fashionclf.preprocess import FASHION_MNIST_SIDE
+from fashionclf.preprocess import FASHION_MNIST_CLASSES, FASHION_MNIST_SIDE
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -18,21 +18,7 @@ import torch
 
 from fashionclf.errors import FashionClfError
 from fashionclf.files import write_error
-from fashionclf.preprocess import FASHION_MNIST_INPUT, InputFormat
-
-# The classes of a Dataset or a model that names none: Fashion-MNIST's, in the order of its labels.
-FASHION_MNIST_CLASSES: tuple[str, ...] = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+from fashionclf.preprocess import FASHION_MNIST_CLASSES, FASHION_MNIST_INPUT, InputFormat
 
 
 @dataclass(frozen=True)

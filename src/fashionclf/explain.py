@@ -32,7 +32,8 @@ from torch import nn
 from fashionclf import plots
 from fashionclf.checkpoint import load_checkpoint, model_from_checkpoint, recorded_spec
 from fashionclf.errors import FashionClfError
-from fashionclf.models import ModelSpec, example_input
+from fashionclf.models import ModelSpec
+from fashionclf.networks import example_input
 from fashionclf.preprocess import Frame, on_white, open_image, to_picture
 from fashionclf.rundir import RunDir
 

@@ -19,7 +19,8 @@ from fashionclf.backends import AGREEMENT_GOAL, dispatch, open_runner
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.export import is_export, open_export
 from fashionclf.files import atomic_write
-from fashionclf.models import ModelSpec, predict_logits
+from fashionclf.models import ModelSpec
+from fashionclf.networks import predict_logits
 from fashionclf.preprocess import open_image, to_picture
 from fashionclf.rundir import RunDir, quantization_is_current, read_json
 

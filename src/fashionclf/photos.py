@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fashionclf.datasets import FASHION_MNIST_CLASSES, Dataset, Split, cache_root, split_off_test
+from fashionclf.datasets import Dataset, Split, cache_root, split_off_test
 from fashionclf.errors import FashionClfError
 from fashionclf.files import file_sha256, one_line, writing
-from fashionclf.preprocess import InputFormat, folder_files, folder_id, not_a_file, open_image
+from fashionclf.preprocess import FASHION_MNIST_CLASSES, InputFormat, folder_files, folder_id, not_a_file, open_image
 
 CACHE_VERSION = 5  # part of every cache key: bump it when decoding or preprocessing changes (5: HEIC read)
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}

@@ -14,8 +14,9 @@ from fashionclf.analysis import analyze
 from fashionclf.bench import bench_run
 from fashionclf.checkpoint import recorded_spec
 from fashionclf.config import TrainConfig
-from fashionclf.datasets import FASHION_MNIST_CLASSES, Dataset
+from fashionclf.datasets import Dataset
 from fashionclf.evaluate import evaluate_run
+from fashionclf.preprocess import FASHION_MNIST_CLASSES
 from fashionclf.quantize import quantize_run
 from fashionclf.report import build_report
 from fashionclf.rundir import RunDir, locked, read_json

@@ -400,6 +400,20 @@ class InputFormat:
 
 FASHION_MNIST_INPUT = InputFormat()
 
+# The classes of a Dataset or a model that names none: Fashion-MNIST's, in the order of its labels.
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
 
 def _photo_square(image: Image.Image, size: int) -> tuple[np.ndarray, Frame]:
     rgb = on_white(image)

@@ -58,7 +58,8 @@ from fashionclf.backends import (
 from fashionclf.checkpoint import import_torchao, load_model, model_header, recorded_spec, save_checkpoint
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write, file_sha256
-from fashionclf.models import ModelSpec, example_input, images_per_batch, large_batch, model_entry, predict_logits
+from fashionclf.models import ModelSpec, model_entry
+from fashionclf.networks import example_input, images_per_batch, large_batch, predict_logits
 from fashionclf.provenance import change_record, run_dataset, trained_on
 from fashionclf.rundir import RunDir, locked, open_run, write_json
 from fashionclf.runtime import Cpu, cpu

@@ -20,7 +20,8 @@ from fashionclf.checkpoint import recorded_spec
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.explain import CONFUSED_PAIRS, IMAGES_PER_PAIR, confused_pairs
-from fashionclf.models import count_parameters, layer_table, model_entry
+from fashionclf.models import model_entry
+from fashionclf.networks import count_parameters, layer_table
 from fashionclf.rundir import Figure, RunDir, locked, open_run, read_history, read_json, run_model, write_text
 from fashionclf.settings import in_words
 

@@ -37,9 +37,10 @@ from fashionclf.checkpoint import (
 from fashionclf.config import TrainConfig
 from fashionclf.errors import FashionClfError
 from fashionclf.files import file_sha256
-from fashionclf.models import ModelSpec, count_parameters, model_entry, predict_logits
+from fashionclf.models import ModelSpec, model_entry
+from fashionclf.networks import count_parameters, predict_logits
 from fashionclf.photolike import FOOTWEAR, corrupt
-from fashionclf.preprocess import FASHION_MNIST_INPUT
+from fashionclf.preprocess import FASHION_MNIST_CLASSES, FASHION_MNIST_INPUT
 from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
 from fashionclf.provenance import SHOWN, run_dataset
 from fashionclf.rundir import RunDir, locked, open_run, read_json, write_json, write_text
@@ -227,7 +228,7 @@ def _resolved(config: TrainConfig, data: datasets.Dataset) -> TrainConfig:
     elif config.validation_size is None:
         values["validation_size"] = 5000 if len(data.train) >= 25_000 else len(data.train) // 5
     if config.mix_fashion_mnist and (data.classes, data.input.domain) != (
-        datasets.FASHION_MNIST_CLASSES,
+        FASHION_MNIST_CLASSES,
         FASHION_MNIST_INPUT.domain,
     ):
         raise FashionClfError("--mix-fashion-mnist needs data in Fashion-MNIST's classes and 28x28 grayscale")

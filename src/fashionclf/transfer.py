@@ -24,7 +24,7 @@ from fashionclf.backends import onnx_program
 from fashionclf.datasets import Split, cache_root
 from fashionclf.errors import FashionClfError
 from fashionclf.files import atomic_write
-from fashionclf.models import predict_logits
+from fashionclf.networks import predict_logits
 from fashionclf.pretrained import HeadOnFeatures, ImageNetVote, MLPHead, PhotoTransfer
 
 CACHE_VERSION = 1  # part of every cache key: bump it when the views or the pooling change

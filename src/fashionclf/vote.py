@@ -32,7 +32,7 @@ from fashionclf.checkpoint import load_model, recorded_spec
 from fashionclf.datasets import Split
 from fashionclf.errors import FashionClfError
 from fashionclf.layers import ViewMean
-from fashionclf.models import predict_logits
+from fashionclf.networks import predict_logits
 from fashionclf.pretrained import imagenet_vote
 from fashionclf.rundir import open_run
 
