@@ -13,7 +13,7 @@ from pathlib import Path
 from fashionclf import explain
 from fashionclf.catalog import SETS
 from fashionclf.models import ModelEntry, model_entry
-from fashionclf.report import trained_on, training_recipe
+from fashionclf.report import measured_on_training_data, training_recipe
 from fashionclf.rundir import RunDir, read_json
 
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
@@ -89,8 +89,8 @@ def front_matter(run, run_config: dict, metrics, photos: list[dict], licence: st
         "metrics:",
         "- accuracy",
     ]
-    own = [_result(metrics, data_name(data))] if metrics and not trained_on(metrics) else []
-    results = own + [_result(m, Path(m["data"]["path"]).name) for m in photos if not trained_on(m)]
+    own = [_result(metrics, data_name(data))] if metrics and not measured_on_training_data(metrics) else []
+    results = own + [_result(m, Path(m["data"]["path"]).name) for m in photos if not measured_on_training_data(m)]
     if results:
         lines += ["model-index:", f"- name: {json.dumps(run.root.name)}", "  results:", *results]
     return "\n".join([*lines, "---"])
@@ -120,7 +120,7 @@ def summary(run: RunDir, run_config: dict, config: dict, metrics: dict | None) -
     if not metrics:
         measured = " Not evaluated (see below)."
     else:
-        seen = "it trained on (see below)" if trained_on(metrics) else "it never trained on"
+        seen = "it trained on (see below)" if measured_on_training_data(metrics) else "it never trained on"
         measured = (f" {metrics['data']['split'].capitalize()} accuracy **{metrics['accuracy']:.2%}** on "
                     f"{metrics['images']:,} images {seen}.")  # fmt: skip
     return (
@@ -204,7 +204,7 @@ def evaluation_section(metrics: dict | None, epoch_chosen: bool) -> str:
             "accuracy. Run `fashionclf evaluate RUN` and export again for the numbers."
         )
     split, caveat = metrics["data"]["split"], ""
-    if trained_on(metrics):
+    if measured_on_training_data(metrics):
         caveat = (" The model trained on these images (`--final`, or a training split named): the figures measure "
                   "what it learnt, not how it does on images it never saw.")  # fmt: skip
     elif split == "validation":
@@ -250,8 +250,8 @@ def photos_section(photos: list[dict]) -> str | None:
     if not photos:
         return None
     rows = "\n".join(
-        f"| `{Path(m['data']['path']).name}` | {m['data']['split']}{' (trained on)' if trained_on(m) else ''} | "
-        f"{m['data']['preprocessing']} | "
+        f"| `{Path(m['data']['path']).name}` | {m['data']['split']}"
+        f"{' (trained on)' if measured_on_training_data(m) else ''} | {m['data']['preprocessing']} | "
         f"{'yes' if 'class_map' in m else 'no'} | {m['images']:,} | {m['accuracy']:.2%} |"
         for m in photos
     )

@@ -1,4 +1,4 @@
-"""Models, registered by name: adding one is a decorated function, and nothing else imports model classes.
+"""Models, registered by name: adding one is a decorated function, and every stage builds a model by its name.
 
 What a model expects and answers travels with it as a ModelSpec: its class names and its input format (the
 preprocessing, channels and size). `train` writes it into config.json and every checkpoint, `quantize` into every

@@ -69,13 +69,13 @@ def _changed_data(metrics: dict) -> str:
     )
 
 
-def trained_on(metrics: dict) -> bool:
+def measured_on_training_data(metrics: dict) -> bool:
     """Whether the model trained on the split these metrics measured (`--final`, or a training split named)."""
     return bool(metrics.get("data", {}).get("trained_on"))
 
 
 def _trained_split(metrics: dict) -> str:
-    if not trained_on(metrics):
+    if not measured_on_training_data(metrics):
         return ""
     return (
         f"\n\n**The model trained on the {_evaluated_split(metrics)} split**: these metrics measure what it learnt, "
@@ -204,7 +204,7 @@ def test_results(run: RunDir) -> str:
     )
     per_class = sorted(metrics["per_class"], key=lambda r: r["accuracy"])
     split, caveat = _evaluated_split(metrics), ""
-    if split == "validation" and not trained_on(metrics):
+    if split == "validation" and not measured_on_training_data(metrics):
         caveat = " The data has no test split, so these results are on the validation split"
         caveat += (
             ", which also chose the best epoch: they are not an unbiased estimate."
