@@ -99,15 +99,24 @@ finally:
 """
 
 
-@pytest.mark.parametrize("command", ["evaluate", "report", "analyze", "quantize", "bench", "export"])
+@pytest.mark.parametrize("command", ["evaluate", "report", "analyze", "quantize", "bench", "export", "train --resume"])
 def test_a_run_directory_is_checked_before_torch_is_imported(tmp_path, command):
     """A mistyped run directory is refused at once, not after the seconds that importing the stage takes."""
     extra = [str(tmp_path / "exported")] if command == "export" else []
     for run, problem in [(tmp_path / "nope", "run directory does not exist"), (tmp_path, "not a run directory")]:
-        result = subprocess.run([sys.executable, "-c", SAYS_IF_TORCH_WAS_IMPORTED, command, str(run), *extra],
+        result = subprocess.run([sys.executable, "-c", SAYS_IF_TORCH_WAS_IMPORTED, *command.split(), str(run), *extra],
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert_one_line_error(result, str(run), problem)
         assert result.stdout.strip() == "torch imported: False"
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_a_missing_model_is_refused_before_torch_is_imported(tmp_path, command):
+    pictures = ["picture.png"] if command == "predict" else []
+    result = subprocess.run([sys.executable, "-c", SAYS_IF_TORCH_WAS_IMPORTED, command, str(tmp_path / "nope"),
+                             *pictures], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert_one_line_error(result, str(tmp_path / "nope"), "model does not exist")
+    assert result.stdout.strip() == "torch imported: False"
 
 
 @pytest.mark.parametrize(

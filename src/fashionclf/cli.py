@@ -22,7 +22,7 @@ from rich.table import Table
 from fashionclf.config import TrainConfig, default_in_words, settings_file
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, one_line, write_error
-from fashionclf.rundir import open_run
+from fashionclf.rundir import existing_model, open_run
 from fashionclf.settings import declaration, declared, kinds, option_name
 
 if TYPE_CHECKING:
@@ -76,6 +76,9 @@ BudgetOption = Annotated[
     ),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `fashionclf train`.", callback=_a_run)]
+ModelArg = Annotated[
+    Path, typer.Argument(help="A run directory, an exported folder or a model file.", callback=existing_model)
+]
 AllowChangedData = Annotated[
     bool,
     typer.Option(
@@ -180,7 +183,9 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 @_with_settings()
 def train(
     out: Annotated[Path | None, typer.Option(help=_with_default("Run directory.", "runs/<model>-seed<seed>"))] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the stopped run in this directory.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the stopped run in this directory.", callback=_a_run)
+    ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option(
@@ -348,7 +353,7 @@ def summary_table(summary: dict) -> Table:
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A run directory, an exported folder or a model file.")],
+    model: ModelArg,
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=10)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
@@ -411,7 +416,7 @@ def _print_error(message: str) -> None:
 
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Argument(help="A run directory, an exported folder or a model file.")],
+    model: ModelArg,
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on, 0 to 65535; 0 picks a free one.")] = 8000,
     max_mb: Annotated[float, typer.Option(help="Largest request accepted, in MB.")] = 10.0,

@@ -22,7 +22,7 @@ from fashionclf.files import atomic_write
 from fashionclf.models import ModelSpec
 from fashionclf.networks import predict_logits
 from fashionclf.preprocess import open_image, to_picture
-from fashionclf.rundir import RunDir, quantization_is_current, read_json
+from fashionclf.rundir import RunDir, existing_model, quantization_is_current, read_json
 
 LogitsFunction = Callable[[torch.Tensor], torch.Tensor]  # float32 (N, C, H, W) in [0, 1] -> logits (N, classes)
 
@@ -57,8 +57,7 @@ def load_classifier(path: Path, precision: str = "auto", preprocessing: str | No
 def _classifier(path: Path, precision: str) -> Classifier:
     if precision not in PRECISIONS:
         raise FashionClfError(f"--precision: unknown {precision!r}; known: {', '.join(PRECISIONS)}")
-    if not path.exists():
-        raise FashionClfError(f"{path}: model does not exist (give a run directory, an export or a model file)")
+    existing_model(path)
     if path.is_file():
         runner = open_runner(path)
         return Classifier(logits_of=runner, description=f"{runner.model} {runner.label} ({path})", spec=runner.spec)

@@ -144,6 +144,13 @@ def open_run(path: Path) -> RunDir:
     return run
 
 
+def existing_model(path: Path) -> Path:
+    """What predict and serve load: a run directory, an exported folder or a model file; refused where nothing is."""
+    if not Path(path).exists():
+        raise FashionClfError(f"{path}: model does not exist (give a run directory, an export or a model file)")
+    return Path(path)
+
+
 @contextmanager
 def locked(root: Path, holder: str) -> Iterator[None]:
     """Hold the run directory for writing; a second writer, in this or another process, is refused with a message
