@@ -49,9 +49,9 @@ def usual_app(model: str, same_backends: bool):
     import torch
 
     from fashionclf.checkpoint import load_model
-    from fashionclf.datasets import FASHION_MNIST_CLASSES, to_float
+    from fashionclf.datasets import to_float
     from fashionclf.inference import load_classifier
-    from fashionclf.preprocess import FASHION_MNIST_INPUT, open_image
+    from fashionclf.preprocess import FASHION_MNIST_CLASSES, FASHION_MNIST_INPUT, open_image
     from fashionclf.rundir import RunDir
 
     if same_backends:

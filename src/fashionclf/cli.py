@@ -22,6 +22,7 @@ from rich.table import Table
 from fashionclf.config import TrainConfig, default_in_words, settings_file
 from fashionclf.errors import FashionClfError, FashionClfWarning
 from fashionclf.files import STORAGE_PROBLEMS, CheckedStdout, one_line, write_error
+from fashionclf.models import list_models, model_entry
 from fashionclf.rundir import existing_model, open_run
 from fashionclf.settings import declaration, declared, kinds, option_name
 
@@ -473,8 +474,6 @@ def _limit(option: str, value: float, unit: int, name: str) -> int:
 @app.command("models")
 def list_registered() -> None:
     """List the registered models."""
-    from fashionclf.models import list_models, model_entry
-
     for name in list_models():
         console.print(f"{name}: {model_entry(name).description}")
 

@@ -4,7 +4,7 @@ published number can be reproduced with one command.
 
 The command line reads these declarations at every start, and checking a config imports no torch (the model registry
 does not), so a bad option is refused in well under a second; the corruptions' names do import it, and are read
-only where --corrupt is given."""
+last, only where --corrupt is given."""
 
 from __future__ import annotations
 
@@ -406,7 +406,6 @@ class TrainConfig:
         if entry.input.domain == "photo" and self.image_size is not None and self.image_size not in PHOTO_SIZES:
             raise FashionClfError(f"--image-size must be a multiple of 16 from 16 to 512, got {self.image_size}")
         entry.input.using(self.preprocessing)
-        self._check_corruptions(entry.input.domain)
         if self.final and self.validation_size:
             raise FashionClfError(
                 f"--final trains on every labelled split: --validation-size {self.validation_size} cannot apply "
@@ -419,17 +418,18 @@ class TrainConfig:
         if self.vote_run and (not self.frozen or self.model_args.get("head") == "imagenet"):
             raise FashionClfError("--vote-run trains a frozen network's head on the votes: use it with --recipe "
                                   "zero-shot")  # fmt: skip
+        self._check_corruptions(entry.input.domain)  # last: the corruptions' names import torch
 
     def _check_corruptions(self, domain: str) -> None:
         if not self.corrupt:
             return
+        if domain != "fashion-mnist":
+            raise FashionClfError("--corrupt imitates photos in Fashion-MNIST's 28x28 grayscale: not for photo models")
         from fashionclf.photolike import NAMES
 
         unknown = set(self.corrupt) - set(NAMES)
         if unknown or not all(isinstance(p, int | float) and 0 <= p <= 1 for p in self.corrupt.values()):
             raise FashionClfError(f"--corrupt takes NAME=P, P in [0, 1], NAME one of {', '.join(NAMES)}")
-        if self.corrupt and domain != "fashion-mnist":
-            raise FashionClfError("--corrupt imitates photos in Fashion-MNIST's 28x28 grayscale: not for photo models")
 
     def _check_frozen(self, pretrained: bool) -> None:
         """A frozen backbone's features are computed once per photo: nothing that changes pixels per epoch fits (every
