@@ -365,8 +365,8 @@ def test_predict_with_a_file_of_another_program(tmp_path):
     ],
 )
 def test_serve_refuses_a_bad_option_before_loading_the_model(tmp_path, option, value, fragment):
-    """The model does not even exist: the options are checked, and the port bound, before it is loaded."""
-    assert_one_line_error(fashionclf("serve", str(tmp_path / "no-model"), option, value), fragment)
+    """The model is no model (an empty folder): the options are checked, and the port bound, before it is loaded."""
+    assert_one_line_error(fashionclf("serve", str(tmp_path), option, value), fragment)
 
 
 def test_serve_refuses_a_port_in_use(tmp_path):
@@ -374,7 +374,7 @@ def test_serve_refuses_a_port_in_use(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = fashionclf("serve", str(tmp_path / "no-model"), "--port", str(port))
+        result = fashionclf("serve", str(tmp_path), "--port", str(port))
     assert_one_line_error(result, f"127.0.0.1:{port} is already in use")
 
 
