@@ -25,8 +25,6 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,10 +38,10 @@ from fashionclf.models import ModelSpec, create_model, model_entry
 from fashionclf.networks import predict_logits
 from fashionclf.preprocess import FASHION_MNIST_INPUT
 from fashionclf.pretrained import PhotoTransfer
-from fashionclf.rundir import RunDir, read_history
+from fashionclf.rundir import read_history
 from fashionclf.runtime import resolve_device
 from fashionclf.sources import load_dataset
-from fashionclf.train import Training, _resolved, self_trained
+from fashionclf.train import scratch_training, self_trained
 from fashionclf.train import train as train_run
 from fashionclf.train import trained_head as train_head
 from fashionclf.transfer import features
@@ -60,18 +58,8 @@ def head_accuracy(config: TrainConfig, data: Dataset, train: Split, held: Split)
 def trained_head(config: TrainConfig, data: Dataset, train: Split) -> torch.nn.Module:
     """The model's head trained on `train`'s cached features by `fashionclf train`'s own loop (train.trained_head):
     the recipe's optimizer, schedule, batches and epochs, one sample per view."""
-    with _training(config, data) as training:
+    with scratch_training(config, data) as training:
         return train_head(training, train)
-
-
-@contextmanager
-def _training(config: TrainConfig, data: Dataset) -> Iterator[Training]:
-    """What `fashionclf train` holds fixed while it trains the recipe on `data`, its run directory a scratch one
-    (where a training would log: a compile that falls back, say)."""
-    config = _resolved(config, data)
-    with tempfile.TemporaryDirectory() as scratch:
-        yield Training(config, ModelSpec(data.classes, data.input), RunDir(Path(scratch)),
-                       resolve_device(config.device), progress=False)  # fmt: skip
 
 
 def _logits(config: TrainConfig, head: torch.nn.Module, photos: Split) -> torch.Tensor:
@@ -112,7 +100,7 @@ def cross_validate_frozen(config: TrainConfig, data: Dataset, folds: int) -> Non
     for number, (train_rows, held_rows) in enumerate(_fold_rows(pooled.labels, folds, config.seed), 1):
         train = _subset(pooled, train_rows)
         if votes is not None:  # the recipe's self-training: the fold's photos labelled by their own vote
-            with _training(config, data) as training:
+            with scratch_training(config, data) as training:
                 train = self_trained(training, train, votes.of(train_rows))
         accuracies.append(head_accuracy(config, data, train, _subset(pooled, held_rows)))
         print(f"fold {number}: {accuracies[-1]:.2%}", flush=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 from fashionclf import data as fmnist
 from fashionclf import datasets
 from fashionclf.config import TrainConfig
-from fashionclf.models import ModelSpec, create_model
+from fashionclf.models import create_model
 from fashionclf.networks import predict_logits
-from fashionclf.rundir import RunDir
-from fashionclf.train import Training, TrainState, _new_state, _resolved, train_epoch
+from fashionclf.train import TrainState, _new_state, scratch_training, train_epoch
 
 
 class PerSampleDataset(Dataset):
@@ -72,10 +70,8 @@ def fashionclf_loop(
     settings = {"seed": seed, "device": "cpu", **options, **({"epochs": epochs} if epochs else {})}
     # Resolved as `fashionclf train` resolves it: bf16 only where the CPU computes it natively.
     data = datasets.Dataset(train, None, Path("."), "benchmark", {})
-    config = _resolved(TrainConfig.from_recipe(recipe, **settings), data)
-    with tempfile.TemporaryDirectory() as scratch:
-        run = RunDir(Path(scratch))
-        training = Training(config, ModelSpec(), run, torch.device("cpu"), progress=False)
+    with scratch_training(TrainConfig.from_recipe(recipe, **settings), data) as training:
+        config = training.config
         state: TrainState = _new_state(training, steps_per_epoch=-(-len(train) // config.batch_size))
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()

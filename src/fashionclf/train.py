@@ -10,7 +10,9 @@ import csv
 import io
 import logging
 import math
+import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -100,9 +102,22 @@ def train(config: TrainConfig, out: Path, data: datasets.Dataset | None = None, 
         if config.vote_run:  # refused now, not after minutes of features
             vote.vote_model(Path(config.vote_run))
         data = data or load_dataset(config.data, config.input)
-        config, spec = _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
-        _train(config, spec, run, data, progress, resuming=False)
+        _train(*_for_data(config, data), run, data, progress, resuming=False)
     return run
+
+
+def _for_data(config: TrainConfig, data: datasets.Dataset) -> tuple[TrainConfig, ModelSpec]:
+    """The settings resolved for `data` (`_resolved`), and the spec of the model trained on it."""
+    return _resolved(config, data), ModelSpec(data.classes, data.input).using(config.preprocessing)
+
+
+@contextmanager
+def scratch_training(config: TrainConfig, data: datasets.Dataset) -> Iterator[Training]:
+    """What `fashionclf train` holds fixed while it trains `config` on `data`, in a scratch run directory (where the
+    loop would log: a compile that falls back, say): for benchmarks that call parts of the loop."""
+    config, spec = _for_data(config, data)
+    with tempfile.TemporaryDirectory() as scratch:
+        yield Training(config, spec, RunDir(Path(scratch)), resolve_device(config.device), progress=False)
 
 
 def resume(out: Path, data: datasets.Dataset | None = None, progress: bool = True) -> RunDir:
