@@ -1,14 +1,19 @@
-"""Pictures as users make them, for the tests: encoded in any format, and bad in every way a file can be."""
+"""Pictures as users make them, for the tests: encoded in any format, bad in every way a file can be, and a sample of
+real phone photos."""
 
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pillow_heif
 from PIL import Image
+
+# Real phone photos of clothing-dataset-small, a few per class, in its train/ and validation/ layout.
+SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 
 
 def garment_on_white(size=(300, 400), box=(100, 60, 200, 340), shade=40) -> Image.Image:

@@ -17,8 +17,9 @@ from fashionclf.rundir import write_json
 from fashionclf.runtime import Cpu, cpu
 from fashionclf.train import train
 
+from pictures import SAMPLE
+
 RECORDED = Path(__file__).parent / "data" / "avx2-2core"
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 ZEN1 = Cpu("AMD EPYC (Zen 1)", "AVX2", vnni=False, bf16=False, amx=False)
 XEON = Cpu("Intel Xeon (Sapphire Rapids)", "AVX512", vnni=True, bf16=True, amx=True)
 

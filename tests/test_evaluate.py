@@ -1,7 +1,6 @@
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,8 @@ from fashionclf.files import file_sha256
 from fashionclf.preprocess import FASHION_MNIST_CLASSES
 from fashionclf.train import train
 
+from pictures import SAMPLE
 from synthetic import band_photos, csv_run, synthetic_data, synthetic_split, write_csv
-
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 
 
 def one_hot(predicted, confidence=0.9):

@@ -27,9 +27,8 @@ from fashionclf.models import create_model, list_models
 from fashionclf.serve import create_app
 from fashionclf.train import train
 
+from pictures import SAMPLE
 from synthetic import quick_spec
-
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 
 
 def fashionclf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +24,8 @@ from fashionclf.preprocess import FASHION_MNIST_CLASSES, FASHION_MNIST_INPUT, RE
 from fashionclf.report import build_report
 from fashionclf.serve import create_app
 from fashionclf.train import train
+
+from pictures import SAMPLE
 
 SMALL_RGB = InputFormat("photo", 3, 32)
 
@@ -261,9 +262,6 @@ def test_fine_tuning_on_a_photo_folder_raises_held_out_accuracy(trained_run, rea
     assert summary["held_out"]["images"] == 96  # a fifth of the 480 pictures left after the test hold-out
     assert summary["held_out"]["after"] > summary["held_out"]["before"] + 0.1
     assert {"before", "after"} <= summary["fashion_mnist_test"].keys()
-
-
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
 
 
 @pytest.fixture(scope="module")

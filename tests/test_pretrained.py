@@ -9,7 +9,7 @@ from fashionclf.preprocess import open_image, photo_square
 from fashionclf.pretrained import VARIANTS, EfficientNetLite, PackagedWeights, PhotoTransfer, Views
 from fashionclf.transfer import imagenet_class_names
 
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
+from pictures import SAMPLE
 
 
 def _package(tmp_path: Path, monkeypatch, name: str = "weights_pkg") -> Path:

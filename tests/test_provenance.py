@@ -1,12 +1,12 @@
 import shutil
-from pathlib import Path
 
 from fashionclf.datasets import describe
 from fashionclf.preprocess import InputFormat
 from fashionclf.provenance import data_changes
 from fashionclf.sources import load_dataset
 
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
+from pictures import SAMPLE
+
 PHOTO = InputFormat("photo", 3, 32)
 
 

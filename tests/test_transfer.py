@@ -1,6 +1,5 @@
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,8 @@ from fashionclf.sources import load_dataset
 from fashionclf.train import train
 from fashionclf.transfer import imagenet_class_names, set_votes
 
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
+from pictures import SAMPLE
+
 SMALL = {"image_size": 64, "device": "cpu", "data": str(SAMPLE)}  # views at 48 px: quick, and enough to test with
 
 

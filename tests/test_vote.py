@@ -1,6 +1,5 @@
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,8 @@ from fashionclf.sources import load_dataset
 from fashionclf.train import resume, train
 from fashionclf.vote import Votes, joint_scores, most_confident, refined_labels, to_our_classes
 
-SAMPLE = Path(__file__).parent / "data" / "clothing-small-sample"
+from pictures import SAMPLE
+
 CLASSES = ("shirt", "t-shirt", "shoes")  # the map gives the first two Fashion-MNIST classes, shoes none
 FASHION_MNIST = ("T-shirt/top", "Shirt", "Sneaker")
 
